@@ -1,0 +1,128 @@
+"""Turn the user's AppConfig into the stages' own configs and a Pipeline.
+
+This is the only place that knows both the config tree and the stages; each
+stage is built from its own small config and never sees the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from realtime.config import AppConfig
+from realtime.detectors import DetectorError, build_detector
+from realtime.engine import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+class BuildError(Exception):
+    """A stage that can't be built from the given config (user error)."""
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        if device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise BuildError(f"--device {device}: no CUDA device is available (torch {torch.__version__})")
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _need_file(path: str | None, what: str) -> None:
+    if path is not None and not Path(path).expanduser().is_file():
+        raise BuildError(f"{what} not found: {path}")
+
+
+def build_pipeline(cfg: AppConfig) -> Pipeline:
+    device = resolve_device(cfg.runtime.device)
+    for path, what in ((cfg.hmr.checkpoint, "HMR checkpoint"), (cfg.hmr.smpl, "SMPL model file"),
+                       (cfg.actions.checkpoint, "LART checkpoint"), (cfg.actions.mean_std, "LART mean_std file")):
+        _need_file(path, what)
+
+    try:
+        detector = build_detector(_replace(cfg.detector, device=device, backend=cfg.runtime.backend))
+    except DetectorError as exc:
+        raise BuildError(str(exc)) from exc
+
+    lifter = _build_lifter(cfg, device)
+    tracker = _build_tracker(cfg, lifter)
+    actions = _build_actions(cfg, device) if cfg.actions.enabled and lifter is not None else None
+    sinks = _build_sinks(cfg)
+    return Pipeline(detector, lifter, tracker, actions, sinks)
+
+
+def _replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
+
+
+def _build_lifter(cfg: AppConfig, device: str):
+    try:
+        from realtime.lifting import HMRLifter, HMRLifterConfig
+    except ImportError as exc:
+        log.info("HMR stage not available (%s): tracking in 2D, no actions", exc)
+        return None
+    size = cfg.hmr.size if cfg.hmr.size != "auto" else ("official" if cfg.hmr.checkpoint else "tiny")
+    try:
+        return HMRLifter.from_config(HMRLifterConfig(checkpoint=cfg.hmr.checkpoint, size=size, device=device,
+                                                     smpl_path=cfg.hmr.smpl, backend=cfg.runtime.backend))
+    except (ValueError, KeyError, OSError) as exc:
+        raise BuildError(f"HMR model: {exc}") from exc
+
+
+def _build_tracker(cfg: AppConfig, lifter):
+    try:
+        from realtime.tracking import TrackerConfig, build_tracker
+    except ImportError as exc:
+        log.info("tracking stage not available (%s)", exc)
+        return None
+    kind = cfg.tracker.kind
+    if kind == "auto":
+        real_3d = lifter is not None and not lifter.random_weights
+        kind = "phalp" if real_3d else "iou"
+        if not real_3d:
+            log.info("tracker: 2D IoU baseline (the 3D PHALP cost needs real HMR weights)")
+    return build_tracker(kind, TrackerConfig())
+
+
+def _build_actions(cfg: AppConfig, device: str):
+    try:
+        from realtime.actions import ActionStage, ActionStageConfig
+    except ImportError as exc:
+        log.info("action stage not available (%s)", exc)
+        return None
+    a = cfg.actions
+    size = a.size if a.size != "auto" else ("official" if a.checkpoint else "tiny")
+    kwargs = dict(checkpoint=a.checkpoint, mean_std=a.mean_std, size=size, mode=a.mode, stride=a.stride,
+                  lookahead=a.lookahead, device=device, top_k=a.top_k, backend=cfg.runtime.backend)
+    if a.window:
+        kwargs["window"] = a.window
+    if a.max_people:
+        kwargs["max_people"] = a.max_people
+    try:
+        return ActionStage.from_config(ActionStageConfig(**kwargs))
+    except (ValueError, KeyError, OSError) as exc:
+        raise BuildError(f"LART model: {exc}") from exc
+
+
+def _build_sinks(cfg: AppConfig) -> list:
+    p = cfg.publish
+    if p.address.lower() == "none":
+        return []
+    try:
+        from realtime.publisher import Publisher, PublisherConfig
+    except ImportError as exc:
+        log.info("publisher not available (%s)", exc)
+        return []
+    try:
+        return [Publisher(PublisherConfig(address=p.address, frames=p.frames, frames_width=p.frames_width,
+                                          frames_fps=p.frames_fps, hwm=p.hwm, curve_secret_key=p.curve_secret_key,
+                                          curve_allowed_keys=p.curve_allowed_keys))]
+    except Exception as exc:  # zmq errors (address in use, bad endpoint) are user errors here
+        raise BuildError(f"cannot publish on {p.address}: {exc}") from exc

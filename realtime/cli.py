@@ -1,0 +1,190 @@
+"""The `lart-stream` command.
+
+    lart-stream --camera 0 | --source PATH|URL [options]   run the pipeline
+    lart-stream listen|view|keys|export|bench ...          subcommands
+
+User errors (missing file, camera that can't be opened, bad config) print one
+line and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# Subcommands live in their own modules and are imported only when used.
+SUBCOMMANDS = {
+    "listen": ("realtime.transport_cli", "listen_main", "print predictions from a publisher"),
+    "view": ("realtime.transport_cli", "view_main", "draw predictions on the frames topic"),
+    "keys": ("realtime.transport_cli", "keys_main", "make CURVE key pairs"),
+    "export": ("export.cli", "main", "export models to ONNX / TensorRT and check parity"),
+    "bench": ("benchmarks.bench", "main", "latency benchmark of the pipeline"),
+}
+
+log = logging.getLogger("lart_stream")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lart-stream",
+        description="Live per-person action recognition: detector -> HMR 2.0 -> 3D tracking -> LART -> ZeroMQ.",
+        epilog="subcommands: " + "; ".join(f"{k}: {v[2]}" for k, v in SUBCOMMANDS.items())
+        + " (lart-stream SUB --help)")
+    src = p.add_argument_group("input")
+    src.add_argument("--camera", type=int, metavar="N", help="camera index")
+    src.add_argument("--source", metavar="PATH|URL", help="video file, folder of images, rtsp:// or http(s):// stream")
+    src.add_argument("--realtime", action="store_true", default=None, help="pace files to their frame rate")
+    src.add_argument("--fps", type=float, help="pacing rate for image folders with --realtime")
+    src.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
+    models = p.add_argument_group("models (random tiny weights unless checkpoints are given)")
+    models.add_argument("--detector", metavar="hog|MODEL.onnx", help="person detector (default: OpenCV HOG)")
+    models.add_argument("--detector-confidence", type=float, metavar="P")
+    models.add_argument("--hmr-checkpoint", metavar="CKPT", help="4D-Humans HMR 2.0 checkpoint")
+    models.add_argument("--hmr-size", choices=["auto", "tiny", "official"])
+    models.add_argument("--smpl", metavar="SMPL_NEUTRAL.pkl", help="SMPL model file (joints and keypoints)")
+    models.add_argument("--tracker", choices=["auto", "phalp", "iou"])
+    models.add_argument("--lart-checkpoint", metavar="CKPT", help="LART checkpoint")
+    models.add_argument("--lart-mean-std", metavar="NPY", help="LART pose normalisation statistics (mean_std.npy)")
+    models.add_argument("--lart-size", choices=["auto", "tiny", "official"])
+    models.add_argument("--no-actions", action="store_true", default=None, help="stop after tracking")
+    models.add_argument("--action-mode", choices=["causal", "window"])
+    models.add_argument("--window", type=int, metavar="T", help="frames per action window")
+    models.add_argument("--stride", type=int, metavar="S", help="window mode: run every S frames")
+    models.add_argument("--lookahead", type=int, metavar="K", help="window mode: predict frame t-K at frame t")
+    models.add_argument("--top-k", type=int, metavar="K")
+    out = p.add_argument_group("output")
+    out.add_argument("--publish", metavar="ADDR", help="ZeroMQ PUB address (default tcp://127.0.0.1:5555; 'none' to disable)")
+    out.add_argument("--frames-topic", action="store_true", default=None, help="also publish JPEG frames for viewers")
+    out.add_argument("--curve-secret-key", metavar="FILE", help="enable CURVE with this server secret key file")
+    out.add_argument("--curve-allowed-keys", metavar="DIR", help="folder of allowed client public keys")
+    out.add_argument("--summary-json", metavar="FILE", help="write the run summary as JSON")
+    rt = p.add_argument_group("runtime")
+    rt.add_argument("--device", metavar="auto|cpu|cuda")
+    rt.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime", "torch"])
+    rt.add_argument("--config", metavar="FILE.toml", help="config file; flags override it")
+    rt.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    rt.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    rt.add_argument("--status", choices=["auto", "on", "off"], help="live status line (auto: on a TTY)")
+    return p
+
+
+# flag -> (section, key); flags left unset (None) don't override the file.
+FLAG_TO_SETTING = {
+    "camera": ("source", "camera"), "source": ("source", "path"), "realtime": ("source", "realtime"),
+    "fps": ("source", "fps"), "max_frames": ("runtime", "max_frames"),
+    "detector": ("detector", "model"), "detector_confidence": ("detector", "confidence"),
+    "hmr_checkpoint": ("hmr", "checkpoint"), "hmr_size": ("hmr", "size"), "smpl": ("hmr", "smpl"),
+    "tracker": ("tracker", "kind"),
+    "lart_checkpoint": ("actions", "checkpoint"), "lart_mean_std": ("actions", "mean_std"),
+    "lart_size": ("actions", "size"), "action_mode": ("actions", "mode"), "window": ("actions", "window"),
+    "stride": ("actions", "stride"), "lookahead": ("actions", "lookahead"), "top_k": ("actions", "top_k"),
+    "publish": ("publish", "address"), "frames_topic": ("publish", "frames"),
+    "curve_secret_key": ("publish", "curve_secret_key"), "curve_allowed_keys": ("publish", "curve_allowed_keys"),
+    "summary_json": ("runtime", "summary_json"), "device": ("runtime", "device"), "backend": ("runtime", "backend"),
+    "log_level": ("runtime", "log_level"), "status": ("runtime", "status"),
+}
+
+
+def resolve_config(args: argparse.Namespace):
+    from realtime.config import AppConfig, apply_overrides, load_file
+
+    cfg = AppConfig()
+    if args.config:
+        cfg = apply_overrides(cfg, load_file(args.config), args.config)
+    flags: dict[str, dict[str, Any]] = {}
+    for flag, (section, key) in FLAG_TO_SETTING.items():
+        value = getattr(args, flag)
+        if value is not None:
+            flags.setdefault(section, {})[key] = value
+    if args.no_actions:
+        flags.setdefault("actions", {})["enabled"] = False
+    return apply_overrides(cfg, flags, "command line")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        module, func, _ = SUBCOMMANDS[argv[0]]
+        try:
+            entry = getattr(importlib.import_module(module), func)
+        except (ImportError, AttributeError) as exc:
+            print(f"lart-stream {argv[0]}: not available in this build ({exc})", file=sys.stderr)
+            return EXIT_USAGE
+        return int(entry(argv[1:]) or 0)
+    return run_main(argv)
+
+
+def run_main(argv: list[str]) -> int:
+    from realtime.config import ConfigError, to_toml
+
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = resolve_config(args)
+    except ConfigError as exc:
+        print(f"lart-stream: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.print_config:
+        print(to_toml(cfg))
+        return EXIT_OK
+    logging.basicConfig(level=cfg.runtime.log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    return _run(cfg)
+
+
+def _run(cfg) -> int:
+    from realtime.build import BuildError, build_pipeline
+    from realtime.engine import StatusLine, run
+    from realtime.sources import SourceError, open_source
+
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        if stop.is_set():  # a second Ctrl-C: the user really wants out
+            raise KeyboardInterrupt
+        log.info("%s received: stopping after this frame", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    source = pipeline = None
+    try:
+        try:
+            source = open_source(cfg.source, stop)
+            pipeline = build_pipeline(cfg)
+        except (SourceError, BuildError) as exc:
+            print(f"lart-stream: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        log.info("source: %s%s", source.name, " (live: newest frame only)" if source.live else "")
+        log.info("pipeline: %s", pipeline.describe())
+        if pipeline.random_weights:
+            log.warning("RANDOM WEIGHTS: predictions are meaningless (pass --hmr-checkpoint and "
+                        "--lart-checkpoint for the official models)")
+        status_on = {"on": True, "off": False}.get(cfg.runtime.status)
+        status = StatusLine(enabled=status_on)
+        publisher = next((s for s in pipeline.sinks if hasattr(s, "send_stats")), None)
+        summary = run(source, pipeline, max_frames=cfg.runtime.max_frames, stop=stop, status=status,
+                      on_stats=publisher.send_stats if publisher is not None else None)
+    finally:
+        if pipeline is not None:
+            pipeline.close()
+        if source is not None:
+            source.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    print(summary.format(), file=sys.stderr)
+    if cfg.runtime.summary_json:
+        Path(cfg.runtime.summary_json).write_text(json.dumps(summary.as_dict(), indent=2))
+    if summary.reason == "too many errors":
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The run configuration: one frozen dataclass tree, built from defaults, an optional
+TOML file, then command-line flags (each later layer overrides the earlier).
+
+Each section is what a user sets; realtime/build.py turns sections into the
+stages' own configs, so no stage ever reads this tree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from realtime.detectors import DetectorConfig
+from realtime.sources import SourceConfig
+
+
+class ConfigError(Exception):
+    """A config file or value that can't be used (user error)."""
+
+
+@dataclass(frozen=True)
+class HMRSection:
+    checkpoint: str | None = None  # 4D-Humans Lightning checkpoint (epoch=35-step=1000000.ckpt)
+    size: str = "auto"  # auto: official with a checkpoint, tiny without
+    smpl: str | None = None  # SMPL_NEUTRAL.pkl (3D joints and 2D keypoints)
+
+
+@dataclass(frozen=True)
+class TrackerSection:
+    kind: str = "auto"  # auto: phalp with real HMR weights, iou (2D) with random ones
+
+
+@dataclass(frozen=True)
+class ActionsSection:
+    enabled: bool = True
+    checkpoint: str | None = None  # LART checkpoint (lart_mvit.ckpt, epoch_002-EMA.ckpt, ...)
+    mean_std: str | None = None  # pose normalisation statistics (mean_std.npy)
+    size: str = "auto"  # auto: from the checkpoint, tiny without
+    mode: str = "causal"  # causal (KV-cache step) or window (trailing window, reference computation)
+    window: int = 0  # frames T in the window (0: the model's default)
+    max_people: int = 0  # person slots N (0: the model's default)
+    stride: int = 1  # run every `stride` frames (window mode)
+    lookahead: int = 0  # publish the prediction for frame t-k once frame t arrived (window mode)
+    top_k: int = 5
+
+
+@dataclass(frozen=True)
+class PublishSection:
+    address: str = "tcp://127.0.0.1:5555"  # "none" disables publishing
+    frames: bool = False  # also publish downscaled JPEG frames for viewers
+    frames_width: int = 640
+    frames_fps: float = 10.0
+    hwm: int = 100
+    curve_secret_key: str | None = None  # server secret key file: enables CURVE
+    curve_allowed_keys: str | None = None  # folder of allowed client public keys
+
+
+@dataclass(frozen=True)
+class RuntimeSection:
+    device: str = "auto"  # auto: cuda when available, else cpu
+    backend: str = "auto"  # auto | tensorrt | onnxruntime | torch
+    max_frames: int = 0
+    log_level: str = "INFO"
+    status: str = "auto"  # auto (on a TTY) | on | off
+    summary_json: str | None = None
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    hmr: HMRSection = field(default_factory=HMRSection)
+    tracker: TrackerSection = field(default_factory=TrackerSection)
+    actions: ActionsSection = field(default_factory=ActionsSection)
+    publish: PublishSection = field(default_factory=PublishSection)
+    runtime: RuntimeSection = field(default_factory=RuntimeSection)
+
+
+def _section_types() -> dict[str, type]:
+    return {f.name: f.default_factory().__class__ for f in dataclasses.fields(AppConfig)}  # type: ignore[misc]
+
+
+def apply_overrides(cfg: AppConfig, overrides: dict[str, dict[str, Any]], origin: str) -> AppConfig:
+    """Return ``cfg`` with ``{section: {key: value}}`` applied; unknown names are errors."""
+    sections = _section_types()
+    changed = {}
+    for name, values in overrides.items():
+        if name not in sections:
+            raise ConfigError(f"{origin}: unknown section [{name}] (valid: {', '.join(sections)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{origin}: [{name}] must be a table of settings")
+        current = getattr(cfg, name)
+        valid = {f.name: f for f in dataclasses.fields(current)}
+        for key, value in values.items():
+            if key not in valid:
+                raise ConfigError(f"{origin}: unknown setting {name}.{key} (valid: {', '.join(valid)})")
+            _check_type(f"{origin}: {name}.{key}", value, getattr(current, key), valid[key].type)
+        changed[name] = dataclasses.replace(current, **values)
+    return dataclasses.replace(cfg, **changed)
+
+
+def _check_type(where: str, value: Any, default: Any, annotation: Any) -> None:
+    allows_none = "None" in str(annotation)
+    if value is None:
+        if not allows_none:
+            raise ConfigError(f"{where} may not be empty")
+        return
+    text = str(annotation)
+    want: tuple[type, ...]
+    if "bool" in text:
+        want = (bool,)
+    elif "float" in text:
+        want = (int, float)
+    elif "int" in text:
+        want = (int,)
+    elif "str" in text:
+        want = (str,)
+    else:
+        return
+    if not isinstance(value, want) or (isinstance(value, bool) and bool not in want):
+        raise ConfigError(f"{where}: expected {want[0].__name__}, got {value!r}")
+
+
+def load_file(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Read a TOML (or JSON) config file into ``{section: {key: value}}``."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        text = p.read_text()
+        return json.loads(text) if p.suffix.lower() == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot parse config file {p}: {exc}") from exc
+
+
+def to_toml(cfg: AppConfig) -> str:
+    """The resolved config as TOML (None values are written as comments)."""
+    out = []
+    for section in dataclasses.fields(cfg):
+        out.append(f"[{section.name}]")
+        for key, value in dataclasses.asdict(getattr(cfg, section.name)).items():
+            out.append(f"# {key} = (unset)" if value is None else f"{key} = {json.dumps(value)}")
+        out.append("")
+    return "\n".join(out)

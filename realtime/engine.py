@@ -1,0 +1,259 @@
+"""The pipeline engine: chains the stages, times each one, and runs the frame loop.
+
+    Frame -> detector -> Detections -> lifter -> People -> tracker -> Tracks
+          -> actions -> ActionPredictions -> sinks (publisher)
+
+A stage that is not available is None and left out: without a lifter, People
+carry 2D boxes only; without a tracker there are no tracks; without 3D people
+or an action model there are no action predictions. Nothing is faked.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from realtime.records import FrameResult, Frame, People, Tracks
+from realtime.sources import FrameSource
+from realtime.stages import ActionRecognizer, Detector, Lifter, ResultSink, Tracker
+
+log = logging.getLogger(__name__)
+
+STAGES = ("detect", "lift", "track", "actions", "publish")
+
+
+class RollingStats:
+    """Bounded per-key sample windows (never grows with the stream's length) plus all-time counts."""
+
+    def __init__(self, window: int = 2000):
+        self.window = window
+        self.samples: dict[str, collections.deque] = {}
+        self.count: dict[str, int] = collections.Counter()
+        self.total: dict[str, float] = collections.Counter()
+
+    def add(self, key: str, value: float) -> None:
+        self.samples.setdefault(key, collections.deque(maxlen=self.window)).append(value)
+        self.count[key] += 1
+        self.total[key] += value
+
+    def summary(self, key: str) -> dict[str, float]:
+        values = np.asarray(self.samples.get(key, ()), dtype=np.float64)
+        if values.size == 0:
+            return {"mean": 0.0, "p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0, "n": 0}
+        p50, p95, p99 = np.percentile(values, [50, 95, 99])
+        return {"mean": self.total[key] / self.count[key], "p50": float(p50), "p95": float(p95),
+                "p99": float(p99), "max": float(values.max()), "n": int(self.count[key])}
+
+    def recent_mean(self, key: str, n: int = 30) -> float:
+        values = self.samples.get(key)
+        if not values:
+            return 0.0
+        tail = list(values)[-n:]
+        return float(sum(tail) / len(tail))
+
+
+@dataclass
+class Pipeline:
+    """The chain of stages; ``process`` turns one Frame into one FrameResult."""
+
+    detector: Detector
+    lifter: Lifter | None = None
+    tracker: Tracker | None = None
+    actions: ActionRecognizer | None = None
+    sinks: Sequence[ResultSink] = ()
+    stats: RollingStats = field(default_factory=RollingStats)
+
+    def describe(self) -> str:
+        names = [self.detector.name]
+        for stage in (self.lifter, self.tracker, self.actions):
+            if stage is not None:
+                names.append(stage.name)
+        return " -> ".join(names)
+
+    @property
+    def random_weights(self) -> bool:
+        return any(getattr(s, "random_weights", False) for s in (self.lifter, self.actions) if s is not None)
+
+    def process(self, frame: Frame) -> FrameResult:
+        ms: dict[str, float] = {}
+        t = time.perf_counter()
+
+        detections = self.detector(frame)
+        t = _lap(ms, "detect", t)
+
+        if self.lifter is not None:
+            people = self.lifter(frame, detections)
+            t = _lap(ms, "lift", t)
+        else:
+            people = People.from_detections(detections, frame.size)
+
+        if self.tracker is not None:
+            tracks = self.tracker.update(people, frame.index)
+            t = _lap(ms, "track", t)
+        else:
+            tracks = Tracks.empty()
+
+        actions = None
+        if self.actions is not None and people.has_3d:
+            actions = self.actions.update(tracks, people, frame.index)
+            t = _lap(ms, "actions", t)
+
+        result = FrameResult(frame, detections, people, tracks, actions, ms, time.monotonic())
+        for sink in self.sinks:
+            sink.send(result)
+        if self.sinks:
+            _lap(ms, "publish", t)
+
+        for key, value in ms.items():
+            self.stats.add(key, value)
+        self.stats.add("latency", (time.monotonic() - frame.t_capture) * 1e3)
+        return result
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # closing must never hide the summary
+                log.warning("closing %s failed: %s", type(sink).__name__, exc)
+
+
+def _lap(ms: dict[str, float], key: str, t0: float) -> float:
+    t1 = time.perf_counter()
+    ms[key] = (t1 - t0) * 1e3
+    return t1
+
+
+@dataclass
+class RunSummary:
+    frames: int
+    seconds: float
+    dropped: int
+    errors: int
+    people_max: int
+    stages_ms: dict[str, dict[str, float]]
+    latency_ms: dict[str, float]
+    reason: str  # "end of input", "max frames", "stopped", "too many errors"
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {"frames": self.frames, "seconds": round(self.seconds, 3), "fps": round(self.fps, 3),
+                "dropped": self.dropped, "errors": self.errors, "people_max": self.people_max,
+                "stages_ms": self.stages_ms, "latency_ms": self.latency_ms, "reason": self.reason}
+
+    def format(self) -> str:
+        lines = [f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps), "
+                 f"{self.dropped} dropped, {self.errors} errors; stopped: {self.reason}",
+                 f"{'stage':<10}{'mean ms':>9}{'p50':>9}{'p95':>9}{'max':>9}"]
+        for key, s in self.stages_ms.items():
+            lines.append(f"{key:<10}{s['mean']:9.2f}{s['p50']:9.2f}{s['p95']:9.2f}{s['max']:9.2f}")
+        lat = self.latency_ms
+        lines.append(f"{'capture->done':<14}p50 {lat['p50']:.1f} ms  p95 {lat['p95']:.1f} ms  max {lat['max']:.1f} ms")
+        return "\n".join(lines)
+
+
+class StatusLine:
+    """A one-line live status on a TTY (stderr), refreshed a few times a second."""
+
+    def __init__(self, stream=sys.stderr, period_s: float = 0.25, enabled: bool | None = None):
+        self.stream = stream
+        self.period_s = period_s
+        self.enabled = stream.isatty() if enabled is None else enabled
+        self._last = 0.0
+        self._shown = False
+
+    def update(self, text: str) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self._last < self.period_s:
+            return
+        self._last = now
+        self.stream.write("\r\x1b[2K" + text)
+        self.stream.flush()
+        self._shown = True
+
+    def clear(self) -> None:
+        if self._shown:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+
+
+def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames: int = 0,
+        stop: threading.Event | None = None, status: StatusLine | None = None,
+        on_stats: Callable[[dict], None] | None = None, stats_period_s: float = 1.0,
+        max_consecutive_errors: int = 25) -> RunSummary:
+    """Process frames until the source ends, ``max_frames`` is reached or ``stop`` is set."""
+    stop = stop or threading.Event()
+    frames = errors = consecutive = people_max = 0
+    size: tuple[int, int] | None = None
+    reason = "end of input"
+    t0 = time.monotonic()
+    t_stats = t0
+    frames_at_stats = 0
+    for frame in source:
+        if stop.is_set():
+            reason = "stopped"
+            break
+        if size is not None and frame.size != size:
+            log.warning("frame size changed from %dx%d to %dx%d at frame %d", *size, *frame.size, frame.index)
+        size = frame.size
+        try:
+            result = pipeline.process(frame)
+        except Exception:
+            errors += 1
+            consecutive += 1
+            log.exception("frame %d failed; continuing with the next frame", frame.index)
+            if consecutive >= max_consecutive_errors:
+                reason = "too many errors"
+                break
+            continue
+        consecutive = 0
+        frames += 1
+        people_max = max(people_max, len(result.people))
+        now = time.monotonic()
+        dropped = getattr(source, "dropped", 0)
+        if status is not None:
+            status.update(_status_text(pipeline, result, frames, now - t0, dropped))
+        if on_stats is not None and now - t_stats >= stats_period_s:
+            on_stats(_stats_dict(pipeline, frames - frames_at_stats, now - t_stats, dropped, len(result.tracks)))
+            t_stats, frames_at_stats = now, frames
+        if max_frames and frames >= max_frames:
+            reason = "max frames"
+            break
+    else:
+        if stop.is_set():
+            reason = "stopped"
+    if stop.is_set() and reason == "end of input":
+        reason = "stopped"
+    if status is not None:
+        status.clear()
+    keys = [k for k in STAGES if pipeline.stats.count.get(k)]
+    return RunSummary(frames, time.monotonic() - t0, getattr(source, "dropped", 0), errors, people_max,
+                      {k: _rounded(pipeline.stats.summary(k)) for k in keys},
+                      _rounded(pipeline.stats.summary("latency")), reason)
+
+
+def _rounded(d: dict[str, float]) -> dict[str, float]:
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+def _status_text(pipeline: Pipeline, result: FrameResult, frames: int, elapsed: float, dropped: int) -> str:
+    stages = " ".join(f"{k} {pipeline.stats.recent_mean(k):.0f}" for k in STAGES if k in result.stage_ms)
+    fps = 1000.0 / max(sum(pipeline.stats.recent_mean(k) for k in result.stage_ms), 1e-3)
+    return (f"frame {result.frame.index} | {fps:5.1f} fps | people {len(result.people)} tracks {len(result.tracks)}"
+            f" | ms: {stages} | dropped {dropped}")
+
+
+def _stats_dict(pipeline: Pipeline, frames: int, seconds: float, dropped: int, tracks: int) -> dict:
+    return {"fps": frames / seconds if seconds > 0 else 0.0,
+            "stage_ms": {k: pipeline.stats.recent_mean(k) for k in STAGES if pipeline.stats.count.get(k)},
+            "latency_ms": pipeline.stats.recent_mean("latency"),
+            "dropped_frames": dropped, "tracks": tracks}
