@@ -13,6 +13,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -112,6 +113,8 @@ def resolve_config(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # OpenCV's own warnings (V4L probing, FFmpeg retries) would bury our one-line messages.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     if argv and argv[0] in SUBCOMMANDS:
         module, func, _ = SUBCOMMANDS[argv[0]]
         try:

@@ -203,8 +203,8 @@ class LiveSource(FrameSource):
         self._ended = False
         self.cap = self._open()
         if self.cap is None:
-            kind = "camera" if isinstance(target, int) else "stream"
-            raise SourceError(f"cannot open {kind} {self.name}")
+            what = self.name if isinstance(target, int) else f"stream {self.name}"
+            raise SourceError(f"cannot open {what}")
         self._thread = threading.Thread(target=self._reader, name="frame-reader", daemon=True)
         self._thread.start()
 
