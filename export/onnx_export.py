@@ -1,0 +1,288 @@
+"""ONNX export of our models, and inspection of a user's detector ONNX.
+
+We use the classic TorchScript exporter (``torch.onnx.export(..., dynamo=False)``, opset 17): it
+takes these models as they are (no data-dependent control flow, SDPA maps to opset >= 14 ops) and
+keeps the symbolic batch dimension we ask for. The dynamo exporter works too but renames dynamic
+dims and tensors, which our ModelIO-by-name contract would then have to undo.
+
+Files written by :func:`export_model` (one per model kind):
+
+- ``hmr2.onnx``        crops (batch, 3, 256, 192) -> HMR2Output fields, dynamic batch of crops
+- ``lart_window.onnx`` the LART trailing-window forward, dynamic number of tracks
+- ``lart_step.onnx``   the LART causal streaming step with the key/value cache as explicit
+                       inputs and outputs, dynamic number of tracks
+- ``*.fp16.onnx``      (optional) FP16 twins for TensorRT >= 11, which builds FP16 only from a
+                       typed graph (export/tensorrt_build.py)
+
+``manifest.json`` records, per file, its ModelIO, the fixed sizes of the non-batch symbols, the
+SHA-256 of the file, the config and whether the weights are random.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from realtime.backends import BATCH, ModelIO, TensorSpec, file_sha256, io_from_onnx
+
+OPSET = 17
+MANIFEST = "manifest.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# generic export
+
+
+class TupleOutputs(nn.Module):
+    """Calls ``fn(*inputs)`` and returns a plain tuple in ModelIO output order (exporters and CUDA
+    graphs want tuples, not NamedTuples or dataclasses)."""
+
+    def __init__(self, module: nn.Module, output_names: Sequence[str], method: str | None = None) -> None:
+        super().__init__()
+        self.module = module
+        self.output_names = tuple(output_names)
+        self.method = method
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        fn = getattr(self.module, self.method) if self.method else self.module
+        out = fn(*args)
+        if isinstance(out, torch.Tensor):
+            return (out,)
+        if isinstance(out, Mapping):
+            return tuple(out[n] for n in self.output_names)
+        if hasattr(out, "_fields"):  # NamedTuple: pick by name, so order follows ModelIO
+            return tuple(getattr(out, n) for n in self.output_names)
+        if dataclasses.is_dataclass(out):
+            return tuple(getattr(out, n) for n in self.output_names)
+        return tuple(out)
+
+
+class Fp16Twin(nn.Module):
+    """The module in half precision with FP32 inputs and outputs (the FP16 ONNX for TensorRT >= 11)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module.half()
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.module(*[a.half() if a.is_floating_point() else a for a in args])
+        return tuple(o.float() if o.is_floating_point() else o for o in out)
+
+
+def export_onnx(module: nn.Module, example: Sequence[torch.Tensor], io: ModelIO, path: str | Path, *,
+                opset: int = OPSET) -> Path:
+    """Export ``module(*example) -> tuple`` with ``io``'s names and symbolic dims, then check it."""
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape-as-int are expected and harmless here
+        torch.onnx.export(module.eval(), tuple(example), str(path), input_names=list(io.input_names),
+                          output_names=list(io.output_names), dynamic_axes=io.dynamic_axes(),
+                          opset_version=opset, do_constant_folding=True, dynamo=False)
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    got = io_from_onnx(path, io.kind)
+    if got.input_names != io.input_names or got.output_names != io.output_names:
+        raise RuntimeError(f"{path}: exported names {got.input_names} -> {got.output_names} differ from "
+                           f"{io.input_names} -> {io.output_names} (an input unused by the graph is dropped)")
+    return path
+
+
+def example_inputs(io: ModelIO, dims: Mapping[str, int], *, seed: int = 0,
+                   makers: Mapping[str, Callable[[tuple[int, ...], torch.Generator], torch.Tensor]] | None = None
+                   ) -> tuple[torch.Tensor, ...]:
+    """Random inputs with ``io``'s shapes (``makers`` override per input, e.g. masks or indices)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for s in io.inputs:
+        shape = s.concrete(dims)
+        if makers and s.name in makers:
+            out.append(makers[s.name](shape, g))
+        elif s.dtype == "bool":
+            out.append(torch.rand(shape, generator=g) > 0.3)
+        elif s.dtype.startswith("int"):
+            out.append(torch.randint(0, 2, shape, generator=g, dtype=torch.int64))
+        else:
+            out.append(torch.randn(shape, generator=g))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# model kinds
+
+
+@dataclass
+class ExportSpec:
+    """Everything export/check need for one model kind."""
+
+    kind: str
+    module: nn.Module  # called as module(*inputs) -> tuple in io.outputs order
+    io: ModelIO
+    fixed_dims: dict[str, int]  # values of the non-batch symbols (window length, cache length, ...)
+    random_weights: bool
+    config: dict[str, Any]
+    input_makers: dict[str, Callable[[tuple[int, ...], torch.Generator], torch.Tensor]] = dataclasses.field(
+        default_factory=dict)
+    batch_independent: bool = True  # rows never mix: padding to a bucket is safe
+
+    def example(self, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+        return example_inputs(self.io, {**self.fixed_dims, BATCH: batch}, seed=seed, makers=self.input_makers)
+
+
+def hmr2_io(cfg: Any, output_fields: Sequence[str]) -> ModelIO:
+    """crops (batch, 3, H, W) -> HMR2Output fields; shapes of the known fields written out."""
+    known = {"global_orient": (BATCH, 3, 3), "body_pose": (BATCH, cfg.num_body_joints, 3, 3),
+             "betas": (BATCH, 10), "pred_cam": (BATCH, 3), "pred_cam_t": (BATCH, 3),
+             "appearance": (BATCH, cfg.embed_dim)}
+    missing = [f for f in output_fields if f not in known]
+    if missing:
+        raise ValueError(f"hmr2: output fields {missing} have no export shape; add them to export.onnx_export.hmr2_io")
+    return ModelIO("hmr2", (TensorSpec("crops", (BATCH, 3, cfg.image_height, cfg.image_width)),),
+                   tuple(TensorSpec(f, known[f]) for f in output_fields))
+
+
+def hmr2_spec(size: str = "tiny", checkpoint: str | Path | None = None, seed: int = 0) -> ExportSpec:
+    """HMR 2.0 from models/hmr2.py: the official checkpoint when given, else random weights (loudly)."""
+    from models import hmr2 as H
+
+    cfg = H.HMR2Config.from_size(size)
+    if checkpoint is not None:
+        model = H.load_hmr2(checkpoint, cfg)
+        random = False
+    else:
+        model = H.HMR2(cfg).init_random_(seed)
+        random = True
+        warnings.warn("hmr2: no checkpoint given, exporting RANDOM weights (outputs are meaningless)",
+                      stacklevel=2)
+    fields = list(H.HMR2Output._fields)
+    io = hmr2_io(cfg, fields)
+    return ExportSpec("hmr2", TupleOutputs(model.eval(), fields), io, {}, random,
+                      {"size": size, **dataclasses.asdict(cfg)})
+
+
+SPEC_BUILDERS: dict[str, Callable[..., ExportSpec | list[ExportSpec]]] = {"hmr2": hmr2_spec}
+
+
+# ---------------------------------------------------------------------------------------------
+# files and manifest
+
+
+def io_to_json(io: ModelIO) -> dict[str, Any]:
+    return {"kind": io.kind,
+            "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in io.inputs],
+            "outputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in io.outputs]}
+
+
+def io_from_json(d: Mapping[str, Any]) -> ModelIO:
+    def spec(e: Mapping[str, Any]) -> TensorSpec:
+        return TensorSpec(e["name"], tuple(e["shape"]), e.get("dtype", "float32"))
+
+    return ModelIO(d["kind"], tuple(spec(e) for e in d["inputs"]), tuple(spec(e) for e in d["outputs"]))
+
+
+def export_model(spec: ExportSpec, out_dir: str | Path, *, fp16_twin: bool = False, batch: int = 2) -> dict[str, Any]:
+    """Write ``<kind>.onnx`` (and ``<kind>.fp16.onnx``); return its manifest entry."""
+    out_dir = Path(out_dir)
+    path = export_onnx(spec.module, spec.example(batch), spec.io, out_dir / f"{spec.kind}.onnx")
+    entry: dict[str, Any] = {"file": path.name, "sha256": file_sha256(path), "io": io_to_json(spec.io),
+                             "fixed_dims": spec.fixed_dims, "random_weights": spec.random_weights,
+                             "config": spec.config}
+    if fp16_twin:
+        import copy
+
+        from export.tensorrt_build import fp16_onnx_path
+
+        twin = Fp16Twin(copy.deepcopy(spec.module))
+        p16 = export_onnx(twin, spec.example(batch), spec.io, fp16_onnx_path(path))
+        entry["fp16_file"] = p16.name
+    return entry
+
+
+def write_manifest(out_dir: str | Path, entries: Mapping[str, Mapping[str, Any]]) -> Path:
+    p = Path(out_dir) / MANIFEST
+    old = json.loads(p.read_text()) if p.is_file() else {}
+    old.update(entries)
+    p.write_text(json.dumps(old, indent=2, default=str) + "\n")
+    return p
+
+
+def read_manifest(out_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """``{kind: entry}`` with ``entry["path"]`` (Path) and ``entry["model_io"]`` (ModelIO) added."""
+    p = Path(out_dir) / MANIFEST
+    if not p.is_file():
+        raise FileNotFoundError(f"no {MANIFEST} in {out_dir}: run `lart-stream export --out {out_dir}` first")
+    entries = json.loads(p.read_text())
+    for kind, e in entries.items():
+        e["path"] = Path(out_dir) / e["file"]
+        if "io" in e:
+            e["model_io"] = io_from_json(e["io"])
+    return entries
+
+
+# ---------------------------------------------------------------------------------------------
+# a user's detector ONNX
+
+
+@dataclass(frozen=True)
+class DetectorInfo:
+    path: str
+    input_name: str
+    input_shape: tuple[Any, ...]
+    output_name: str
+    output_shape: tuple[Any, ...]
+    output_format: str  # "yolo" or "nms" (or "" when the shape is dynamic)
+    class_names: dict[int, str]
+    license: str
+
+    def summary(self) -> str:
+        names = ", ".join(f"{k}={v}" for k, v in sorted(self.class_names.items())) or "unknown"
+        lic = f"; license {self.license}" if self.license else ""
+        return (f"{Path(self.path).name}: input {self.input_name} {list(self.input_shape)}, output "
+                f"{self.output_name} {list(self.output_shape)} ({self.output_format or 'format decided at run time'}); "
+                f"classes {names}{lic}")
+
+
+def inspect_detector(path: str | Path) -> DetectorInfo:
+    """Read a detector ONNX's I/O, output layout and (Ultralytics) metadata; ValueError if unusable."""
+    import ast
+
+    import onnx
+
+    from realtime.onnx_detector import detect_format
+
+    model = onnx.load(str(path), load_external_data=False)
+    onnx.checker.check_model(model)
+    io = io_from_onnx(path, "detector")
+    if len(io.inputs) != 1 or len(io.inputs[0].shape) != 4:
+        raise ValueError(f"{path}: a detector needs one [1, 3, H, W] input, got "
+                         f"{[(s.name, s.shape) for s in io.inputs]}")
+    meta = {p.key: p.value for p in model.metadata_props}
+    names: dict[int, str] = {}
+    if "names" in meta:
+        try:
+            names = {int(k): str(v) for k, v in ast.literal_eval(meta["names"]).items()}
+        except (ValueError, SyntaxError, AttributeError):
+            names = {}
+    out = io.outputs[0]
+    fmt = detect_format(tuple(out.shape)) if all(isinstance(d, int) for d in out.shape) else ""
+    return DetectorInfo(str(path), io.inputs[0].name, io.inputs[0].shape, out.name, out.shape, fmt, names,
+                        meta.get("license", ""))
+
+
+def numpy_inputs(example: Sequence[torch.Tensor], io: ModelIO) -> dict[str, np.ndarray]:
+    return {s.name: t.detach().cpu().numpy() for s, t in zip(io.inputs, example)}
+
+
+__all__ = ["DetectorInfo", "ExportSpec", "Fp16Twin", "MANIFEST", "OPSET", "SPEC_BUILDERS", "TupleOutputs",
+           "example_inputs", "export_model", "export_onnx", "hmr2_io", "hmr2_spec", "inspect_detector",
+           "io_from_json", "io_to_json", "numpy_inputs", "read_manifest", "write_manifest"]

@@ -1,0 +1,257 @@
+"""A user's person detector given as an ONNX file (YOLOv8/YOLO11-style or already NMS'd).
+
+Two output layouts are read:
+
+- ``yolo``: ``[1, 4 + C, anchors]`` (Ultralytics YOLOv8/YOLO11 ``export(format="onnx")``):
+  rows 0..3 are (cx, cy, w, h) in input pixels, rows 4.. are per-class scores already in [0, 1];
+  no objectness. The transposed ``[1, anchors, 4 + C]`` is accepted too.
+- ``nms``: ``[N, 6]`` or ``[1, N, 6]`` rows (x1, y1, x2, y2, score, class) in input pixels, as from
+  an export with NMS inside the graph (``nms=True``). Zero-score padding rows are dropped.
+
+Post-processing runs in our code (numpy + cv2.dnn.NMSBoxes), not in the graph: it works for any
+user file, keeps the graph static-shaped (TensorRT profiles, CUDA-graph capture) and costs well
+under a millisecond for the few hundred candidates left after the confidence filter. Steps:
+letterbox to the input size (aspect kept, grey 114 padding, like Ultralytics) -> BGR to RGB, /255
+-> model -> keep anchors whose best *person-class* score passes ``conf_threshold`` ->
+class-agnostic NMS (all kept classes are persons) -> undo the letterbox -> clip to the frame.
+
+``person_classes`` says which class ids are persons: (0,) for COCO models; (0, 1) for a model whose
+classes are person states (e.g. Normal/Fall). Every emitted box gets ``class_id`` 0 (person).
+
+Backends (realtime/backends.py): onnxruntime, torch (the graph converted with the optional
+onnx2torch package, so it runs on the GPU without onnxruntime-gpu or TensorRT) and tensorrt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from realtime.backends import Backend, ModelIO, io_from_onnx, resolve_backend, to_numpy
+from realtime.records import Detections, Frame
+
+OUTPUT_FORMATS = ("auto", "yolo", "nms")
+
+
+@dataclass(frozen=True)
+class OnnxDetectorConfig:
+    onnx_path: str
+    backend: str = "auto"  # auto | tensorrt | onnxruntime | torch
+    device: str = "cpu"
+    person_classes: tuple[int, ...] = (0,)  # class ids that are persons; (0, 1) for Normal/Fall
+    conf_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    max_detections: int = 100
+    output_format: str = "auto"  # auto | yolo | nms
+    input_size: tuple[int, int] | None = None  # (h, w) for a graph with dynamic H, W; else read from it
+    pad_value: int = 114  # letterbox grey, as Ultralytics trains with
+    engine_cache_dir: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# pre-processing
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How a frame was fitted into the network input: input = frame * scale + (pad_x, pad_y)."""
+
+    scale: float
+    pad_x: int
+    pad_y: int
+
+
+def letterbox(image: np.ndarray, size: tuple[int, int], pad_value: int = 114) -> tuple[np.ndarray, Letterbox]:
+    """Resize ``image`` (H, W, 3) to fit ``size`` = (h, w) keeping aspect, centred, padded."""
+    h, w = image.shape[:2]
+    th, tw = size
+    scale = min(th / h, tw / w)
+    nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    resized = image if (nh, nw) == (h, w) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    top, left = (th - nh) // 2, (tw - nw) // 2
+    out = np.full((th, tw, 3), pad_value, dtype=np.uint8)
+    out[top:top + nh, left:left + nw] = resized
+    return out, Letterbox(scale, left, top)
+
+
+def to_blob(image_bgr: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 BGR -> (1, 3, H, W) float32 RGB in [0, 1]."""
+    rgb = image_bgr[:, :, ::-1].transpose(2, 0, 1)
+    return np.ascontiguousarray(rgb, dtype=np.float32)[None] / np.float32(255.0)
+
+
+def undo_letterbox(xyxy: np.ndarray, lb: Letterbox, frame_size: tuple[int, int]) -> np.ndarray:
+    """Boxes from network-input pixels back to frame pixels, clipped; frame_size = (W, H)."""
+    out = xyxy.astype(np.float32, copy=True)
+    out[:, [0, 2]] = (out[:, [0, 2]] - lb.pad_x) / lb.scale
+    out[:, [1, 3]] = (out[:, [1, 3]] - lb.pad_y) / lb.scale
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, frame_size[0])
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, frame_size[1])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# post-processing
+
+
+def detect_format(shape: tuple[int, ...]) -> str:
+    """"yolo" or "nms" from an output shape; ValueError when it is neither.
+
+    [1, 4+C, A] with A > 4+C is YOLO; [N, 6] / [1, N, 6] with N <= 1000 is NMS'd (exports pad to
+    e.g. 300 rows; YOLO anchor counts are 525 at 160 px and thousands above); [1, A, 4+C] is a
+    transposed YOLO output.
+    """
+    s = tuple(int(d) for d in shape)
+    if len(s) == 3 and s[0] == 1:
+        s = s[1:]
+    if len(s) == 2:
+        r, c = s
+        if c == 6 and r <= 1000:
+            return "nms"
+        if min(r, c) >= 5 and r != c:
+            return "yolo"
+    raise ValueError(f"detector output shape {tuple(shape)} is neither [1, 4+C, anchors] nor [N, 6]")
+
+
+def decode_yolo(out: np.ndarray, person_classes: tuple[int, ...], conf: float) -> tuple[np.ndarray, np.ndarray]:
+    """[1, 4+C, A] (or [1, A, 4+C]) -> (xyxy (k, 4), score (k,)) for anchors whose best person score > conf."""
+    a = np.asarray(out, dtype=np.float32).reshape(out.shape[-2:])
+    if a.shape[0] > a.shape[1]:  # [A, 4+C] layout
+        a = a.T
+    n_cls = a.shape[0] - 4
+    bad = [c for c in person_classes if not 0 <= c < n_cls]
+    if bad:
+        raise ValueError(f"person_classes {bad} out of range: the model has {n_cls} classes")
+    scores = a[4 + np.asarray(person_classes)].max(axis=0)
+    keep = scores > conf
+    cx, cy, w, h = a[:4, keep]
+    xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    return xyxy, scores[keep]
+
+
+def decode_nms(out: np.ndarray, person_classes: tuple[int, ...], conf: float) -> tuple[np.ndarray, np.ndarray]:
+    """[N, 6] or [1, N, 6] (x1, y1, x2, y2, score, class) -> person rows with score > conf."""
+    a = np.asarray(out, dtype=np.float32).reshape(-1, 6)
+    keep = (a[:, 4] > conf) & np.isin(np.rint(a[:, 5]).astype(np.int64), np.asarray(person_classes))
+    return a[keep, :4], a[keep, 4]
+
+
+def nms_numpy(xyxy: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy NMS; indices kept, best score first."""
+    order = np.argsort(-scores, kind="stable")
+    area = np.clip(xyxy[:, 2] - xyxy[:, 0], 0, None) * np.clip(xyxy[:, 3] - xyxy[:, 1], 0, None)
+    kept = []
+    while order.size:
+        i = order[0]
+        kept.append(i)
+        rest = order[1:]
+        ix1 = np.maximum(xyxy[i, 0], xyxy[rest, 0])
+        iy1 = np.maximum(xyxy[i, 1], xyxy[rest, 1])
+        ix2 = np.minimum(xyxy[i, 2], xyxy[rest, 2])
+        iy2 = np.minimum(xyxy[i, 3], xyxy[rest, 3])
+        inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+        union = area[i] + area[rest] - inter
+        order = rest[inter <= iou * np.maximum(union, 1e-9)]
+    return np.asarray(kept, dtype=np.int64)
+
+
+def nms(xyxy: np.ndarray, scores: np.ndarray, iou: float, max_det: int) -> np.ndarray:
+    """Class-agnostic NMS with OpenCV (cv2.dnn.NMSBoxes), numpy as the fallback."""
+    if len(xyxy) == 0:
+        return np.zeros(0, np.int64)
+    try:
+        xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+        keep = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), 0.0, float(iou)), np.int64).reshape(-1)
+    except (cv2.error, AttributeError):
+        keep = nms_numpy(xyxy, scores, iou)
+    return keep[:max_det]
+
+
+def postprocess(out: np.ndarray, fmt: str, lb: Letterbox, frame_size: tuple[int, int],
+                cfg: OnnxDetectorConfig) -> Detections:
+    """Raw model output -> Detections in frame pixels (class_id 0 = person)."""
+    decode = decode_yolo if fmt == "yolo" else decode_nms
+    xyxy, scores = decode(out, tuple(cfg.person_classes), cfg.conf_threshold)
+    if fmt == "yolo":
+        keep = nms(xyxy, scores, cfg.iou_threshold, cfg.max_detections)
+    else:
+        keep = np.argsort(-scores, kind="stable")[: cfg.max_detections]
+    xyxy = undo_letterbox(xyxy[keep], lb, frame_size)
+    ok = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])  # boxes entirely in the padding vanish
+    return Detections(xyxy[ok], scores[keep][ok], np.zeros(int(ok.sum()), np.int32))
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage
+
+
+class OnnxDetector:
+    """realtime.stages.Detector over a user's ONNX file."""
+
+    def __init__(self, config: OnnxDetectorConfig, backend: Backend | None = None) -> None:
+        if config.output_format not in OUTPUT_FORMATS:
+            raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, got {config.output_format!r}")
+        path = Path(config.onnx_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"detector ONNX not found: {path}")
+        self.config = config
+        self.io: ModelIO = io_from_onnx(path, "detector")
+        if len(self.io.inputs) != 1:
+            raise ValueError(f"{path.name}: expected one image input, got {list(self.io.input_names)}")
+        self.input_name = self.io.inputs[0].name
+        self.input_size = self._input_size(self.io.inputs[0].shape, config.input_size)
+        if backend is None:
+            backend, self.backend_reason = resolve_backend(config.backend, "detector", config.device, onnx_path=path,
+                                                           io=self._concrete_io(),
+                                                           engine_cache_dir=config.engine_cache_dir)
+        else:
+            self.backend_reason = "given"
+        self.backend = backend
+        self.output_name = self.io.outputs[0].name
+        out_shape = self.io.outputs[0].shape
+        fixed = all(isinstance(d, int) for d in out_shape)
+        self.format = config.output_format if config.output_format != "auto" else (
+            detect_format(tuple(out_shape)) if fixed else "")  # decided on the first output otherwise
+        self.name = f"onnx:{path.name}"
+
+    def _concrete_io(self) -> ModelIO:
+        """The I/O with the image input's shape made concrete (a static graph for graphs/engines)."""
+        spec = self.io.inputs[0]
+        shape = (1, 3, *self.input_size)
+        from realtime.backends import TensorSpec
+
+        return ModelIO("detector", (TensorSpec(spec.name, shape, spec.dtype),), self.io.outputs)
+
+    @staticmethod
+    def _input_size(shape: tuple[Any, ...], override: tuple[int, int] | None) -> tuple[int, int]:
+        if len(shape) != 4:
+            raise ValueError(f"detector input must be [1, 3, H, W], got {shape}")
+        h, w = shape[2], shape[3]
+        if isinstance(h, int) and isinstance(w, int) and h > 0 and w > 0:
+            if override is not None and tuple(override) != (h, w):
+                raise ValueError(f"input_size {override} differs from the graph's fixed size {(h, w)}")
+            return h, w
+        return tuple(override) if override is not None else (640, 640)
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.backend.describe()} [{self.backend_reason}]"
+
+    def raw(self, frame: Frame) -> tuple[np.ndarray, Letterbox]:
+        """The model's raw output for a frame, and the letterbox used (for tests and debugging)."""
+        img, lb = letterbox(frame.image, self.input_size, self.config.pad_value)
+        out = self.backend.run({self.input_name: to_blob(img)})
+        return to_numpy(out[self.output_name]), lb
+
+    def __call__(self, frame: Frame) -> Detections:
+        out, lb = self.raw(frame)
+        if not self.format:
+            self.format = detect_format(tuple(out.shape))
+        return postprocess(out, self.format, lb, frame.size, self.config)
+
+
+__all__ = ["Letterbox", "OnnxDetector", "OnnxDetectorConfig", "decode_nms", "decode_yolo", "detect_format",
+           "letterbox", "nms", "nms_numpy", "postprocess", "to_blob", "undo_letterbox"]
