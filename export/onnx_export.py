@@ -89,8 +89,7 @@ def export_onnx(module: nn.Module, example: Sequence[torch.Tensor], io: ModelIO,
         torch.onnx.export(module.eval(), tuple(example), str(path), input_names=list(io.input_names),
                           output_names=list(io.output_names), dynamic_axes=io.dynamic_axes(),
                           opset_version=opset, do_constant_folding=True, dynamo=False)
-    model = onnx.load(str(path))
-    onnx.checker.check_model(model)
+    onnx.checker.check_model(str(path))  # by path: works past protobuf's 2 GB (external data)
     got = io_from_onnx(path, io.kind)
     if got.input_names != io.input_names or got.output_names != io.output_names:
         raise RuntimeError(f"{path}: exported names {got.input_names} -> {got.output_names} differ from "
@@ -134,6 +133,7 @@ class ExportSpec:
     input_makers: dict[str, Callable[[tuple[int, ...], torch.Generator], torch.Tensor]] = dataclasses.field(
         default_factory=dict)
     batch_independent: bool = True  # rows never mix: padding to a bucket is safe
+    streaming_check: Callable[..., list] | None = None  # backend -> parity rows over several frames
 
     def example(self, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
         return example_inputs(self.io, {**self.fixed_dims, BATCH: batch}, seed=seed, makers=self.input_makers)
@@ -170,7 +170,165 @@ def hmr2_spec(size: str = "tiny", checkpoint: str | Path | None = None, seed: in
                       {"size": size, **dataclasses.asdict(cfg)})
 
 
-SPEC_BUILDERS: dict[str, Callable[..., ExportSpec | list[ExportSpec]]] = {"hmr2": hmr2_spec}
+class LARTWindowExport(nn.Module):
+    """``LART.forward_window`` with only the inputs the config has, positional, tuple out."""
+
+    def __init__(self, model: nn.Module, input_names: Sequence[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names = tuple(input_names)
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor]:
+        d = dict(zip(self.input_names, args))
+        return (self.model.forward_window(d["pose"], d.get("joints"), d.get("appearance"), d["valid"]),)
+
+
+class LARTStepExport(nn.Module):
+    """``LART.step`` with the key/value cache and the key bias as explicit inputs and outputs
+    (``inplace=False``: the graph returns new caches instead of writing its inputs)."""
+
+    def __init__(self, model: nn.Module, input_names: Sequence[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names = tuple(input_names)
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        d = dict(zip(self.input_names, args))
+        return tuple(self.model.step(d["pose"], d.get("joints"), d.get("appearance"), d["valid"], d["positions"],
+                                     d["k_cache"], d["v_cache"], d["key_bias"], inplace=False))
+
+
+# the step's cache outputs and the inputs they feed on the next frame
+LART_CACHE_PAIRS = {"k_cache_out": "k_cache", "v_cache_out": "v_cache", "key_bias_out": "key_bias"}
+
+
+def _lart_features(cfg: Any, lead: tuple[int | str, ...]) -> tuple[TensorSpec, ...]:
+    specs = [TensorSpec("pose", (*lead, 229))]
+    if cfg.has_joints:
+        specs.append(TensorSpec("joints", (*lead, 135)))
+    if cfg.has_appearance:
+        specs.append(TensorSpec("appearance", (*lead, cfg.app_dim)))
+    specs.append(TensorSpec("valid", lead, "bool"))
+    return tuple(specs)
+
+
+def lart_window_io(cfg: Any) -> ModelIO:
+    """Trailing window of T = cfg.window frames x N = cfg.max_people slots per track; batch = tracks."""
+    lead = (BATCH, cfg.window, cfg.max_people)
+    return ModelIO("lart_window", _lart_features(cfg, lead), (TensorSpec("logits", (BATCH, cfg.window, cfg.ava_classes)),))
+
+
+def lart_step_io(cfg: Any) -> ModelIO:
+    """One new frame per track against a ring cache of window x N keys per layer; batch = tracks."""
+    rows = cfg.window * cfg.max_people
+    cache = (cfg.depth, BATCH, cfg.heads, rows, cfg.dim_head)
+    ins = (*_lart_features(cfg, (BATCH, cfg.max_people)), TensorSpec("positions", (BATCH,), "int64"),
+           TensorSpec("k_cache", cache), TensorSpec("v_cache", cache), TensorSpec("key_bias", (BATCH, rows)))
+    outs = (TensorSpec("logits", (BATCH, cfg.ava_classes)), TensorSpec("k_cache_out", cache),
+            TensorSpec("v_cache_out", cache), TensorSpec("key_bias_out", (BATCH, rows)))
+    return ModelIO("lart_step", ins, outs)
+
+
+def _lart_model(size: str, checkpoint: str | Path | None, seed: int) -> tuple[nn.Module, bool]:
+    from models import lart as L
+
+    if checkpoint is not None:
+        model, _ = L.load_lart(checkpoint)
+        return model.eval(), False
+    if size not in ("official", "tiny"):
+        raise ValueError(f"LART size must be 'official' or 'tiny', got {size!r}")
+    torch.manual_seed(seed)  # LART initialises with torch's global generator
+    cfg = L.LARTConfig.official_mvit() if size == "official" else L.LARTConfig.tiny()
+    warnings.warn("lart: no checkpoint given, exporting RANDOM weights (outputs are meaningless)", stacklevel=3)
+    return L.LART(cfg).eval(), True
+
+
+def _positions(shape: tuple[int, ...], g: torch.Generator, window: int) -> torch.Tensor:
+    return torch.randint(0, window, shape, generator=g, dtype=torch.int64)
+
+
+def _key_bias(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
+    """Written-valid (0), masked (-1e3) and never-written (-inf) cache rows, mixed."""
+    choice = torch.randint(0, 3, shape, generator=g)
+    return torch.where(choice == 0, 0.0, torch.where(choice == 1, -1e3, float("-inf")))
+
+
+def lart_window_spec(size: str = "tiny", checkpoint: str | Path | None = None, seed: int = 0,
+                     model: nn.Module | None = None) -> ExportSpec:
+    random = model is None and checkpoint is None
+    if model is None:
+        model, random = _lart_model(size, checkpoint, seed)
+    cfg = model.config
+    io = lart_window_io(cfg)
+    return ExportSpec("lart_window", LARTWindowExport(model, io.input_names), io, {}, random,
+                      {"size": size, **dataclasses.asdict(cfg)})
+
+
+def lart_step_spec(size: str = "tiny", checkpoint: str | Path | None = None, seed: int = 0,
+                   model: nn.Module | None = None) -> ExportSpec:
+    random = model is None and checkpoint is None
+    if model is None:
+        model, random = _lart_model(size, checkpoint, seed)
+    cfg = model.config
+    io = lart_step_io(cfg)
+    makers = {"positions": lambda shape, g: _positions(shape, g, cfg.window), "key_bias": _key_bias}
+    spec = ExportSpec("lart_step", LARTStepExport(model, io.input_names), io, {}, random,
+                      {"size": size, **dataclasses.asdict(cfg)}, makers)
+    spec.streaming_check = lambda backend, **kw: lart_streaming_rows(spec, backend, **kw)
+    return spec
+
+
+def lart_streaming_frames(spec: ExportSpec, frames: int, batch: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """Per-frame step inputs of ``batch`` tracks; frame t takes ring row t % window (it wraps)."""
+    cfg = spec.module.model.config
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for t in range(frames):
+        frame = {}
+        for s in spec.io.inputs:
+            if s.name in LART_CACHE_PAIRS.values():
+                continue
+            shape = s.concrete({BATCH: batch})
+            if s.name == "positions":
+                frame[s.name] = torch.full(shape, t % cfg.window, dtype=torch.int64)
+            elif s.name == "valid":
+                frame[s.name] = torch.rand(shape, generator=g) > 0.3
+            else:
+                frame[s.name] = torch.randn(shape, generator=g)
+        out.append(frame)
+    return out
+
+
+def lart_streaming_rows(spec: ExportSpec, backend: Any, *, frames: int | None = None, batch: int = 3,
+                        seed: int = 0, precision: str = "fp32") -> list:
+    """The step backend run frame after frame with its own cache outputs fed back, against the
+    PyTorch streaming step (``LART.step``, in place on its own cache) on the same frames. Runs
+    past one window so the ring wraps around."""
+    import copy
+
+    from export.check import check_streaming
+
+    model = copy.deepcopy(spec.module.model).float().cpu().eval()
+    cfg = model.config
+    frames = frames if frames is not None else cfg.window + 3
+    k, v, bias = model.new_cache(batch, cfg.window, cfg.max_people)
+    state = {"k": k, "v": v, "bias": bias}
+
+    def reference(frame: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            logits, state["k"], state["v"], state["bias"] = model.step(
+                frame["pose"], frame.get("joints"), frame.get("appearance"), frame["valid"], frame["positions"],
+                state["k"], state["v"], state["bias"])
+        return {"logits": logits.numpy(), "k_cache_out": state["k"].numpy().copy(),
+                "v_cache_out": state["v"].numpy().copy(), "key_bias_out": state["bias"].numpy().copy()}
+
+    init = {"k_cache": k.numpy().copy(), "v_cache": v.numpy().copy(), "key_bias": bias.numpy().copy()}
+    return check_streaming("lart_step", backend, reference, lart_streaming_frames(spec, frames, batch, seed),
+                           LART_CACHE_PAIRS, init, precision=precision)
+
+
+SPEC_BUILDERS: dict[str, Callable[..., ExportSpec]] = {
+    "hmr2": hmr2_spec, "lart_window": lart_window_spec, "lart_step": lart_step_spec}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,6 +441,7 @@ def numpy_inputs(example: Sequence[torch.Tensor], io: ModelIO) -> dict[str, np.n
     return {s.name: t.detach().cpu().numpy() for s, t in zip(io.inputs, example)}
 
 
-__all__ = ["DetectorInfo", "ExportSpec", "Fp16Twin", "MANIFEST", "OPSET", "SPEC_BUILDERS", "TupleOutputs",
-           "example_inputs", "export_model", "export_onnx", "hmr2_io", "hmr2_spec", "inspect_detector",
+__all__ = ["DetectorInfo", "ExportSpec", "Fp16Twin", "LARTStepExport", "LARTWindowExport", "LART_CACHE_PAIRS",
+           "MANIFEST", "OPSET", "SPEC_BUILDERS", "TupleOutputs", "example_inputs", "lart_step_io", "lart_step_spec",
+           "lart_window_io", "lart_window_spec", "export_model", "export_onnx", "hmr2_io", "hmr2_spec", "inspect_detector",
            "io_from_json", "io_to_json", "numpy_inputs", "read_manifest", "write_manifest"]
