@@ -192,3 +192,12 @@ def test_real_yolov8_torch_backend_matches_onnxruntime(detector_onnx: Path) -> N
     np.testing.assert_allclose(b, a, atol=1e-2, rtol=1e-4)
     da, db = ort_det(frame), torch_det(frame)
     np.testing.assert_allclose(db.xyxy, da.xyxy, atol=0.05)
+
+
+def test_export_cli_inspects_a_user_detector(detector_onnx: Path, tmp_path, capsys) -> None:
+    from export.cli import main
+
+    assert main(["--out", str(tmp_path), "--models", "none", "--detector", str(detector_onnx)]) == 0
+    out = capsys.readouterr().out
+    assert "output0 [1, 6, 8400] (yolo); classes 0=Normal, 1=Fall; license AGPL-3.0" in out
+    assert "post-processing (confidence, person classes, NMS) runs in our code" in out
