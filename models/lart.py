@@ -146,7 +146,7 @@ class LARTConfig:
     @classmethod
     def tiny(cls, **kw) -> "LARTConfig":
         """Same structure, small widths: for CPU tests."""
-        base = dict(dim=32, depth=2, heads=2, dim_head=8, mlp_dim=32, pos_frames=40, pos_slots=10, pose_mid=24,
+        base = dict(dim=32, depth=2, heads=2, dim_head=8, mlp_dim=32, pos_frames=250, pos_slots=10, pose_mid=24,
                     pose_en=16, joints_mid=16, joints_en=8, app_dim=24, app_mid=16, app_en=8, kinetics_classes=8,
                     smpl_hidden=32, window=16, max_people=3)
         return cls(**{**base, **kw})

@@ -293,9 +293,9 @@ class ActionStage:
         if not ids:
             return self._empty()
         T, N, B = self.T, self.N, len(ids)
-        rows = np.broadcast_to(np.maximum(slots, 0)[:, None, :], (B, T, N))
-        ring = np.broadcast_to((steps % T)[:, :, None], (B, T, N))
-        pose, joints, app = self._gather(np.ascontiguousarray(rows), np.ascontiguousarray(ring))
+        rows = np.broadcast_to(np.maximum(slots, 0)[:, None, :], (B, T, N)).copy()
+        ring = np.broadcast_to((steps % T)[:, :, None], (B, T, N)).copy()
+        pose, joints, app = self._gather(rows, ring)
         logits = self.model.forward_window(pose, joints, app, torch.from_numpy(valid).to(self.device), self.exact)
         probs = torch.sigmoid(logits.float())  # (B, T, C)
         # publish step c = tau - k, pooled over window positions [pc-h, min(pc+h, length))

@@ -1,0 +1,222 @@
+"""Per-frame cost of the LART action stage on one GPU: trailing-window forward vs causal KV-cache step.
+
+    python benchmarks/device/lart_timing.py --out $OUT/lart_timing.json
+    python benchmarks/device/lart_timing.py --cpu-smoke --out /tmp/lart_timing.json   # path check only
+
+For N = 1, 5, 10 tracks (each track one sequence with N person slots, so B = N sequences of
+T x N tokens) and T = 125 frames, tiny and official (MViT-style, 51 M parameters) sizes:
+  window      LART.forward_window on (N, T, N) tokens: what the window mode runs per frame
+              (attention "sdpa" = F.scaled_dot_product_attention with an additive key bias;
+              "exact" = explicit scores with the reference's -1e3 replacement)
+  step        LART.step: N new tokens per sequence against a full K/V cache of T x N rows
+  stage-*     ActionStage.update end to end (host bookkeeping, gathers, copies), eager only
+Each model call is timed eager and as a CUDA graph replay (static inputs, captured after warm-up),
+with CUDA events and a synchronize per iteration: per-call latency, median and p10-p90 in ms.
+Random weights: speed does not depend on weight values. fp32 runs with TF32 off unless --tf32.
+Needs only torch + numpy; imports models/ and realtime/ from this checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from models.lart import LART, LARTConfig  # noqa: E402
+from realtime.actions import ActionStage, ActionStageConfig  # noqa: E402
+from realtime.records import People, Tracks  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def quantiles(xs: list[float]) -> dict[str, float]:
+    xs = sorted(xs)
+    q = lambda p: xs[min(len(xs) - 1, int(round(p * (len(xs) - 1))))]  # noqa: E731
+    return {"median": statistics.median(xs), "p10": q(0.1), "p90": q(0.9), "n": len(xs)}
+
+
+def time_calls(fn, iters: int, warmup: int, cuda: bool) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        if cuda:
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            torch.cuda.synchronize()
+            times.append(a.elapsed_time(b))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(1e3 * (time.perf_counter() - t0))
+    return quantiles(times)
+
+
+def graph_of(fn):
+    """(replay, output) of fn captured as a CUDA graph after warm-up on a side stream."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = fn()
+    return g.replay, out
+
+
+def gflop(c: LARTConfig, tokens: int, queries_keys: int) -> float:
+    inner = c.heads * c.dim_head
+    per_token = 2 * c.depth * (c.dim * 3 * inner + inner * c.dim + 2 * c.dim * c.mlp_dim)
+    return (tokens * per_token + 4 * c.depth * inner * queries_keys) / 1e9
+
+
+def features(c: LARTConfig, lead: tuple[int, ...], dtype, device):
+    g = lambda *s: torch.randn(*lead, *s, device=device, dtype=dtype)  # noqa: E731
+    return g(229), (g(135) if c.has_joints else None), (g(c.app_dim) if c.has_appearance else None)
+
+
+def bench_model(size: str, dtype_name: str, n: int, T: int, args, device: str) -> list[dict]:
+    torch.manual_seed(0)
+    cfg = LARTConfig.official_mvit() if size == "official" else LARTConfig.tiny()
+    dtype = DTYPES[dtype_name]
+    model = LART(cfg).to(device=device, dtype=dtype).eval()
+    cuda = device.startswith("cuda")
+    rows = []
+    B = n  # one sequence per track, each with n person slots
+    pose, joints, app = features(cfg, (B, T, n), dtype, device)
+    valid = torch.rand(B, T, n, device=device) > 0.1
+    valid[:, :, 0] = True
+    base = dict(size=size, dtype=dtype_name, N=n, T=T, B=B)
+    for attn in ("sdpa", "exact"):
+        fn = lambda: model.forward_window(pose, joints, app, valid, exact=attn == "exact")  # noqa: E731
+        row = dict(base, case=f"window-{attn}", tokens=B * T * n,
+                   gflop=round(gflop(cfg, B * T * n, B * (T * n) ** 2), 2))
+        row["eager"] = time_calls(fn, args.iters, args.warmup, cuda)
+        if cuda and not args.no_graph:
+            ref = fn().float()
+            replay, out = graph_of(fn)
+            row["graph"] = time_calls(replay, args.graph_iters, 3, cuda)
+            replay()
+            torch.cuda.synchronize()
+            row["graph_vs_eager_maxabs"] = float((out.float() - ref).abs().max())
+        rows.append(row)
+    # causal step against a full cache (cost does not depend on how full it is)
+    k, v, kb = model.new_cache(B, T, n)
+    k.normal_()
+    v.normal_()
+    kb.copy_(torch.where(torch.rand_like(kb) > 0.1, 0.0, -1e3))
+    spose, sjoints, sapp = features(cfg, (B, n), dtype, device)
+    svalid = torch.ones(B, n, dtype=torch.bool, device=device)
+    positions = torch.randint(0, T, (B,), device=device)
+    fn = lambda: model.step(spose, sjoints, sapp, svalid, positions, k, v, kb)[0]  # noqa: E731
+    row = dict(base, case="step-sdpa", tokens=B * n, gflop=round(gflop(cfg, B * n, B * n * T * n), 3),
+               cache_mib=round(2 * k.numel() * k.element_size() / 2 ** 20, 1))
+    row["eager"] = time_calls(fn, args.iters, args.warmup, cuda)
+    if cuda and not args.no_graph:
+        ref = fn().float()
+        replay, out = graph_of(fn)
+        row["graph"] = time_calls(replay, args.graph_iters, 3, cuda)
+        replay()
+        torch.cuda.synchronize()
+        row["graph_vs_eager_maxabs"] = float((out.float() - ref).abs().max())
+    rows.append(row)
+    return rows
+
+
+def synthetic_frame(n: int, app_dim: int, rng: np.random.Generator) -> tuple[Tracks, People]:
+    people = People(np.zeros((n, 4)), np.ones(n), pose_vector=rng.normal(size=(n, 229)).astype(np.float32),
+                    joints_3d=rng.normal(size=(n, 45, 3)).astype(np.float32),
+                    cam_t=rng.normal(size=(n, 3)).astype(np.float32),
+                    appearance=rng.normal(size=(n, app_dim)).astype(np.float32))
+    tracks = Tracks(np.arange(n), np.zeros((n, 4)), np.full(n, 2), np.zeros(n), np.zeros(n), np.zeros(n),
+                    np.arange(n))
+    return tracks, people
+
+
+def bench_stage(size: str, dtype_name: str, n: int, T: int, mode: str, args, device: str) -> dict:
+    cfg = ActionStageConfig(size=size, mode=mode, window=T, max_people=n, device=device,
+                            dtype={"fp32": "float32", "bf16": "bfloat16"}[dtype_name],
+                            max_tracks=max(n, 1))
+    stage = ActionStage.from_config(cfg)
+    rng = np.random.default_rng(0)
+    frames = [synthetic_frame(n, stage.model.config.app_dim, rng) for _ in range(8)]
+    i = [0]
+
+    def fn():
+        tr, pe = frames[i[0] % len(frames)]
+        stage.update(tr, pe, i[0])
+        i[0] += 1
+
+    cuda = device.startswith("cuda")
+    row = dict(size=size, dtype=dtype_name, N=n, T=T, B=n, case=f"stage-{mode}")
+    row["eager"] = time_calls(fn, args.iters, args.warmup, False)  # wall clock: includes host work
+    if cuda:
+        torch.cuda.synchronize()
+    return row
+
+
+def fmt(q: dict | None) -> str:
+    return "-" if q is None else f"{q['median']:8.3f} ({q['p10']:.3f}-{q['p90']:.3f})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--cpu-smoke", action="store_true", help="tiny iteration counts on CPU: checks the code path")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 for fp32 matmuls")
+    p.add_argument("--no-graph", action="store_true")
+    p.add_argument("--iters", type=int, default=30)
+    p.add_argument("--graph-iters", type=int, default=60)
+    p.add_argument("--warmup", type=int, default=5)
+    args = p.parse_args(argv)
+    if args.cpu_smoke:
+        device, T, people = "cpu", 8, (1, 2)
+        args.iters, args.warmup, args.no_graph = 2, 1, True
+        combos = [("tiny", "fp32"), ("official", "fp32")]
+    else:
+        if not torch.cuda.is_available():
+            print("no CUDA device: use --cpu-smoke for a path check", file=sys.stderr)
+            return 2
+        device, T, people = "cuda", 125, (1, 5, 10)
+        combos = [("tiny", "fp32"), ("official", "fp32"), ("official", "bf16")]
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
+    t_start = time.time()
+    rows: list[dict] = []
+    with torch.inference_mode():
+        for size, dt in combos:
+            for n in people:
+                rows += bench_model(size, dt, n, T, args, device)
+                for mode in ("window", "causal"):
+                    rows.append(bench_stage(size, dt, n, T, mode, args, device))
+                print(f"  done {size} {dt} N={n} ({time.time() - t_start:.0f} s)", flush=True)
+    env = dict(torch=torch.__version__, python=platform.python_version(), device=device,
+               gpu=torch.cuda.get_device_name(0) if device == "cuda" else platform.processor(), tf32=args.tf32,
+               cpu_smoke=args.cpu_smoke, seconds=round(time.time() - t_start, 1))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"env": env, "rows": rows}, indent=1))
+    print(f"\nLART per-frame cost, T={T}, {env['gpu']}, torch {env['torch']} (ms: median (p10-p90))")
+    print(f"{'size':8} {'dtype':5} {'N':>2} {'case':14} {'tokens':>6} {'GFLOP':>8} {'eager ms':>24} {'graph ms':>24}")
+    for r in rows:
+        print(f"{r['size']:8} {r['dtype']:5} {r['N']:>2} {r['case']:14} {r.get('tokens', ''):>6} "
+              f"{r.get('gflop', ''):>8} {fmt(r.get('eager')):>24} {fmt(r.get('graph')):>24}")
+    print(f"wrote {args.out} in {env['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
