@@ -79,22 +79,56 @@ class Fp16Twin(nn.Module):
 
 def export_onnx(module: nn.Module, example: Sequence[torch.Tensor], io: ModelIO, path: str | Path, *,
                 opset: int = OPSET) -> Path:
-    """Export ``module(*example) -> tuple`` with ``io``'s names and symbolic dims, then check it."""
+    """Export ``module(*example) -> tuple`` with ``io``'s names and symbolic dims, then check it.
+
+    A graph past protobuf's 2 GB (full-size HMR 2.0 in FP32: 2.5 GB) keeps its weights in one
+    ``<name>.onnx.data`` file beside it (the exporter alone would write one file per tensor).
+    """
+    import shutil
+    import tempfile
+
     import onnx
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about shape-as-int are expected and harmless here
-        torch.onnx.export(module.eval(), tuple(example), str(path), input_names=list(io.input_names),
-                          output_names=list(io.output_names), dynamic_axes=io.dynamic_axes(),
-                          opset_version=opset, do_constant_folding=True, dynamo=False)
-    onnx.checker.check_model(str(path))  # by path: works past protobuf's 2 GB (external data)
+    data = path.with_name(path.name + ".data")
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".export-"))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about shape-as-int are expected and harmless here
+            torch.onnx.export(module.eval(), tuple(example), str(tmp / "model.onnx"), input_names=list(io.input_names),
+                              output_names=list(io.output_names), dynamic_axes=io.dynamic_axes(),
+                              opset_version=opset, do_constant_folding=True, dynamo=False)
+        model = onnx.load(str(tmp / "model.onnx"))  # pulls any per-tensor external files back in
+        weight_bytes = sum(len(t.raw_data) for t in model.graph.initializer)
+        if data.exists():
+            data.unlink()
+        if weight_bytes > (1 << 31) - (64 << 20):
+            onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data.name, size_threshold=1024)
+        else:
+            onnx.save_model(model, str(path))
+        del model
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    onnx.checker.check_model(str(path))  # by path: works with external data
     got = io_from_onnx(path, io.kind)
     if got.input_names != io.input_names or got.output_names != io.output_names:
         raise RuntimeError(f"{path}: exported names {got.input_names} -> {got.output_names} differ from "
                            f"{io.input_names} -> {io.output_names} (an input unused by the graph is dropped)")
     return path
+
+
+def onnx_sha256(path: str | Path) -> str:
+    """SHA-256 of an ONNX file and, when present, its ``.data`` weights (engine cache key input)."""
+    import hashlib
+
+    path = Path(path)
+    h = hashlib.sha256(file_sha256(path).encode())
+    data = path.with_name(path.name + ".data")
+    if data.is_file():
+        h.update(file_sha256(data).encode())
+    return h.hexdigest()
 
 
 def example_inputs(io: ModelIO, dims: Mapping[str, int], *, seed: int = 0,
@@ -352,7 +386,7 @@ def export_model(spec: ExportSpec, out_dir: str | Path, *, fp16_twin: bool = Fal
     """Write ``<kind>.onnx`` (and ``<kind>.fp16.onnx``); return its manifest entry."""
     out_dir = Path(out_dir)
     path = export_onnx(spec.module, spec.example(batch), spec.io, out_dir / f"{spec.kind}.onnx")
-    entry: dict[str, Any] = {"file": path.name, "sha256": file_sha256(path), "io": io_to_json(spec.io),
+    entry: dict[str, Any] = {"file": path.name, "sha256": onnx_sha256(path), "io": io_to_json(spec.io),
                              "fixed_dims": spec.fixed_dims, "random_weights": spec.random_weights,
                              "config": spec.config}
     if fp16_twin:
@@ -443,5 +477,5 @@ def numpy_inputs(example: Sequence[torch.Tensor], io: ModelIO) -> dict[str, np.n
 
 __all__ = ["DetectorInfo", "ExportSpec", "Fp16Twin", "LARTStepExport", "LARTWindowExport", "LART_CACHE_PAIRS",
            "MANIFEST", "OPSET", "SPEC_BUILDERS", "TupleOutputs", "example_inputs", "lart_step_io", "lart_step_spec",
-           "lart_window_io", "lart_window_spec", "export_model", "export_onnx", "hmr2_io", "hmr2_spec", "inspect_detector",
+           "lart_window_io", "lart_window_spec", "onnx_sha256", "export_model", "export_onnx", "hmr2_io", "hmr2_spec", "inspect_detector",
            "io_from_json", "io_to_json", "numpy_inputs", "read_manifest", "write_manifest"]

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from realtime.backends import BATCH, BackendUnavailable, ModelIO, file_sha256
+from realtime.backends import BATCH, BackendUnavailable, ModelIO
 
 DEFAULT_MAX_BATCH = 32  # crops for HMR 2.0, tracks for LART
 DEFAULT_OPT_BATCH = 8
@@ -254,7 +254,9 @@ def get_or_build_engine(onnx_path: str | Path, io: ModelIO, cache: EngineCache, 
         if not source.is_file():
             raise TensorRTUnavailable(f"TensorRT {trt.__version__} builds FP16 only from an FP16 ONNX; "
                                       f"{source} is missing (run `lart-stream export --fp16-onnx`)")
-    key = engine_cache_key(file_sha256(source), gpu_name, trt.__version__, precision, profiles)
+    from export.onnx_export import onnx_sha256
+
+    key = engine_cache_key(onnx_sha256(source), gpu_name, trt.__version__, precision, profiles)
     hit = cache.lookup(io.kind, gpu_name, trt.__version__, key)
     if hit is not None:
         return hit

@@ -648,6 +648,21 @@ def _construct(name: str, model_kind: str, device: str, onnx_path: Any, module: 
     return TorchBackend(mod, io, device, cuda_graphs=cuda_graphs, compile=compile, precision=precision)
 
 
+def resolve_exported(requested: str, model_kind: str, device: str, export_dir: str | Path | None, *,
+                     module: nn.Module | Callable[[], nn.Module] | None = None,
+                     **kw: Any) -> tuple[Backend, str]:
+    """``resolve_backend`` for a model written by ``lart-stream export --out export_dir``: the ONNX
+    path and ModelIO come from its manifest.json (no export dir or no entry: torch only)."""
+    onnx_path, io = None, kw.pop("io", None)
+    if export_dir is not None and (Path(export_dir) / "manifest.json").is_file():
+        from export.onnx_export import read_manifest  # lazy: the runtime needs export/ only here
+
+        entry = read_manifest(export_dir).get(model_kind)
+        if entry is not None:
+            onnx_path, io = entry["path"], entry.get("model_io", io)
+    return resolve_backend(requested, model_kind, device, onnx_path=onnx_path, module=module, io=io, **kw)
+
+
 def describe_backends(resolved: Mapping[str, tuple[Backend, str]]) -> list[str]:
     """One start-up line per model: ``hmr2: torch (cuda, CUDA graphs ...) [auto; skipped tensorrt: ...]``."""
     return [f"{kind}: {b.describe()} [{reason}]" for kind, (b, reason) in resolved.items()]
@@ -668,5 +683,5 @@ __all__ = [
     "Availability", "Backend", "BackendUnavailable", "BACKEND_NAMES", "DEFAULT_BUCKETS", "MODEL_KINDS",
     "ModelIO", "OnnxRuntimeBackend", "TensorRTBackend", "TensorSpec", "TorchBackend", "describe_backends",
     "file_sha256", "host_constant_buffers", "io_from_onnx", "load_onnx_as_torch", "onnx2torch_status", "pick_bucket", "plan_backends",
-    "resolve_backend", "tensorrt_status",
+    "resolve_backend", "resolve_exported", "tensorrt_status",
 ]

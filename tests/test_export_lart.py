@@ -98,3 +98,39 @@ def test_torch_backend_runs_the_export_wrapper(exported: dict) -> None:
     with torch.no_grad():
         want = spec.module.model.forward_window(*x).numpy()
     np.testing.assert_allclose(out["logits"], want, atol=1e-6)
+
+
+def test_fp16_twin_for_tensorrt_11_runs_close_to_fp32(tmp_path) -> None:
+    """The *.fp16.onnx twin (half weights and compute, FP32 I/O) that TensorRT >= 11 builds from."""
+    import warnings
+
+    from export.tensorrt_build import fp16_onnx_path
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spec = ox.lart_window_spec("tiny")
+    entry = ox.export_model(spec, tmp_path, fp16_twin=True)
+    path = fp16_onnx_path(tmp_path / entry["file"])
+    assert entry["fp16_file"] == path.name == "lart_window.fp16.onnx"
+    import onnx
+
+    weights = [t for t in onnx.load(str(path)).graph.initializer if t.data_type in (1, 10)]
+    assert sum(t.data_type == 10 for t in weights) > len(weights) // 2  # mostly FP16 weights
+    backend = OnnxRuntimeBackend(path, spec.io)
+    ref = fp32_copy(spec.module)
+    rows = check_backend("lart_window", backend, lambda x: reference_outputs(ref, x, spec.io.output_names),
+                         lambda b: spec.example(b, seed=b), [2], precision="fp16")
+    assert all(r.passed for r in rows) and rows[0].max_rel > 1e-6  # really computed in half
+
+
+def test_runtime_resolves_backends_from_the_export_folder(exported: dict) -> None:
+    from realtime.backends import describe_backends, resolve_exported
+
+    spec = exported["specs"]["lart_window"]
+    backend, reason = resolve_exported("auto", "lart_window", "cpu", exported["dir"], module=spec.module)
+    assert backend.name == "onnxruntime" and backend.io == spec.io
+    backend, reason = resolve_exported("torch", "lart_window", "cpu", exported["dir"], module=spec.module)
+    assert backend.name == "torch" and reason == "requested"
+    backend, reason = resolve_exported("auto", "lart_window", "cpu", None, module=spec.module, io=spec.io)
+    assert backend.name == "torch" and "onnxruntime: no ONNX file" in reason
+    assert describe_backends({"lart_window": (backend, reason)})[0].startswith("lart_window: torch (cpu, eager, fp32) [auto;")
