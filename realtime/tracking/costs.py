@@ -1,0 +1,130 @@
+"""Cost functions: each takes tracks (T, ...) and detections (D, ...) and returns a (T, D) matrix.
+
+PHALP's EQ_019 (deep_sort_/nn_matching.py ``_pdist``):
+
+    cost = (1 + b0 d_A) (1 + b1 d_P) exp(d_L / ((0.1 + tanh c_xy) b2)) exp(d_N / ((0.1 + tanh c_N) b3))
+
+with d_A appearance, d_P squared pose distance clipped at 1.5, d_L the image distance of the body
+origin and d_N the absolute log-depth difference; c_xy and c_N are the track's prediction intervals.
+
+Units. PHALP measures the body origin in a 256-px square holding the frame zero-padded to
+``M = max(W, H)`` (centred), divided by 256: ``x_n = (x_px + (M - W) / 2) / M``, likewise y. Its
+camera is HMR 2.0's (focal 5000 px for the 256-px square, i.e. ``5000 / 256 * M`` px in the full
+frame, principal point at the centre), so ``x_n = 0.5 + 5000 tx / (256 tz)`` and the depth tz is
+the same number in both frames. ``normalise_location`` maps our pixel locations to these units, so
+EQ_019's location constant (b2) keeps its meaning at any resolution.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from realtime.tracking.config import APPEARANCE_COSTS
+
+
+def location_from_cam_t(cam_t: np.ndarray, image_size: tuple[int, int], focal_length: float = 5000.0,
+                        render_res: int = 256) -> np.ndarray:
+    """(n, 3) full-frame camera translation -> (n, 3) body origin x px, y px, log depth.
+
+    Projects the body origin with HMR 2.0's full-frame camera (focal ``focal_length / render_res * M``).
+    """
+    cam_t = np.asarray(cam_t, dtype=np.float64).reshape(-1, 3)
+    w, h = image_size
+    f = focal_length / render_res * max(w, h)
+    z = cam_t[:, 2]
+    return np.stack([f * cam_t[:, 0] / z + w / 2, f * cam_t[:, 1] / z + h / 2, np.log(z)], axis=1)
+
+
+def normalise_location(location: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """(n, 3) x px, y px, log depth -> (n, 3) PHALP units: fractions of the padded square side, log depth."""
+    location = np.asarray(location, dtype=np.float64).reshape(-1, 3)
+    w, h = image_size
+    m = float(max(w, h))
+    if m <= 0:
+        raise ValueError(f"normalise_location: image_size must be positive, got {image_size}")
+    return np.stack([(location[:, 0] - w / 2) / m + 0.5, (location[:, 1] - h / 2) / m + 0.5, location[:, 2]], axis=1)
+
+
+def squared_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(T, K), (D, K) -> (T, D) squared euclidean distances, clipped at 0 (deep_sort's _pdist_l2)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    r2 = -2.0 * a @ b.T + np.sum(a * a, axis=1)[:, None] + np.sum(b * b, axis=1)[None, :]
+    return np.maximum(r2, 0.0)
+
+
+def pose_cost(track_pose: np.ndarray, det_pose: np.ndarray, dims: int = 226, clip: float = 1.5) -> np.ndarray:
+    """d_P: squared distance over the first ``dims`` pose dims (rotmats + betas), clipped at ``clip``."""
+    return np.minimum(squared_distance(track_pose[:, :dims], det_pose[:, :dims]), clip)
+
+
+def location_cost(track_xy: np.ndarray, det_xy: np.ndarray) -> np.ndarray:
+    """d_L: euclidean distance of the body origins (normalised units). (T, 2), (D, 2) -> (T, D)."""
+    return np.sqrt(squared_distance(track_xy, det_xy))
+
+
+def depth_cost(track_log_z: np.ndarray, det_log_z: np.ndarray) -> np.ndarray:
+    """d_N: |log z_track - log z_det| (PHALP: -log of the depth ratio folded to <= 1). (T,), (D,) -> (T, D)."""
+    return np.abs(np.asarray(track_log_z, np.float64)[:, None] - np.asarray(det_log_z, np.float64)[None, :])
+
+
+def cosine_appearance_cost(track_app: np.ndarray, det_app: np.ndarray) -> np.ndarray:
+    """d_A = 1 - cos: scale-free, so any embedding the HMR stage gives works with EQ_019's b0."""
+    a = np.asarray(track_app, dtype=np.float64)
+    b = np.asarray(det_app, dtype=np.float64)
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return np.clip(1.0 - a @ b.T, 0.0, 2.0)
+
+
+def phalp_l2_appearance_cost(track_app: np.ndarray, det_app: np.ndarray) -> np.ndarray:
+    """d_A = 100 * ||a / 1e3 - b / 1e3||^2: PHALP's formula for its 4096-d texture-map encoding."""
+    return 100.0 * squared_distance(np.asarray(track_app) / 1e3, np.asarray(det_app) / 1e3)
+
+
+def no_appearance_cost(track_app: np.ndarray | None, det_app: np.ndarray | None) -> np.ndarray:
+    return np.zeros((len(track_app), len(det_app)))
+
+
+def get_appearance_cost(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Appearance cost by name (norfair's get_distance_by_name): one of APPEARANCE_COSTS."""
+    costs = {"cosine": cosine_appearance_cost, "phalp_l2": phalp_l2_appearance_cost, "none": no_appearance_cost}
+    if name not in costs:
+        raise ValueError(f"unknown appearance cost {name!r}; valid: {', '.join(APPEARANCE_COSTS)}")
+    return costs[name]
+
+
+def phalp_cost(d_a: np.ndarray, d_p: np.ndarray, d_l: np.ndarray, d_n: np.ndarray, c_xy: np.ndarray,
+               c_n: np.ndarray, betas: tuple[float, float, float, float] = (4.0536, 1.3070, 0.3792, 4.1658)) -> np.ndarray:
+    """EQ_019 from its four (T, D) distances and the tracks' (T,) intervals -> (T, D) cost.
+
+    NaN becomes 0 and overflow the largest float, as PHALP's ``np.nan_to_num``; the threshold then rejects.
+    """
+    b0, b1, b2, b3 = betas
+    c_xy = np.asarray(c_xy, dtype=np.float64)[:, None]
+    c_n = np.asarray(c_n, dtype=np.float64)[:, None]
+    with np.errstate(over="ignore", invalid="ignore"):
+        cost = ((1 + b0 * d_a) * (1 + b1 * d_p) * np.exp(d_l / ((0.1 + np.tanh(c_xy)) * b2))
+                * np.exp(d_n / ((0.1 + np.tanh(c_n)) * b3)))
+    return np.nan_to_num(cost)
+
+
+def linear_assignment(cost: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One Hungarian assignment; pairs costing more than ``threshold`` are rejected.
+
+    As PHALP's ``min_cost_matching``: costs above the threshold are clipped to threshold + 1e-5
+    before solving (so all impossible pairs cost the same), then assigned pairs above it are dropped.
+    Returns matches (k, 2) [row, col], unmatched rows, unmatched cols (sorted int arrays).
+    """
+    cost = np.asarray(cost, dtype=np.float64)
+    n_rows, n_cols = cost.shape
+    if n_rows == 0 or n_cols == 0:
+        return np.zeros((0, 2), np.int64), np.arange(n_rows), np.arange(n_cols)
+    clipped = np.minimum(cost, threshold + 1e-5)
+    rows, cols = linear_sum_assignment(clipped)
+    keep = clipped[rows, cols] <= threshold
+    matches = np.stack([rows[keep], cols[keep]], axis=1).astype(np.int64)
+    return (matches, np.setdiff1d(np.arange(n_rows), matches[:, 0]), np.setdiff1d(np.arange(n_cols), matches[:, 1]))
