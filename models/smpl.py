@@ -174,6 +174,9 @@ class SMPL(smplx.SMPLLayer):
 
         Body frame (no camera translation), as 4D-Humans' pred_keypoints_3d.
         """
+        if global_orient.shape[0] == 0:  # smplx's lbs cannot reshape an empty batch
+            z = self.v_template.new_zeros
+            return z(0, self.v_template.shape[0], 3), z(0, self.num_joints, 3)
         out = super().forward(global_orient=global_orient.float()[:, None], body_pose=body_pose.float(),
                               betas=betas.float(), pose2rot=False)
         joints = out.joints[:, self.joint_map]  # (B, 25, 3) OpenPose order

@@ -86,6 +86,8 @@ def test_joints_against_hand_computation(smpl_file, arrays):
     # Global rotation turns the body about the root joint: nose' = R (nose - j0) + j0.
     torch.testing.assert_close(joints[1, 0], R @ (v[332] - j0) + j0, atol=1e-5, rtol=0)
     torch.testing.assert_close(joints[1, 8], j0, atol=1e-5, rtol=0)
+    verts, joints = smpl(go[:0], bp[:0], betas[:0])  # nobody: empty, not an error
+    assert verts.shape == (0, 6890, 3) and joints.shape == (0, 44, 3)
 
 
 def test_state_dict_uses_checkpoint_names_and_round_trips(smpl_file, arrays):
