@@ -23,6 +23,10 @@ were trained bidirectionally: with them this mode's accuracy is UNKNOWN. Predict
 published every ``stride`` steps, pooled like the window mode over the causal scores of the last
 T steps kept per sequence.
 
+Inputs per detected person-frame: People.pose_vector (normalised inside the model with mean_std),
+joints_3D = 45 joints (44 are padded with the zero joint) + cam_t when the checkpoint has a joint
+encoder, and the appearance feature when it has one (see ``people_appearance``; zeros otherwise).
+
 A prediction is published for a track only when it was detected at the frame it refers to (the
 reference scores detected key frames only). Buffers are fixed-length rings (T steps per track);
 state of tracks that vanish is dropped at once.
@@ -62,6 +66,10 @@ class ActionStageConfig:
     pool_half: int = 6  # pooling over frames [c-6, c+6) as the reference's avg.6
     attention: str = "sdpa"  # sdpa | exact (explicit scores with the reference's -1e3 replacement)
     dtype: str = "float32"  # float32 | bfloat16 | float16
+    # People.appearance is fed to LART only when it IS the ROI feature the checkpoint was trained on
+    # (MViTv2 1152-d / Hiera 2048-d); otherwise zeros are fed (warned): a tracking embedding of the
+    # same width would be silently wrong.
+    people_appearance: bool = False
     seed: int = 0  # random-weight initialisation
 
     def __post_init__(self) -> None:
@@ -220,13 +228,12 @@ class ActionStage:
         if self._joints is not None:
             put(self._joints, self._joint_features(people, pi_d))
         if self._app is not None:
-            app = people.appearance
-            if app is None or app.shape[1] != self._app.shape[2]:
-                got = None if app is None else app.shape[1]
-                self._warn_once("app", f"LART needs {self._app.shape[2]}-d appearance features (the MViT/Hiera ROI "
-                                       f"feature it was trained on), People.appearance has {got}: feeding zeros, "
-                                       "predictions degraded")
-                app = np.zeros((len(people), self._app.shape[2]), np.float32)
+            app, d = people.appearance, self._app.shape[2]
+            if not self.cfg.people_appearance or app is None or app.shape[1] != d:
+                got = "not used" if not self.cfg.people_appearance else (None if app is None else app.shape[1])
+                self._warn_once("app", f"LART needs {d}-d appearance features (the MViT/Hiera ROI feature it was "
+                                       f"trained on); People.appearance: {got}. Feeding zeros: predictions degraded")
+                app = np.zeros((len(people), d), np.float32)
             put(self._app, app[pi_d])
 
     def _joint_features(self, people: People, idx: np.ndarray) -> np.ndarray:

@@ -66,7 +66,7 @@ def scripted_stream(steps: int = 30, seed: int = 0):
 
 def stage(mode: str, **kw) -> ActionStage:
     cfg = ActionStageConfig(mode=mode, window=T, max_people=N, lookahead=K, pool_half=H, max_tracks=8,
-                            attention="exact", **kw)
+                            attention="exact", people_appearance=True, **kw)
     s = ActionStage.from_config(cfg)
     with torch.no_grad():  # visible weights: outputs depend clearly on every input
         for p in s.model.parameters():
@@ -252,6 +252,15 @@ def test_more_tracks_than_max_tracks_are_ignored_loudly(caplog):
         out = st.update(tr, people, 0)
     assert out.track_id.tolist() == [5, 6]
     assert "track 7 gets no predictions" in caplog.text
+
+
+def test_appearance_is_zeros_unless_declared_the_trained_feature(caplog):
+    st = ActionStage.from_config(ActionStageConfig())
+    tracks, people, _, _ = next(scripted_stream())
+    with caplog.at_level(logging.WARNING):
+        st.update(tracks, people, 0)
+    assert "Feeding zeros" in caplog.text
+    assert st._app.abs().sum() == 0 and st._pose.abs().sum() > 0
 
 
 def test_joint_features_pad_44_joints_and_add_camera():
