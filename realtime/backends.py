@@ -391,13 +391,29 @@ def choose_ort_providers(available: Sequence[str], device: str) -> list[str]:
     return [p for p in want if p in available]
 
 
+def ort_trt_options(io: ModelIO, cache_dir: str | Path, min_batch: int = 1, opt_batch: int = 8,
+                    max_batch: int = 32) -> dict[str, Any]:
+    """TensorrtExecutionProvider options: FP16, engine cache, and the same 1..32 profile as our own
+    TensorRT build (without explicit profiles the provider rebuilds an engine per new batch size)."""
+    def shapes(b: int) -> str:
+        return ",".join(f"{s.name}:{'x'.join(str(d) for d in s.concrete({BATCH: b}))}" for s in io.inputs)
+
+    opts: dict[str, Any] = {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
+                            "trt_engine_cache_path": str(cache_dir)}
+    if any(s.batch_axis is not None for s in io.inputs):
+        opts.update(trt_profile_min_shapes=shapes(min_batch), trt_profile_opt_shapes=shapes(opt_batch),
+                    trt_profile_max_shapes=shapes(max_batch))
+    return opts
+
+
 class OnnxRuntimeBackend(Backend):
     """An ONNX file run by onnxruntime with the best present provider for ``device``."""
 
     name = "onnxruntime"
 
     def __init__(self, onnx_path: str | Path, io: ModelIO | None = None, device: str = "cpu",
-                 providers: Sequence[str] | None = None, threads: int = 0) -> None:
+                 providers: Sequence[str] | None = None, threads: int = 0,
+                 engine_cache_dir: str | Path | None = None) -> None:
         import onnxruntime as ort
 
         self.path = Path(onnx_path)
@@ -409,7 +425,12 @@ class OnnxRuntimeBackend(Backend):
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(self.path), opts, providers=self.providers)
+        provider_args: list[Any] = list(self.providers)
+        if "TensorrtExecutionProvider" in self.providers:
+            cache = engine_cache_dir or self.path.parent / "engines" / "ort_trt"
+            i = self.providers.index("TensorrtExecutionProvider")
+            provider_args[i] = ("TensorrtExecutionProvider", ort_trt_options(self.io, cache))
+        self.session = ort.InferenceSession(str(self.path), opts, providers=provider_args)
         names = [i.name for i in self.session.get_inputs()]
         if set(names) != set(self.io.input_names):
             raise ValueError(f"{self.path}: graph inputs {names} differ from ModelIO {list(self.io.input_names)}")
@@ -637,7 +658,8 @@ def _construct(name: str, model_kind: str, device: str, onnx_path: Any, module: 
         return TensorRTBackend(onnx_path, io or io_from_onnx(onnx_path, model_kind), device,
                                cache_dir=engine_cache_dir)
     if name == "onnxruntime":
-        return OnnxRuntimeBackend(onnx_path, io or io_from_onnx(onnx_path, model_kind), device)
+        return OnnxRuntimeBackend(onnx_path, io or io_from_onnx(onnx_path, model_kind), device,
+                                  engine_cache_dir=engine_cache_dir)
     if module is None:  # only a detector ONNX gets here (plan_backends checked)
         mod = load_onnx_as_torch(onnx_path, device)
         io = io or io_from_onnx(onnx_path, model_kind)
@@ -681,7 +703,7 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 __all__ = [
     "Availability", "Backend", "BackendUnavailable", "BACKEND_NAMES", "DEFAULT_BUCKETS", "MODEL_KINDS",
-    "ModelIO", "OnnxRuntimeBackend", "TensorRTBackend", "TensorSpec", "TorchBackend", "describe_backends",
+    "ModelIO", "OnnxRuntimeBackend", "ort_trt_options", "TensorRTBackend", "TensorSpec", "TorchBackend", "describe_backends",
     "file_sha256", "host_constant_buffers", "io_from_onnx", "load_onnx_as_torch", "onnx2torch_status", "pick_bucket", "plan_backends",
     "resolve_backend", "resolve_exported", "tensorrt_status",
 ]

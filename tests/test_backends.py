@@ -218,3 +218,13 @@ def test_host_constant_buffers_keeps_only_shape_arguments() -> None:
     g.output(g.call_module("mul", (r, scale)))
     gm = fx.GraphModule(root, g)
     assert B.host_constant_buffers(gm) == ["initializers.shape"]
+
+
+def test_ort_tensorrt_provider_gets_our_profile_and_fp16(tmp_path) -> None:
+    opts = B.ort_trt_options(IO, tmp_path)
+    assert opts["trt_fp16_enable"] is True and opts["trt_engine_cache_path"] == str(tmp_path)
+    assert opts["trt_profile_min_shapes"] == "x:1x6,cache:2x3x1"
+    assert opts["trt_profile_opt_shapes"] == "x:8x6,cache:2x3x8"
+    assert opts["trt_profile_max_shapes"] == "x:32x6,cache:2x3x32"
+    static = ModelIO("detector", (TensorSpec("images", (1, 3, 640, 640)),), (TensorSpec("out", (1, 6, 8400)),))
+    assert "trt_profile_min_shapes" not in B.ort_trt_options(static, tmp_path)
