@@ -271,8 +271,8 @@ class ActionStage:
         if not ok.any():
             return self._empty()
         w = torch.from_numpy(weight[ok].astype(np.float32)).to(probs.device)
-        pooled = (probs[torch.from_numpy(np.flatnonzero(ok)).to(probs.device)] * w[:, :, None]).sum(1) / w.sum(1,
-                                                                                                               keepdim=True)
+        rows = torch.from_numpy(np.flatnonzero(ok)).to(probs.device)
+        pooled = (probs[rows] * w[:, :, None]).sum(1) / w.sum(1, keepdim=True)  # (n, C)
         n = int(ok.sum())
         return ActionPredictions(np.asarray(ids, np.int64)[ok], np.full(n, self._frame_at[c % self.T], np.int64),
                                  pooled.float().cpu().numpy(), self.class_ids, self.class_names, self.random_weights)

@@ -192,8 +192,11 @@ def test_causal_mode_equals_full_causal_recompute():
     # published scores: mean over the steps [c-6, c+6) seen so far
     for tau, out in enumerate(outs):
         c = tau - K
-        want = [(tid, torch.stack([logits[tid][s] for s in range(max(c - H, start[tid], tau - T + 1), min(c + H, tau + 1))]).mean(0))
-                for tid in spy.calls[tau]["ids"] if c >= start[tid] and hist[c][tid].detected]
+        want = []
+        for tid in spy.calls[tau]["ids"]:
+            if c >= start[tid] and hist[c][tid].detected:
+                seen = range(max(c - H, start[tid], tau - T + 1), min(c + H, tau + 1))  # kept: last T steps
+                want.append((tid, torch.stack([logits[tid][s] for s in seen]).mean(0)))
         assert out.track_id.tolist() == [t for t, _ in want]
         assert out.frame_index.tolist() == ([frames[c]] * len(want) if want else [])
         if want:
