@@ -71,6 +71,7 @@ class ActionStageConfig:
     # same width would be silently wrong.
     people_appearance: bool = False
     seed: int = 0  # random-weight initialisation
+    pose_only: bool = False  # without a checkpoint: build the pose-only variant (no joints/appearance inputs)
 
     def __post_init__(self) -> None:
         checks = [
@@ -123,7 +124,11 @@ class ActionStage:
             random_weights = False
         else:
             torch.manual_seed(cfg.seed)
-            model = LART(LARTConfig.official_mvit() if cfg.size == "official" else LARTConfig.tiny())
+            no_extra = dict(joints_mid=0, joints_en=0, app_dim=0, app_mid=0, app_en=0)
+            if cfg.size == "official":
+                model = LART(LARTConfig.pose_only() if cfg.pose_only else LARTConfig.official_mvit())
+            else:
+                model = LART(LARTConfig.tiny(dim=16, **no_extra) if cfg.pose_only else LARTConfig.tiny())
             random_weights = True
             log.warning("=" * 72 + "\nLART: NO CHECKPOINT - RANDOM WEIGHTS (%s size). Action scores are "
                         "meaningless and must not be shown as predictions.\n" + "=" * 72, cfg.size)

@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--lart-mean-std", metavar="NPY", help="LART pose normalisation statistics (mean_std.npy)")
     models.add_argument("--lart-size", choices=["auto", "tiny", "official"])
     models.add_argument("--no-actions", action="store_true", default=None, help="stop after tracking")
-    models.add_argument("--action-mode", choices=["causal", "window"])
+    models.add_argument("--action-mode", choices=["auto", "causal", "window"],
+                        help="auto: window with a LART checkpoint, causal without")
     models.add_argument("--window", type=int, metavar="T", help="frames per action window")
     models.add_argument("--stride", type=int, metavar="S", help="window mode: run every S frames")
     models.add_argument("--lookahead", type=int, metavar="K", help="window mode: predict frame t-K at frame t")

@@ -40,7 +40,9 @@ class ActionsSection:
     checkpoint: str | None = None  # LART checkpoint (lart_mvit.ckpt, epoch_002-EMA.ckpt, ...)
     mean_std: str | None = None  # pose normalisation statistics (mean_std.npy)
     size: str = "auto"  # auto: from the checkpoint, tiny without
-    mode: str = "causal"  # causal (KV-cache step) or window (trailing window, reference computation)
+    # auto: window (the reference computation) with a checkpoint, since the released weights were
+    # trained bidirectionally; causal (KV-cache step, cheapest) with random weights.
+    mode: str = "auto"  # auto | causal | window
     window: int = 0  # frames T in the window (0: the model's default)
     max_people: int = 0  # person slots N (0: the model's default)
     stride: int = 1  # run every `stride` frames (window mode)
