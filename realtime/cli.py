@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = p.add_argument_group("models (random tiny weights unless checkpoints are given)")
     models.add_argument("--detector", metavar="hog|MODEL.onnx", help="person detector (default: OpenCV HOG)")
     models.add_argument("--detector-confidence", type=float, metavar="P")
+    models.add_argument("--person-classes", metavar="IDS", help="ONNX detector: class ids that are people, e.g. 0,1")
     models.add_argument("--hmr-checkpoint", metavar="CKPT", help="4D-Humans HMR 2.0 checkpoint")
     models.add_argument("--hmr-size", choices=["auto", "tiny", "official"])
     models.add_argument("--smpl", metavar="SMPL_NEUTRAL.pkl", help="SMPL model file (joints and keypoints)")
@@ -84,6 +85,7 @@ FLAG_TO_SETTING = {
     "camera": ("source", "camera"), "source": ("source", "path"), "realtime": ("source", "realtime"),
     "fps": ("source", "fps"), "max_frames": ("runtime", "max_frames"),
     "detector": ("detector", "model"), "detector_confidence": ("detector", "confidence"),
+    "person_classes": ("detector", "person_classes"),
     "hmr_checkpoint": ("hmr", "checkpoint"), "hmr_size": ("hmr", "size"), "smpl": ("hmr", "smpl"),
     "tracker": ("tracker", "kind"),
     "lart_checkpoint": ("actions", "checkpoint"), "lart_mean_std": ("actions", "mean_std"),

@@ -29,6 +29,7 @@ class DetectorConfig:
     max_width: int = 800  # HOG: frames wider than this are downscaled first (speed)
     scale: float = 1.1  # HOG: image pyramid step
     min_height: int = 0  # drop boxes shorter than this (pixels of the full frame)
+    person_classes: str = "0"  # ONNX: comma-separated class ids that are people (e.g. "0,1")
     device: str = "cpu"
     backend: str = "auto"
 
@@ -80,5 +81,14 @@ def build_detector(cfg: DetectorConfig):
         from realtime.onnx_detector import OnnxDetector, OnnxDetectorConfig
     except ImportError as exc:  # pragma: no cover - lands with the export issue
         raise DetectorError(f"ONNX detectors are not available in this build: {exc}") from exc
-    return OnnxDetector(OnnxDetectorConfig(path=str(path), confidence=cfg.confidence, device=cfg.device,
-                                           backend=cfg.backend))
+    try:
+        classes = tuple(int(c) for c in cfg.person_classes.split(","))
+    except ValueError:
+        raise DetectorError(f"person classes must be comma-separated integers, got {cfg.person_classes!r}") from None
+    try:
+        detector = OnnxDetector(OnnxDetectorConfig(onnx_path=str(path), backend=cfg.backend, device=cfg.device,
+                                                   person_classes=classes, conf_threshold=cfg.confidence))
+    except Exception as exc:  # a file onnxruntime can't load, a graph of the wrong shape
+        raise DetectorError(f"cannot use detector {path}: {exc}") from exc
+    log.info("detector: %s", detector.describe())
+    return detector
