@@ -541,12 +541,17 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
         raise CheckpointError("HMR2 state_dict does not match the model: " + "; ".join(problems))
 
 
-def load_hmr2(path: str | Path, cfg: HMR2Config = HMR2Config(),
-              device: str | torch.device = "cpu") -> tuple[HMR2, dict[str, torch.Tensor]]:
-    """Build HMR2 from a 4D-Humans checkpoint. Returns (model in eval mode, SMPL buffers or {})."""
+def load_hmr2_with_smpl(path: str | Path, cfg: HMR2Config = HMR2Config(), device: str | torch.device = "cpu"
+                        ) -> tuple[HMR2, dict[str, torch.Tensor]]:
+    """Build HMR2 from a 4D-Humans checkpoint: (model in eval mode, the SMPL buffers with 'smpl.' stripped, or {})."""
     model_sd, smpl_sd = split_state_dict(read_checkpoint(path))
     with torch.device("meta"):
         model = HMR2(cfg)
     check_state_dict(model, model_sd)
     model.load_state_dict(model_sd, strict=True, assign=True)  # assign: no second copy of 2.5 GB
     return model.float().to(device).eval(), smpl_sd
+
+
+def load_hmr2(path: str | Path, cfg: HMR2Config = HMR2Config(), device: str | torch.device = "cpu") -> HMR2:
+    """Build HMR2 from a 4D-Humans checkpoint (network only), in eval mode."""
+    return load_hmr2_with_smpl(path, cfg, device)[0]

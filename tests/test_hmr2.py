@@ -15,7 +15,7 @@ from scipy.ndimage import gaussian_filter
 
 from hmr2_reference_keys import discriminator_keys, official_network_keys, official_smpl_keys
 from models.hmr2 import (HMR2, CheckpointError, HMR2Config, HMR2Output, body_origin_location, cam_crop_to_full,
-                         check_state_dict, crop_cam_t, full_frame_focal, load_hmr2, pose_vector, read_checkpoint,
+                         check_state_dict, crop_cam_t, full_frame_focal, load_hmr2, load_hmr2_with_smpl, pose_vector, read_checkpoint,
                          rot6d_to_rotmat, split_state_dict)
 from models.hmr2_crop import IMAGE_MEAN, IMAGE_STD, CropConfig, blur_sigma, box_center_size, crop_people, image_to_tensor
 
@@ -60,7 +60,7 @@ def test_official_checkpoint_loads_strictly_on_meta(tmp_path):
     _save_lightning(path, sd)
     with pytest.raises(Exception):  # the pickled config needs yacs: plain weights_only load refuses it
         torch.load(path, weights_only=True)
-    model, smpl_sd = load_hmr2(path, HMR2Config.official(), device="meta")
+    model, smpl_sd = load_hmr2_with_smpl(path, HMR2Config.official(), device="meta")
     got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert got == official_network_keys()
     assert sum(p.numel() for p in model.parameters()) > 600e6
@@ -109,8 +109,9 @@ def test_tiny_checkpoint_round_trip(tmp_path):
     path = tmp_path / "tiny.ckpt"
     _save_lightning(path, sd)
     assert set(read_checkpoint(path)) == set(sd)
-    loaded, smpl_sd = load_hmr2(path, HMR2Config.tiny())
+    loaded, smpl_sd = load_hmr2_with_smpl(path, HMR2Config.tiny())
     assert smpl_sd == {}
+    assert isinstance(load_hmr2(path, HMR2Config.tiny()), HMR2)
     x = torch.randn(2, 3, 256, 192)
     with torch.no_grad():
         for a, b in zip(model(x), loaded(x)):

@@ -154,3 +154,28 @@ def test_config_errors(tmp_path):
         HMRLifter.from_config(HMRLifterConfig(checkpoint=str(path), size="tiny"))
     with pytest.raises(FileNotFoundError):
         HMRLifter.from_config(HMRLifterConfig(checkpoint=str(tmp_path / "nope.ckpt")))
+
+
+def test_onnxruntime_backend_from_export_dir(tmp_path, frame, dets):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from export.onnx_export import export_model, hmr2_spec, write_manifest
+
+    with pytest.warns(UserWarning, match="RANDOM"):
+        spec = hmr2_spec("tiny", seed=4)
+    write_manifest(tmp_path, {"hmr2": export_model(spec, tmp_path)})
+    ort_lifter = HMRLifter.from_config(HMRLifterConfig(backend="onnxruntime", export_dir=str(tmp_path)))
+    assert ort_lifter.model is None and "onnxruntime" in ort_lifter.backend_info
+    assert ort_lifter.random_weights is True  # from the manifest: the engine's weights are random
+    torch_lifter = HMRLifter.from_config(HMRLifterConfig(seed=4))
+    a, b = ort_lifter(frame, dets), torch_lifter(frame, dets)
+    np.testing.assert_allclose(a.pose_vector, b.pose_vector, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a.appearance, b.appearance, rtol=1e-4, atol=1e-5)
+    assert len(ort_lifter(frame, Detections.empty())) == 0
+    with pytest.raises(ValueError, match="official"):
+        HMRLifter.from_config(HMRLifterConfig(size="official", backend="onnxruntime", export_dir=str(tmp_path)))
+
+
+def test_backend_that_cannot_run_is_a_config_error():
+    with pytest.raises(ValueError, match="HMR stage: .*no ONNX file"):
+        HMRLifter.from_config(HMRLifterConfig(backend="onnxruntime"))
