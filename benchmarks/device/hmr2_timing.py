@@ -1,0 +1,239 @@
+"""HMR 2.0 (official size: ViT-H/16 + 6-layer decoder, 670 M parameters) forward time on one GPU.
+
+    python benchmarks/device/hmr2_timing.py --out $OUT/hmr2_timing.json
+    python benchmarks/device/hmr2_timing.py --cpu-smoke --out /tmp/hmr2_timing.json   # path check only
+
+For 1, 5 and 10 crops (256x192), random weights (speed does not depend on weight values):
+  model-eager   HMR2.forward in fp32 (TF32 off unless --tf32), and under bf16 / fp16 autocast
+  model-graph   the same, replayed from a CUDA graph captured per batch size (static input buffer)
+  stage         HMRLifter end to end on a 1920x1080 frame (upload, batched crops, network,
+                full-frame cameras, one copy back), eager and with the torch backend's CUDA graphs
+                (those pad the batch to the bucket 1, 2, 4, 8, 16: 5 runs as 8, 10 as 16)
+Parity: graph vs eager (same precision) and bf16 / fp16 vs fp32, max |difference| per output.
+Times: CUDA events around each call with a synchronize per iteration (per-call latency, ms),
+median and p10-p90; the stage rows are host wall-clock (they include the host work).
+Needs only torch + numpy (+ onnx for the import of export/); imports models/ and realtime/ from here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from models.hmr2 import HMR2, HMR2Config, HMR2Output  # noqa: E402
+
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+BATCHES = (1, 5, 10)
+
+
+def quantiles(xs: list[float]) -> dict[str, float]:
+    xs = sorted(xs)
+    q = lambda p: xs[min(len(xs) - 1, int(round(p * (len(xs) - 1))))]  # noqa: E731
+    return {"median": statistics.median(xs), "p10": q(0.1), "p90": q(0.9), "n": len(xs)}
+
+
+def time_calls(fn, iters: int, warmup: int, cuda: bool, wall: bool = False) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        if cuda and not wall:
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            torch.cuda.synchronize()
+            times.append(a.elapsed_time(b))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            if cuda:
+                torch.cuda.synchronize()
+            times.append(1e3 * (time.perf_counter() - t0))
+    return quantiles(times)
+
+
+def autocast(dtype_name: str, device: str, cache: bool = True):
+    dt = AUTOCAST[dtype_name]
+    if dt is None:
+        return torch.autocast(device.split(":")[0], enabled=False)
+    return torch.autocast(device.split(":")[0], dtype=dt, cache_enabled=cache)
+
+
+def graph_of(model: HMR2, x: torch.Tensor, dtype_name: str, device: str):
+    """(replay, static input, static outputs): model(x) captured after warm-up on a side stream."""
+    static_in = x.clone()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s), torch.no_grad(), autocast(dtype_name, device, cache=False):
+        for _ in range(3):
+            model(static_in)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g), torch.no_grad(), autocast(dtype_name, device, cache=False):
+        out = model(static_in)
+    return g.replay, static_in, out
+
+
+def maxabs(a: HMR2Output, b: HMR2Output) -> dict[str, float]:
+    return {f: float((x.float() - y.float()).abs().max()) for f, x, y in zip(HMR2Output._fields, a, b)}
+
+
+def gflop_per_crop(c: HMR2Config) -> float:
+    T = c.grid[0] * c.grid[1]
+    vit = c.depth * (2 * T * (4 * c.embed_dim ** 2 + 2 * c.embed_dim * int(c.embed_dim * c.mlp_ratio))
+                     + 4 * T * T * c.embed_dim) + 2 * T * c.embed_dim * 3 * c.patch_size ** 2
+    inner = c.head_heads * c.head_dim_head
+    head = c.head_depth * 2 * (c.head_dim * 4 * inner + T * c.embed_dim * 2 * inner + 2 * c.head_dim * c.head_mlp_dim)
+    return (vit + head) / 1e9
+
+
+def bench_model(model: HMR2, device: str, args) -> tuple[list[dict], list[dict]]:
+    cuda = device.startswith("cuda")
+    rows, parity = [], []
+    g = torch.Generator(device).manual_seed(0)
+    for b in BATCHES:
+        x = torch.randn(b, 3, 256, 192, generator=g, device=device)
+        with torch.no_grad():
+            ref32 = model(x)
+        for dn in args.dtypes:
+            def eager():
+                with torch.no_grad(), autocast(dn, device):
+                    return model(x)
+
+            row = dict(case="model", dtype=dn, batch=b, gflop=round(b * gflop_per_crop(model.cfg), 1))
+            row["eager"] = time_calls(eager, args.iters, args.warmup, cuda)
+            out = eager()
+            par = dict(batch=b, dtype=dn, vs_fp32_eager=maxabs(out, ref32))
+            if cuda and not args.no_graph:
+                replay, static_in, static_out = graph_of(model, x, dn, device)
+                row["graph"] = time_calls(replay, args.graph_iters, 3, cuda)
+                replay()
+                torch.cuda.synchronize()
+                par["graph_vs_eager"] = maxabs(static_out, out)
+                del replay, static_in, static_out
+            if "graph" in row:
+                row["graph_tflops"] = round(row["gflop"] / row["graph"]["median"], 1)
+            rows.append(row)
+            parity.append(par)
+    return rows, parity
+
+
+def bench_stage(size: str, device: str, args) -> list[dict]:
+    from realtime.lifting import HMRLifter, HMRLifterConfig
+    from realtime.records import Detections, Frame
+
+    rng = np.random.default_rng(0)
+    H, W = (1080, 1920) if not args.cpu_smoke else (720, 1280)
+    frame = Frame(0, 0.0, rng.integers(0, 256, (H, W, 3), dtype=np.uint8))
+    rows = []
+    modes = [("eager", False)] + ([("graphs", True)] if device.startswith("cuda") and not args.no_graph else [])
+    for label, graphs in modes:
+        lifter = HMRLifter.from_config(HMRLifterConfig(size=size, device=device, backend="torch",
+                                                       cuda_graphs=graphs, precision=args.stage_dtype))
+        for b in BATCHES:
+            # people of ordinary video size (100-400 px tall), none blurred
+            x0 = rng.uniform(0, W - 200, b)
+            y0 = rng.uniform(0, H - 420, b)
+            h = rng.uniform(100, 400, b)
+            xyxy = np.stack([x0, y0, x0 + 0.45 * h, y0 + h], 1).astype(np.float32)
+            dets = Detections(xyxy, np.ones(b), np.zeros(b))
+            row = dict(case="stage", mode=label, dtype=args.stage_dtype, batch=b, frame=f"{W}x{H}",
+                       backend=lifter.backend_info)
+            row["wall"] = time_calls(lambda: lifter(frame, dets), args.iters, args.warmup,
+                                     device.startswith("cuda"), wall=True)
+            rows.append(row)
+        del lifter
+    return rows
+
+
+def guarded(fn, *a) -> list:
+    """Run one part; an error (out of memory, capture failure) is recorded, not fatal."""
+    try:
+        return fn(*a)
+    except Exception as exc:  # noqa: BLE001 - one lead run must return every case it can
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return [dict(case=fn.__name__, error=f"{type(exc).__name__}: {str(exc)[:400]}")]
+
+
+def fmt(q: dict | None) -> str:
+    return "-" if q is None else f"{q['median']:8.2f} ({q['p10']:.2f}-{q['p90']:.2f})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--cpu-smoke", action="store_true", help="tiny model on the CPU, 2 iterations: checks the code path")
+    p.add_argument("--size", default="official", choices=["official", "tiny"])
+    p.add_argument("--tf32", action="store_true", help="allow TF32 for fp32 matmuls")
+    p.add_argument("--no-graph", action="store_true")
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--graph-iters", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--stage-dtype", default="bf16", choices=["fp32", "bf16", "fp16"])
+    args = p.parse_args(argv)
+    args.dtypes = ("fp32", "bf16", "fp16")
+    if args.cpu_smoke:
+        device, args.size = "cpu", "tiny"
+        args.iters, args.graph_iters, args.warmup, args.no_graph = 2, 2, 1, True
+        args.dtypes, args.stage_dtype = ("fp32", "bf16"), "fp32"
+    else:
+        if not torch.cuda.is_available():
+            print("no CUDA device: use --cpu-smoke for a path check", file=sys.stderr)
+            return 2
+        device = "cuda"
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
+
+    t0 = time.time()
+    cfg = HMR2Config.from_size(args.size)
+    model = HMR2(cfg).to(device).init_random_(0).eval()
+    result = {"script": "benchmarks/device/hmr2_timing.py", "size": args.size, "device": device,
+              "gpu": torch.cuda.get_device_name() if device == "cuda" else platform.processor(),
+              "torch": torch.__version__, "tf32": args.tf32, "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+              "gflop_per_crop": round(gflop_per_crop(cfg), 1), "random_weights": True}
+    model_rows = guarded(bench_model, model, device, args)
+    rows, parity = (model_rows if isinstance(model_rows, tuple) else (model_rows, []))
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    stage_rows = guarded(bench_stage, args.size, device, args)
+    result.update(rows=rows + stage_rows, parity=parity, seconds=round(time.time() - t0, 1))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+
+    print(f"HMR 2.0 {args.size} ({result['params_m']} M params, {result['gflop_per_crop']} GFLOP/crop) on "
+          f"{result['gpu']}, torch {result['torch']}, TF32 {'on' if args.tf32 else 'off'}; ms median (p10-p90)")
+    print(f"{'case':7} {'dtype':5} {'B':>3}  {'eager':>24}  {'CUDA graph':>24}  {'TFLOP/s':>7}")
+    for r in rows + stage_rows:
+        if "error" in r:
+            print(f"{r['case']:7} ERROR {r['error']}")
+        elif r["case"] == "model":
+            print(f"{'model':7} {r['dtype']:5} {r['batch']:>3}  {fmt(r['eager']):>24}  {fmt(r.get('graph')):>24}  "
+                  f"{r.get('graph_tflops', '-'):>7}")
+        else:
+            print(f"{'stage':7} {r['dtype']:5} {r['batch']:>3}  {r['mode']:>6} wall {fmt(r['wall']):>24}  {r['backend']}")
+    print("parity (max |diff| over outputs: global_orient, body_pose, betas, pred_cam, pred_cam_t, appearance):")
+    for par in parity:
+        line = f"  B={par['batch']:>2} {par['dtype']:5} vs fp32 eager {max(par['vs_fp32_eager'].values()):.2e}"
+        if "graph_vs_eager" in par:
+            line += f"   graph vs eager {max(par['graph_vs_eager'].values()):.2e}"
+        print(line)
+    print(f"wrote {args.out} ({result['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
