@@ -48,11 +48,20 @@ def normalise_location(location: np.ndarray, image_size: tuple[int, int]) -> np.
     return np.stack([(location[:, 0] - w / 2) / m + 0.5, (location[:, 1] - h / 2) / m + 0.5, location[:, 2]], axis=1)
 
 
+def inner(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(T, K), (D, K) -> (T, D) dot products.
+
+    einsum, not ``a @ b.T``: these products are tiny, and multi-threaded BLAS stalls for milliseconds
+    when the other stages keep the cores busy (measured: 50 tracks went from 1 ms to 5-40 ms per frame).
+    """
+    return np.einsum("ik,jk->ij", a, b)
+
+
 def squared_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(T, K), (D, K) -> (T, D) squared euclidean distances, clipped at 0 (deep_sort's _pdist_l2)."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    r2 = -2.0 * a @ b.T + np.sum(a * a, axis=1)[:, None] + np.sum(b * b, axis=1)[None, :]
+    r2 = -2.0 * inner(a, b) + np.sum(a * a, axis=1)[:, None] + np.sum(b * b, axis=1)[None, :]
     return np.maximum(r2, 0.0)
 
 
@@ -77,7 +86,7 @@ def cosine_appearance_cost(track_app: np.ndarray, det_app: np.ndarray) -> np.nda
     b = np.asarray(det_app, dtype=np.float64)
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return np.clip(1.0 - a @ b.T, 0.0, 2.0)
+    return np.clip(1.0 - inner(a, b), 0.0, 2.0)
 
 
 def phalp_l2_appearance_cost(track_app: np.ndarray, det_app: np.ndarray) -> np.ndarray:

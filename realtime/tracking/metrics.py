@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from realtime.records import People, Tracks
+from realtime.stages import Tracker
 from realtime.tracking.iou import box_iou
 
 try:  # optional: HOTA
@@ -96,7 +97,7 @@ def hota(gt: Sequence[FrameBoxes], hyp: Sequence[FrameBoxes], sims: Sequence[np.
     return float(np.mean(res["HOTA"]))
 
 
-def run_tracker(tracker, frames: Sequence) -> list[FrameBoxes]:
+def run_tracker(tracker: Tracker, frames: Sequence) -> list[FrameBoxes]:
     """Feed a tracker every frame (objects with ``.people: People`` and ``.index``); its per-frame output."""
     out = []
     for frame in frames:
@@ -110,7 +111,7 @@ def ground_truth(frames: Sequence) -> list[FrameBoxes]:
     return [FrameBoxes(f.gt_ids, f.gt_xyxy) for f in frames]
 
 
-def evaluate_tracker(tracker, scene) -> TrackingMetrics:
+def evaluate_tracker(tracker: Tracker, scene) -> TrackingMetrics:
     """Reset ``tracker``, run it over a synthetic scene and score it."""
     tracker.reset()
     return evaluate(ground_truth(scene.frames), run_tracker(tracker, scene.frames))

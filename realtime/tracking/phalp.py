@@ -67,7 +67,7 @@ class PhalpTrack(TrackLifecycle):
     """One track's bounded state: the last ``history`` observations and a running appearance."""
 
     def __init__(self, track_id: int, frame_index: int, det: DetectionFeatures, j: int, xyxy: np.ndarray,
-                 cfg: TrackerConfig) -> None:
+                 person_index: int, cfg: TrackerConfig) -> None:
         super().__init__(track_id, xyxy, cfg.n_init)
         h = cfg.history
         # PHALP fills the history with copies of the birth detection (the predictor relies on it).
@@ -76,7 +76,7 @@ class PhalpTrack(TrackLifecycle):
         self.poses = np.repeat(det.pose[j][None], h, axis=0)  # (H, 229)
         self.appearance = None if det.appearance is None else det.appearance[j].copy()  # (D,)
         self.cam_t = det.cam_t[j].copy()
-        self.person_index = j
+        self.person_index = person_index
 
     def observe(self, frame_index: int, det: DetectionFeatures, j: int, alpha: float) -> None:
         """Append detection j to the history and blend its appearance in (a = alpha conf^2)."""
@@ -162,8 +162,7 @@ class PhalpTracker:
 
         # 6. Unmatched detections start tentative tracks.
         for j in unmatched_dets:
-            self.tracks.append(PhalpTrack(self.next_id(), frame_index, det, int(j), people.xyxy[rows[j]], cfg))
-            self.tracks[-1].person_index = int(rows[j])
+            self.tracks.append(PhalpTrack(self.next_id(), frame_index, det, int(j), people.xyxy[rows[j]], int(rows[j]), cfg))
 
         # 7. Forget deleted tracks; emit the confirmed ones (unmatched ones with person_index -1).
         self.tracks = [t for t in self.tracks if not t.is_deleted]

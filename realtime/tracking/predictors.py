@@ -17,14 +17,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from scipy import stats
 
 from realtime.tracking.config import LOCATION_PREDICTORS, POSE_PREDICTORS, TrackerConfig
 
 
 @functools.lru_cache(maxsize=16)
 def _t_quantile(p: float, dof: int) -> float:
-    return float(stats.t.ppf(p, dof))  # ~0.1 ms per call: cached, it runs every frame
+    from scipy import stats  # slow to import; ~0.1 ms per call, so cached: it runs every frame
+
+    return float(stats.t.ppf(p, dof))
 
 
 def ridge_line(times: np.ndarray, values: np.ndarray, alphas: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
