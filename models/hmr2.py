@@ -13,9 +13,9 @@ graphs can take it with a dynamic batch.
 
 from __future__ import annotations
 
+import _compat_pickle
 import logging
 import math
-import _compat_pickle
 import pickle
 import types
 from dataclasses import dataclass
@@ -435,8 +435,33 @@ class _Stub(dict):
             self.append(item)
 
 
-_SAFE_BUILTINS = {"set", "frozenset", "slice", "range", "complex", "bytearray", "bytes", "dict", "list",
-                  "tuple", "int", "float", "bool", "str", "object"}
+# Globals a checkpoint may use for real: tensor/array rebuilders and plain data types. Nothing that
+# reads files, imports or runs code; every other global becomes a _Stub.
+_REAL_GLOBALS = {
+    "builtins": {"set", "frozenset", "slice", "range", "complex", "bytearray", "bytes", "dict", "list", "tuple",
+                 "int", "float", "bool", "str", "object"},
+    "collections": {"OrderedDict", "defaultdict", "Counter", "deque"},
+    "copyreg": {"_reconstructor"},
+    "_codecs": {"encode"},
+    "torch": {"Size", "device", "dtype", "finfo", "iinfo"},
+    "torch._tensor": {"_rebuild_from_type_v2"},
+    "torch.nn.parameter": {"Parameter"},
+    "numpy": {"ndarray", "dtype"},
+    "numpy.core.multiarray": {"_reconstruct", "scalar"},
+    "numpy._core.multiarray": {"_reconstruct", "scalar"},
+    "datetime": {"datetime", "date", "time", "timedelta", "timezone"},
+    "pathlib": {"Path", "PosixPath", "WindowsPath", "PurePath", "PurePosixPath", "PureWindowsPath"},
+}
+
+
+def _is_real_global(module: str, name: str) -> bool:
+    if name in _REAL_GLOBALS.get(module, ()):
+        return True
+    if module == "torch._utils" and name.startswith("_rebuild"):
+        return True
+    if module == "torch" and (name.endswith("Storage") or isinstance(getattr(torch, name, None), torch.dtype)):
+        return True
+    return module == "numpy.dtypes"  # numpy 2 dtype classes
 
 
 def _py3_name(module: str, name: str) -> tuple[str, str]:
@@ -447,7 +472,7 @@ def _py3_name(module: str, name: str) -> tuple[str, str]:
 
 
 class _CheckpointUnpickler(pickle.Unpickler):
-    """Resolves torch/numpy/collections globals for real and any other class to a ``_Stub``.
+    """Resolves tensor/array rebuilders and plain types for real (_REAL_GLOBALS), any other global to a ``_Stub``.
 
     Lightning checkpoints pickle the training config (a yacs CfgNode) and callback state next to
     the weights; this reads them without importing (or running) yacs, Lightning or anything else.
@@ -457,10 +482,7 @@ class _CheckpointUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         module, name = _py3_name(module, name)
-        root = module.split(".")[0]
-        if root in ("torch", "collections", "numpy", "_codecs", "copyreg", "datetime", "pathlib"):
-            return super().find_class(module, name)
-        if root == "builtins" and name in _SAFE_BUILTINS:
+        if _is_real_global(module, name):
             return super().find_class(module, name)
         _CheckpointUnpickler.stubbed.add(f"{module}.{name}")
         return type(name, (_Stub,), {"__module__": "stub." + module})

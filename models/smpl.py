@@ -14,9 +14,9 @@ extra J19 joints when a regressor is given (44 in all, PHALP/LART's ``3d_joints`
 
 from __future__ import annotations
 
+import _compat_pickle
 import contextlib
 import io
-import _compat_pickle
 import pickle
 from pathlib import Path
 from typing import Any, Mapping

@@ -118,6 +118,24 @@ def test_tiny_checkpoint_round_trip(tmp_path):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+class _RemovesFile:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        import os
+        return (os.remove, (self.path,))
+
+
+def test_foreign_globals_in_a_checkpoint_are_not_run(tmp_path):
+    canary = tmp_path / "canary"
+    canary.write_text("still here")
+    path = tmp_path / "odd.ckpt"
+    torch.save({"state_dict": {"smpl_head.init_cam": torch.zeros(1, 3)}, "callbacks": _RemovesFile(canary)}, path)
+    assert read_checkpoint(path).keys() == {"smpl_head.init_cam"}
+    assert canary.read_text() == "still here"
+
+
 def test_not_a_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         read_checkpoint(tmp_path / "missing.ckpt")
