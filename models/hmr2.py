@@ -14,6 +14,7 @@ graphs can take it with a dynamic batch.
 from __future__ import annotations
 
 import _compat_pickle
+import dataclasses
 import logging
 import math
 import pickle
@@ -215,8 +216,12 @@ class SMPLTransformerDecoderHead(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B = feats.shape[0]
-        # TRANSFORMER_INPUT 'zero' and IEF_ITERS 1 (reference defaults): one zero token, one pass.
-        token = feats.new_zeros(B, 1, self.cfg.token_dim)
+        # IEF_ITERS 1 (reference default): one pass. TRANSFORMER_INPUT 'zero' (default, token_dim 1) feeds
+        # a zero token; 'mean_shape' (token_dim 157) feeds the mean pose, shape and camera.
+        if self.cfg.token_dim == 1:
+            token = feats.new_zeros(B, 1, 1)
+        else:
+            token = torch.cat([self.init_body_pose, self.init_betas, self.init_cam], dim=1).expand(B, -1)[:, None]
         t = self.transformer(token, context=feats).squeeze(1)  # (B, D)
         pose6d = self.decpose(t) + self.init_body_pose  # (B, 144)
         betas = self.decshape(t) + self.init_betas  # (B, 10)
@@ -311,7 +316,7 @@ class HMR2Config:
     head_heads: int = 8
     head_dim_head: int = 64
     head_mlp_dim: int = 1024
-    token_dim: int = 1  # zero input token
+    token_dim: int = 1  # 1: zero input token (TRANSFORMER_INPUT 'zero'); 157: mean params ('mean_shape')
     num_body_joints: int = 23
     # Camera (EXTRA.FOCAL_LENGTH, MODEL.IMAGE_SIZE): the crop camera lives in a 256-px square.
     focal_length: float = 5000.0
@@ -563,10 +568,22 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
         raise CheckpointError("HMR2 state_dict does not match the model: " + "; ".join(problems))
 
 
+def _token_dim_from(sd: Mapping[str, torch.Tensor], cfg: HMR2Config) -> HMR2Config:
+    """The released model_config.yaml is not shipped with the weights: read the decoder's input token
+    width (TRANSFORMER_INPUT) from the checkpoint itself."""
+    w = sd.get("smpl_head.transformer.to_token_embedding.weight")
+    npose = 6 * (cfg.num_body_joints + 1)
+    if w is not None and w.dim() == 2 and w.shape[1] != cfg.token_dim and w.shape[1] in (1, npose + 13):
+        log.info("HMR2 checkpoint: decoder input token of width %d", w.shape[1])
+        return dataclasses.replace(cfg, token_dim=int(w.shape[1]))
+    return cfg
+
+
 def load_hmr2_with_smpl(path: str | Path, cfg: HMR2Config = HMR2Config(), device: str | torch.device = "cpu"
                         ) -> tuple[HMR2, dict[str, torch.Tensor]]:
     """Build HMR2 from a 4D-Humans checkpoint: (model in eval mode, the SMPL buffers with 'smpl.' stripped, or {})."""
     model_sd, smpl_sd = split_state_dict(read_checkpoint(path))
+    cfg = _token_dim_from(model_sd, cfg)
     with torch.device("meta"):
         model = HMR2(cfg)
     check_state_dict(model, model_sd)

@@ -3,6 +3,7 @@ against hand-computed numbers, batch = single calls, ONNX export with a dynamic 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import types
@@ -134,6 +135,23 @@ def test_foreign_globals_in_a_checkpoint_are_not_run(tmp_path):
     torch.save({"state_dict": {"smpl_head.init_cam": torch.zeros(1, 3)}, "callbacks": _RemovesFile(canary)}, path)
     assert read_checkpoint(path).keys() == {"smpl_head.init_cam"}
     assert canary.read_text() == "still here"
+
+
+def test_mean_shape_token_read_from_checkpoint(tmp_path):
+    # TRANSFORMER_INPUT 'mean_shape': the decoder takes (pose 144, betas 10, cam 3) instead of a zero token.
+    cfg = dataclasses.replace(HMR2Config.tiny(), token_dim=157)
+    model = HMR2(cfg).init_random_(seed=5).eval()
+    path = tmp_path / "mean_shape.ckpt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    loaded = load_hmr2(path, HMR2Config.tiny())
+    assert loaded.cfg.token_dim == 157
+    x = torch.randn(2, 3, 256, 192)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).body_pose, model(x).body_pose)
+        # the token really is the mean params: changing init_cam moves the output beyond its own offset
+        before = model(x).betas
+        model.smpl_head.init_cam += 1.0
+        assert not torch.allclose(model(x).betas, before)
 
 
 def test_not_a_checkpoint(tmp_path):
