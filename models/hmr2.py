@@ -568,9 +568,9 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
         raise CheckpointError("HMR2 state_dict does not match the model: " + "; ".join(problems))
 
 
-def _token_dim_from(sd: Mapping[str, torch.Tensor], cfg: HMR2Config) -> HMR2Config:
-    """The released model_config.yaml is not shipped with the weights: read the decoder's input token
-    width (TRANSFORMER_INPUT) from the checkpoint itself."""
+def config_for_state_dict(sd: Mapping[str, torch.Tensor], cfg: HMR2Config) -> HMR2Config:
+    """``cfg`` with what the weights themselves say: the released model_config.yaml does not come with
+    them, so the decoder's input token width (TRANSFORMER_INPUT) is read from the checkpoint."""
     w = sd.get("smpl_head.transformer.to_token_embedding.weight")
     npose = 6 * (cfg.num_body_joints + 1)
     if w is not None and w.dim() == 2 and w.shape[1] != cfg.token_dim and w.shape[1] in (1, npose + 13):
@@ -583,7 +583,7 @@ def load_hmr2_with_smpl(path: str | Path, cfg: HMR2Config = HMR2Config(), device
                         ) -> tuple[HMR2, dict[str, torch.Tensor]]:
     """Build HMR2 from a 4D-Humans checkpoint: (model in eval mode, the SMPL buffers with 'smpl.' stripped, or {})."""
     model_sd, smpl_sd = split_state_dict(read_checkpoint(path))
-    cfg = _token_dim_from(model_sd, cfg)
+    cfg = config_for_state_dict(model_sd, cfg)
     with torch.device("meta"):
         model = HMR2(cfg)
     check_state_dict(model, model_sd)

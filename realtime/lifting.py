@@ -18,9 +18,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from models.hmr2 import (HMR2, HMR2Config, HMR2Output, body_origin_location, cam_crop_to_full, full_frame_focal,
-                         check_state_dict, load_hmr2_with_smpl, pose_vector, project_to_frame, read_checkpoint,
-                         split_state_dict)
+from models.hmr2 import (HMR2, HMR2Config, HMR2Output, body_origin_location, cam_crop_to_full, check_state_dict,
+                         config_for_state_dict, full_frame_focal, load_hmr2_with_smpl, pose_vector, project_to_frame,
+                         read_checkpoint, split_state_dict)
 from models.hmr2_crop import CropConfig, crop_people, image_to_tensor
 from realtime.records import Detections, Frame, People
 
@@ -82,6 +82,11 @@ class HMRLifter:
             raise ValueError(f"HMR stage: max_batch must be >= 1, got {cfg.max_batch}")
         dtype = _resolve_precision(cfg.precision, torch.device(cfg.device))
         model_cfg = HMR2Config.from_size(cfg.size)
+        if cfg.checkpoint:  # a wrong file fails here, clearly, whatever the backend (mmap: cheap)
+            model_sd = split_state_dict(read_checkpoint(cfg.checkpoint))[0]
+            model_cfg = config_for_state_dict(model_sd, model_cfg)
+            with torch.device("meta"):
+                check_state_dict(HMR2(model_cfg), model_sd)
         built: dict = {}
 
         def build() -> torch.nn.Module:
@@ -89,12 +94,10 @@ class HMRLifter:
             if cfg.checkpoint:
                 built["model"], built["smpl_sd"] = load_hmr2_with_smpl(cfg.checkpoint, model_cfg, cfg.device)
             else:
-                built["model"] = HMR2(model_cfg).to(cfg.device).init_random_(cfg.seed).eval()
+                with torch.device(cfg.device):  # built in place: the official size is 670 M numbers
+                    built["model"] = HMR2(model_cfg).init_random_(cfg.seed).eval()
             return _TupleForward(built["model"])
 
-        if cfg.checkpoint:  # a wrong file fails here, clearly, whatever the backend (mmap: cheap)
-            with torch.device("meta"):
-                check_state_dict(HMR2(model_cfg), split_state_dict(read_checkpoint(cfg.checkpoint))[0])
         runner, info, engine_random = _resolve_runner(cfg, model_cfg, build, dtype)
         log.info("HMR stage: %s", info)
         model = built.get("model")

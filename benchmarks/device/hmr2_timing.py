@@ -199,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.time()
     cfg = HMR2Config.from_size(args.size)
-    model = HMR2(cfg).to(device).init_random_(0).eval()
+    with torch.device(device):
+        model = HMR2(cfg).init_random_(0).eval()
     result = {"script": "benchmarks/device/hmr2_timing.py", "size": args.size, "device": device,
               "gpu": torch.cuda.get_device_name() if device == "cuda" else platform.processor(),
               "torch": torch.__version__, "tf32": args.tf32, "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
