@@ -29,6 +29,7 @@ import abc
 import dataclasses
 import hashlib
 import importlib.util
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -36,6 +37,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
+
+_log = logging.getLogger(__name__)
 
 BACKEND_NAMES = ("tensorrt", "onnxruntime", "torch")
 MODEL_KINDS = ("detector", "hmr2", "lart_window", "lart_step")
@@ -348,7 +351,16 @@ class TorchBackend(Backend):
             if graph is None:
                 static = [pad_batch(a, ax, bucket).clone() if ax is not None and n is not None else a.clone()
                           for a, ax in zip(args, self._batch_axes)]
-                graph = self._graphs[key] = self._graph_cls(self._forward, static, self._batch_axes)
+                try:
+                    graph = self._graphs[key] = self._graph_cls(self._forward, static, self._batch_axes)
+                except RuntimeError as exc:
+                    # Some graphs can't be captured (e.g. onnx2torch's Split reads sizes back to the
+                    # host): keep the model running eagerly rather than failing the stream.
+                    _log.warning("torch backend: CUDA-graph capture failed (%s); running eagerly",
+                                 _one_line(exc))
+                    torch.cuda.synchronize(self.device)
+                    self.cuda_graphs = False
+                    return self.run(inputs)
             outs = graph.replay(args)
         result: dict[str, Array] = {}
         for spec, o, ax in zip(self.io.outputs, outs, self._out_axes):

@@ -169,6 +169,9 @@ def _run(cfg) -> int:
             return EXIT_USAGE
         log.info("source: %s%s", source.name, " (live: newest frame only)" if source.live else "")
         log.info("pipeline: %s", pipeline.describe())
+        for stage in (pipeline.lifter, pipeline.actions):
+            if stage is not None and hasattr(stage, "warmup"):
+                stage.warmup()  # CUDA graphs are captured here, not in the middle of the stream
         if pipeline.random_weights:
             log.warning("RANDOM WEIGHTS: predictions are meaningless (pass --hmr-checkpoint and "
                         "--lart-checkpoint for the official models)")
