@@ -1,0 +1,516 @@
+"""Wire protocol of the prediction stream: typed messages, a pure encoder and a strict decoder.
+
+A message is a ZeroMQ multipart message ``[topic, payload]`` where ``payload`` is a
+msgpack map; the ``frames`` topic adds a third part holding the JPEG bytes:
+
+    actions : [b"actions", msgpack(ActionsMessage)]          one per processed frame
+    stats   : [b"stats",   msgpack(StatsMessage)]            about once a second
+    frames  : [b"frames",  msgpack(FrameMessage header), jpeg]  optional, rate-limited
+
+Every payload carries the schema version ``v``. Floats travel as float32 (boxes
+and scores are float32 in the pipeline anyway); times travel as integer
+nanoseconds so nothing is lost to float32. docs/protocol.md documents every
+field; realtime/protocol_schema.json is the same contract as JSON Schema.
+
+Everything here is pure (no sockets, no clocks): the publisher stamps times and
+sequence numbers, this module only converts between typed messages and bytes.
+``decode`` raises ``ProtocolError`` and nothing else on any input.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, ClassVar, Sequence, Union
+
+import msgpack
+import numpy as np
+
+from realtime.records import FrameResult, TrackState
+
+SCHEMA_VERSION = 1
+TOPICS = ("actions", "stats", "frames")
+WEIGHTS = ("official", "random", "none")  # "none": no action model ran, so no scores at all
+TRACK_STATES = {int(s): s.name.lower() for s in TrackState}  # 1 -> "tentative", ...
+
+
+class ProtocolError(ValueError):
+    """A message that is not a valid message of this protocol version."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed messages
+
+
+@dataclass(frozen=True)
+class ActionScore:
+    class_id: int  # AVA action id
+    name: str
+    score: float  # probability in [0, 1]
+
+
+@dataclass(frozen=True)
+class TrackAction:
+    """Action scores of one track, for frame ``frame`` (may be older than the message's frame)."""
+
+    frame: int
+    top: tuple[ActionScore, ...]  # best first
+    scores: tuple[float, ...] | None  # one per class of the message's class table, or None (top-k only)
+
+    def scores_array(self) -> np.ndarray | None:
+        return None if self.scores is None else np.asarray(self.scores, np.float32)
+
+
+@dataclass(frozen=True)
+class TrackPrediction:
+    id: int
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in full-frame pixels
+    cam_t: tuple[float, float, float] | None  # camera-frame translation, metres
+    state: str  # "tentative" | "confirmed" | "deleted"
+    age: int  # frames since the track was created
+    hits: int  # frames with a matched detection
+    time_since_update: int  # frames since last matched; 0 = detected in this frame
+    action: TrackAction | None
+
+
+@dataclass(frozen=True)
+class ActionsMessage:
+    topic: ClassVar[str] = "actions"
+    session: int  # random id of the publisher instance; seq restarts with it
+    seq: int  # per-topic sequence number
+    stream: str
+    frame: int
+    t_capture_ns: int  # publisher host CLOCK_MONOTONIC
+    t_publish_ns: int  # publisher host CLOCK_MONOTONIC
+    t_wall_ns: int  # publisher host Unix time at publish
+    image_size: tuple[int, int]  # (W, H) pixels
+    weights: str  # "official" | "random" | "none"
+    class_ids: tuple[int, ...]
+    class_names: tuple[str, ...]
+    stage_ms: dict[str, float]
+    tracks: tuple[TrackPrediction, ...]
+
+    @property
+    def random_weights(self) -> bool:
+        """True when the scores come from random weights: they are NOT predictions."""
+        return self.weights == "random"
+
+
+@dataclass(frozen=True)
+class Summary:
+    mean: float
+    p50: float
+    max: float
+
+
+@dataclass(frozen=True)
+class StatsMessage:
+    topic: ClassVar[str] = "stats"
+    session: int
+    seq: int
+    stream: str
+    t_publish_ns: int
+    t_wall_ns: int
+    weights: str
+    window_s: float  # seconds these rates and summaries cover
+    fps: float  # frames published per second over the window
+    frame_count: int  # frames published since the publisher started
+    dropped_frames: int  # frames the pipeline skipped since start (gaps in frame index)
+    latency_ms: Summary | None  # capture -> publish over the window; None when no frame
+    stage_ms: dict[str, Summary]
+    published: int  # messages handed to the socket since start, all topics
+    publish_dropped: int  # messages the publisher dropped (queue full) since start
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FrameMessage:
+    topic: ClassVar[str] = "frames"
+    session: int
+    seq: int
+    stream: str
+    frame: int
+    t_capture_ns: int
+    t_publish_ns: int
+    t_wall_ns: int
+    image_size: tuple[int, int]  # (W, H) of the original frame: the boxes' pixel space
+    jpeg_size: tuple[int, int]  # (w, h) of the JPEG
+    jpeg: bytes = b""
+
+    def image(self) -> np.ndarray:
+        """Decoded BGR image; ProtocolError when the bytes are not a JPEG of ``jpeg_size``."""
+        import cv2
+
+        img = cv2.imdecode(np.frombuffer(self.jpeg, np.uint8), cv2.IMREAD_COLOR) if self.jpeg else None
+        if img is None or (img.shape[1], img.shape[0]) != tuple(self.jpeg_size):
+            got = None if img is None else (img.shape[1], img.shape[0])
+            raise ProtocolError(f"frames: JPEG does not decode to {tuple(self.jpeg_size)} (got {got})")
+        return img
+
+
+Message = Union[ActionsMessage, StatsMessage, FrameMessage]
+
+
+# ---------------------------------------------------------------------------------------------
+# Building messages from pipeline records (pure: the caller passes times and counters)
+
+
+def weights_of(result: FrameResult) -> str:
+    if result.actions is None:
+        return "none"
+    return "random" if result.actions.random_weights else "official"
+
+
+def actions_message(result: FrameResult, *, session: int, seq: int, t_publish_ns: int, t_wall_ns: int,
+                    top_k: int = 5, full_scores: bool = True) -> ActionsMessage:
+    """The ``actions`` message of one processed frame.
+
+    Predictions are attached to the track with the same id; a prediction whose
+    track is not in ``result.tracks`` has no box to attach to and is left out.
+    """
+    tracks, acts = result.tracks, result.actions
+    rows: dict[int, int] = {}
+    top: list[tuple[ActionScore, ...]] = []
+    if acts is not None and len(acts):
+        rows = {int(t): i for i, t in enumerate(acts.track_id)}
+        # Same order as ActionPredictions.top_k (stable, best first), for all rows at once.
+        best = np.argsort(-acts.scores, axis=1, kind="stable")[:, :top_k]
+        best_scores = np.take_along_axis(acts.scores, best, axis=1).tolist()
+        ids, names = acts.class_ids, acts.class_names
+        top = [tuple(ActionScore(int(ids[c]), names[c], s) for c, s in zip(cols, scores))
+               for cols, scores in zip(best.tolist(), best_scores)]
+    cam_t = tracks.cam_t
+    out = []
+    for i in range(len(tracks)):
+        tid = int(tracks.track_id[i])
+        action = None
+        j = rows.get(tid)
+        if j is not None:
+            action = TrackAction(
+                frame=int(acts.frame_index[j]), top=top[j],
+                scores=tuple(acts.scores[j].tolist()) if full_scores else None)
+        out.append(TrackPrediction(
+            id=tid, box=tuple(tracks.xyxy[i].tolist()),
+            cam_t=None if cam_t is None else tuple(cam_t[i].astype(np.float32).tolist()),
+            state=TRACK_STATES.get(int(tracks.state[i]), "tentative"),
+            age=int(tracks.age[i]), hits=int(tracks.hits[i]),
+            time_since_update=int(tracks.time_since_update[i]), action=action))
+    frame = result.frame
+    return ActionsMessage(
+        session=session, seq=seq, stream=str(frame.stream_id), frame=int(frame.index),
+        t_capture_ns=seconds_to_ns(frame.t_capture), t_publish_ns=t_publish_ns, t_wall_ns=t_wall_ns,
+        image_size=frame.size, weights=weights_of(result),
+        class_ids=tuple(int(c) for c in acts.class_ids) if acts is not None else (),
+        class_names=tuple(acts.class_names) if acts is not None else (),
+        stage_ms={str(k): float(v) for k, v in result.stage_ms.items()}, tracks=tuple(out))
+
+
+def seconds_to_ns(t: float) -> int:
+    return int(round(t * 1e9))
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+
+
+def _pack(obj: dict) -> bytes:
+    return msgpack.packb(obj, use_single_float=True, use_bin_type=True)
+
+
+def _summary_wire(s: Summary) -> dict:
+    return {"mean": s.mean, "p50": s.p50, "max": s.max}
+
+
+def to_wire(msg: Message) -> dict[str, Any]:
+    """The payload map of a message, exactly as it travels (JSON-compatible, no JPEG bytes)."""
+    if isinstance(msg, ActionsMessage):
+        return {
+            "v": SCHEMA_VERSION, "session": msg.session, "seq": msg.seq, "stream": msg.stream,
+            "frame": msg.frame, "t_capture_ns": msg.t_capture_ns, "t_publish_ns": msg.t_publish_ns,
+            "t_wall_ns": msg.t_wall_ns, "image_size": list(msg.image_size), "weights": msg.weights,
+            "classes": None if msg.weights == "none" else {"ids": list(msg.class_ids),
+                                                           "names": list(msg.class_names)},
+            "stage_ms": dict(msg.stage_ms),
+            "tracks": [{
+                "id": t.id, "box": list(t.box), "cam_t": None if t.cam_t is None else list(t.cam_t),
+                "state": t.state, "age": t.age, "hits": t.hits, "time_since_update": t.time_since_update,
+                "action": None if t.action is None else {
+                    "frame": t.action.frame,
+                    "top": [[a.class_id, a.name, a.score] for a in t.action.top],
+                    "scores": None if t.action.scores is None else list(t.action.scores)},
+            } for t in msg.tracks],
+        }
+    if isinstance(msg, StatsMessage):
+        return {
+            "v": SCHEMA_VERSION, "session": msg.session, "seq": msg.seq, "stream": msg.stream,
+            "t_publish_ns": msg.t_publish_ns, "t_wall_ns": msg.t_wall_ns, "weights": msg.weights,
+            "window_s": msg.window_s, "fps": msg.fps, "frame_count": msg.frame_count,
+            "dropped_frames": msg.dropped_frames,
+            "latency_ms": None if msg.latency_ms is None else _summary_wire(msg.latency_ms),
+            "stage_ms": {k: _summary_wire(v) for k, v in msg.stage_ms.items()},
+            "published": msg.published, "publish_dropped": msg.publish_dropped, "extra": dict(msg.extra),
+        }
+    if isinstance(msg, FrameMessage):
+        return {
+            "v": SCHEMA_VERSION, "session": msg.session, "seq": msg.seq, "stream": msg.stream,
+            "frame": msg.frame, "t_capture_ns": msg.t_capture_ns, "t_publish_ns": msg.t_publish_ns,
+            "t_wall_ns": msg.t_wall_ns, "image_size": list(msg.image_size), "jpeg_size": list(msg.jpeg_size),
+        }
+    raise TypeError(f"not a protocol message: {type(msg).__name__}")
+
+
+def encode_actions(msg: ActionsMessage) -> list[bytes]:
+    return [b"actions", _pack(to_wire(msg))]
+
+
+def encode_stats(msg: StatsMessage) -> list[bytes]:
+    return [b"stats", _pack(to_wire(msg))]
+
+
+def encode_frame(msg: FrameMessage) -> list[bytes]:
+    return [b"frames", _pack(to_wire(msg)), bytes(msg.jpeg)]
+
+
+def encode(msg: Message) -> list[bytes]:
+    """Multipart frames of any message."""
+    if isinstance(msg, ActionsMessage):
+        return encode_actions(msg)
+    if isinstance(msg, StatsMessage):
+        return encode_stats(msg)
+    if isinstance(msg, FrameMessage):
+        return encode_frame(msg)
+    raise TypeError(f"not a protocol message: {type(msg).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding: strict, every check names the offending field. Anything it accepts also
+# validates against protocol_schema.json (tests/test_protocol.py checks this by fuzzing).
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _fields(obj: Any, path: str, required: Sequence[str]) -> dict:
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"{path}: expected a map, got {type(obj).__name__}")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise ProtocolError(f"{path}: missing field(s) {', '.join(missing)}")
+    extra = [str(k) for k in obj if k not in required]
+    if extra:
+        raise ProtocolError(f"{path}: unexpected field(s) {', '.join(sorted(extra))}")
+    return obj
+
+
+def _int(obj: Any, path: str, minimum: int | None = 0) -> int:
+    if not _is_int(obj) or (minimum is not None and obj < minimum):
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise ProtocolError(f"{path}: expected an integer{bound}, got {_show(obj)}")
+    return int(obj)
+
+
+def _num(obj: Any, path: str, minimum: float | None = None) -> float:
+    if not _is_num(obj) or (minimum is not None and not obj >= minimum):
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise ProtocolError(f"{path}: expected a number{bound}, got {_show(obj)}")
+    return float(obj)
+
+
+def _str(obj: Any, path: str, choices: Sequence[str] | None = None) -> str:
+    if not isinstance(obj, str) or (choices is not None and obj not in choices):
+        want = "a string" if choices is None else "one of " + "|".join(choices)
+        raise ProtocolError(f"{path}: expected {want}, got {_show(obj)}")
+    return obj
+
+
+def _list(obj: Any, path: str, length: int | None = None) -> list:
+    if not isinstance(obj, list) or (length is not None and len(obj) != length):
+        want = "an array" if length is None else f"an array of {length}"
+        got = f"{len(obj)} items" if isinstance(obj, list) else _show(obj)
+        raise ProtocolError(f"{path}: expected {want}, got {got}")
+    return obj
+
+
+def _nums(obj: Any, path: str, length: int | None = None) -> tuple[float, ...]:
+    items = _list(obj, path, length)
+    if not items or set(map(type, items)) == {float}:  # fast path: what our encoder sends
+        return tuple(items)
+    return tuple(_num(x, f"{path}[{i}]") for i, x in enumerate(items))
+
+
+def _ints(obj: Any, path: str, length: int | None = None, minimum: int | None = 0) -> tuple[int, ...]:
+    items = _list(obj, path, length)
+    if minimum == 0 and all(type(x) is int and x >= 0 for x in items):  # fast path
+        return tuple(items)
+    return tuple(_int(x, f"{path}[{i}]", minimum) for i, x in enumerate(_list(obj, path, length)))
+
+
+def _show(obj: Any) -> str:
+    text = repr(obj)
+    return f"{type(obj).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def _check_version(d: Any, topic: str) -> None:
+    if isinstance(d, dict) and "v" in d and d["v"] != SCHEMA_VERSION:
+        raise ProtocolError(f"{topic}: schema version {repr(d['v'])[:20]}, this client understands "
+                            f"version {SCHEMA_VERSION} (upgrade the side that is older)")
+
+
+_ACTIONS_FIELDS = ("v", "session", "seq", "stream", "frame", "t_capture_ns", "t_publish_ns", "t_wall_ns",
+                   "image_size", "weights", "classes", "stage_ms", "tracks")
+_TRACK_FIELDS = ("id", "box", "cam_t", "state", "age", "hits", "time_since_update", "action")
+_STATS_FIELDS = ("v", "session", "seq", "stream", "t_publish_ns", "t_wall_ns", "weights", "window_s", "fps",
+                 "frame_count", "dropped_frames", "latency_ms", "stage_ms", "published", "publish_dropped",
+                 "extra")
+_FRAME_FIELDS = ("v", "session", "seq", "stream", "frame", "t_capture_ns", "t_publish_ns", "t_wall_ns",
+                 "image_size", "jpeg_size")
+
+
+def _num_map(obj: Any, path: str) -> dict[str, float]:
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"{path}: expected a map, got {_show(obj)}")
+    return {_str(k, f"{path} key"): _num(v, f"{path}.{k}") for k, v in obj.items()}
+
+
+def _summary(obj: Any, path: str) -> Summary:
+    d = _fields(obj, path, ("mean", "p50", "max"))
+    return Summary(*(_num(d[k], f"{path}.{k}") for k in ("mean", "p50", "max")))
+
+
+def _decode_action(obj: Any, path: str, n_classes: int) -> TrackAction:
+    d = _fields(obj, path, ("frame", "top", "scores"))
+    top = []
+    for i, item in enumerate(_list(d["top"], f"{path}.top")):
+        if (type(item) is list and len(item) == 3 and type(item[0]) is int and item[0] >= 0
+                and type(item[1]) is str and type(item[2]) is float):  # fast path
+            top.append(ActionScore(*item))
+            continue
+        p = f"{path}.top[{i}]"
+        item = _list(item, p, 3)
+        top.append(ActionScore(_int(item[0], f"{p}[0]"), _str(item[1], f"{p}[1]"), _num(item[2], f"{p}[2]")))
+    scores = None if d["scores"] is None else _nums(d["scores"], f"{path}.scores")
+    if scores is not None and len(scores) != n_classes:
+        raise ProtocolError(f"{path}.scores: {len(scores)} scores for {n_classes} classes")
+    return TrackAction(_int(d["frame"], f"{path}.frame"), tuple(top), scores)
+
+
+def _decode_track(obj: Any, path: str, n_classes: int, has_actions: bool) -> TrackPrediction:
+    d = _fields(obj, path, _TRACK_FIELDS)
+    action = None
+    if d["action"] is not None:
+        if not has_actions:
+            raise ProtocolError(f"{path}.action: scores present but weights is \"none\"")
+        action = _decode_action(d["action"], f"{path}.action", n_classes)
+    return TrackPrediction(
+        id=_int(d["id"], f"{path}.id"), box=_nums(d["box"], f"{path}.box", 4),
+        cam_t=None if d["cam_t"] is None else _nums(d["cam_t"], f"{path}.cam_t", 3),
+        state=_str(d["state"], f"{path}.state", tuple(TRACK_STATES.values())),
+        age=_int(d["age"], f"{path}.age"), hits=_int(d["hits"], f"{path}.hits"),
+        time_since_update=_int(d["time_since_update"], f"{path}.time_since_update"), action=action)
+
+
+def _decode_actions(obj: Any) -> ActionsMessage:
+    d = _fields(obj, "actions", _ACTIONS_FIELDS)
+    weights = _str(d["weights"], "actions.weights", WEIGHTS)
+    if weights == "none":
+        if d["classes"] is not None:
+            raise ProtocolError("actions.classes: must be null when weights is \"none\"")
+        ids, names = (), ()
+    else:
+        c = _fields(d["classes"], "actions.classes", ("ids", "names"))
+        ids = _ints(c["ids"], "actions.classes.ids")
+        names = tuple(_str(x, f"actions.classes.names[{i}]") for i, x in
+                      enumerate(_list(c["names"], "actions.classes.names")))
+        if len(ids) != len(names):
+            raise ProtocolError(f"actions.classes: {len(ids)} ids but {len(names)} names")
+    tracks = tuple(_decode_track(t, f"actions.tracks[{i}]", len(ids), weights != "none")
+                   for i, t in enumerate(_list(d["tracks"], "actions.tracks")))
+    return ActionsMessage(
+        session=_int(d["session"], "actions.session"), seq=_int(d["seq"], "actions.seq"),
+        stream=_str(d["stream"], "actions.stream"), frame=_int(d["frame"], "actions.frame"),
+        t_capture_ns=_int(d["t_capture_ns"], "actions.t_capture_ns"),
+        t_publish_ns=_int(d["t_publish_ns"], "actions.t_publish_ns"),
+        t_wall_ns=_int(d["t_wall_ns"], "actions.t_wall_ns"),
+        image_size=_ints(d["image_size"], "actions.image_size", 2), weights=weights,
+        class_ids=ids, class_names=names, stage_ms=_num_map(d["stage_ms"], "actions.stage_ms"), tracks=tracks)
+
+
+def _decode_stats(obj: Any) -> StatsMessage:
+    d = _fields(obj, "stats", _STATS_FIELDS)
+    if not isinstance(d["stage_ms"], dict):
+        raise ProtocolError(f"stats.stage_ms: expected a map, got {_show(d['stage_ms'])}")
+    return StatsMessage(
+        session=_int(d["session"], "stats.session"), seq=_int(d["seq"], "stats.seq"),
+        stream=_str(d["stream"], "stats.stream"), t_publish_ns=_int(d["t_publish_ns"], "stats.t_publish_ns"),
+        t_wall_ns=_int(d["t_wall_ns"], "stats.t_wall_ns"), weights=_str(d["weights"], "stats.weights", WEIGHTS),
+        window_s=_num(d["window_s"], "stats.window_s", 0.0), fps=_num(d["fps"], "stats.fps", 0.0),
+        frame_count=_int(d["frame_count"], "stats.frame_count"),
+        dropped_frames=_int(d["dropped_frames"], "stats.dropped_frames"),
+        latency_ms=None if d["latency_ms"] is None else _summary(d["latency_ms"], "stats.latency_ms"),
+        stage_ms={_str(k, "stats.stage_ms key"): _summary(v, f"stats.stage_ms.{k}")
+                  for k, v in d["stage_ms"].items()},
+        published=_int(d["published"], "stats.published"),
+        publish_dropped=_int(d["publish_dropped"], "stats.publish_dropped"),
+        extra=_num_map(d["extra"], "stats.extra"))
+
+
+def _decode_frame(obj: Any, jpeg: bytes) -> FrameMessage:
+    d = _fields(obj, "frames", _FRAME_FIELDS)
+    size = _ints(d["jpeg_size"], "frames.jpeg_size", 2, minimum=1)
+    return FrameMessage(
+        session=_int(d["session"], "frames.session"), seq=_int(d["seq"], "frames.seq"),
+        stream=_str(d["stream"], "frames.stream"), frame=_int(d["frame"], "frames.frame"),
+        t_capture_ns=_int(d["t_capture_ns"], "frames.t_capture_ns"),
+        t_publish_ns=_int(d["t_publish_ns"], "frames.t_publish_ns"),
+        t_wall_ns=_int(d["t_wall_ns"], "frames.t_wall_ns"),
+        image_size=_ints(d["image_size"], "frames.image_size", 2), jpeg_size=size, jpeg=jpeg)
+
+
+def unpack_payload(payload: bytes, topic: str = "payload") -> Any:
+    """msgpack -> Python objects, ProtocolError on anything msgpack rejects."""
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise ProtocolError(f"{topic}: payload must be bytes, got {type(payload).__name__}")
+    try:
+        # raw=False: strings must be UTF-8; limits default to the payload's own length.
+        return msgpack.unpackb(bytes(payload), raw=False, strict_map_key=True, use_list=True)
+    except Exception as e:  # msgpack raises several unrelated types (ValueError, StackError, ...)
+        raise ProtocolError(f"{topic}: payload is not valid msgpack ({type(e).__name__}: {e})") from None
+
+
+def decode(parts: Sequence[bytes]) -> Message:
+    """Typed message from multipart frames; ProtocolError (only) on anything invalid."""
+    try:
+        parts = [bytes(memoryview(p)) for p in parts]  # bytes, bytearray, zmq.Frame; not ints or str
+    except Exception:
+        raise ProtocolError("message: expected a sequence of byte frames") from None
+    if len(parts) < 2:
+        raise ProtocolError(f"message: expected [topic, payload], got {len(parts)} part(s)")
+    try:
+        topic = parts[0].decode("ascii")
+    except UnicodeDecodeError:
+        topic = repr(parts[0][:20])
+    if topic not in TOPICS:
+        raise ProtocolError(f"message: unknown topic {topic[:40]!r} (known: {', '.join(TOPICS)})")
+    want = 3 if topic == "frames" else 2
+    if len(parts) != want:
+        raise ProtocolError(f"{topic}: expected {want} parts, got {len(parts)}")
+    obj = unpack_payload(parts[1], topic)
+    _check_version(obj, topic)
+    if topic == "actions":
+        return _decode_actions(obj)
+    if topic == "stats":
+        return _decode_stats(obj)
+    return _decode_frame(obj, parts[2])
+
+
+def load_schema() -> dict:
+    """The JSON Schema (draft 2020-12) of every payload; ``$defs`` has one entry per topic."""
+    text = resources.files("realtime").joinpath("protocol_schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
