@@ -30,18 +30,44 @@ encoder, and the appearance feature when it has one (see ``people_appearance``; 
 A prediction is published for a track only when it was detected at the frame it refers to (the
 reference scores detected key frames only). Buffers are fixed-length rings (T steps per track);
 state of tracks that vanish is dropped at once.
+
+CUDA graphs (``cuda_graphs``, on by default when the device is CUDA): the eager path launches
+hundreds of small kernels per frame and is launch-bound (~10 ms on an H100 whatever the model
+cost). The static path keeps every piece of device state in tensors of fixed capacity
+(``max_tracks``) and replays one captured graph per frame, through realtime/backends.py's
+TorchBackend (one graph per bucket of active sequences 1, 2, 4, 8, ..., max_tracks; inputs padded
+to the bucket). Per frame: the host fills one (pinned, double-buffered) float32 buffer with the new
+observations and the index/mask/pooling inputs, one non-blocking copy takes it to the device, one
+replay runs, one device->host copy brings the pooled scores back. All bookkeeping stays on the host.
+  causal: the graph runs encoders + LART.step (cache written by index at device-side positions) +
+    head + sigmoid + the probability ring + pooling for the sequences in cache slots [0, bucket).
+    Buckets rather than one capacity-sized graph: a step reads every cached key and value of every
+    sequence it runs (~41 MB per sequence, official size, bf16, T=125, N=5), so capacity 16 for 5
+    live tracks would read 3x the cache of bucket 8 for nothing; sequences are kept compact in
+    [0, B) (swap-remove), so a bucket covers exactly the live ones. Padding rows write only into
+    slots no sequence owns; a slot is cleared when a sequence takes it.
+  window: the graph writes the frame into the per-track feature rings, gathers every track's
+    window by flat index into one padded (bucket, T, N) batch, runs forward_window + sigmoid +
+    pooling. Frames without a window run (``stride``) only write the rings (a few eager kernels).
+Results equal the eager path (tests/test_actions_graphs.py runs the same static-buffer path on the
+CPU with the capture replaced by plain calls). Capture happens in ``warmup()`` (called by the
+runtime before the stream); a bucket first met later is captured then (a causal step is idempotent
+for the same inputs, so capture-time warm-up runs do not disturb the cache).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from models.ava import AVA_EVAL_IDS, AVA_EVAL_NAMES
 from models.lart import JOINTS_DIM, LART, LARTConfig, POSE_DIM, load_lart, load_pose_stats
+from realtime.backends import BATCH, ModelIO, TensorSpec, TorchBackend
 from realtime.records import ActionPredictions, People, Tracks
 
 log = logging.getLogger(__name__)
@@ -72,6 +98,7 @@ class ActionStageConfig:
     people_appearance: bool = False
     seed: int = 0  # random-weight initialisation
     pose_only: bool = False  # without a checkpoint: build the pose-only variant (no joints/appearance inputs)
+    cuda_graphs: bool = True  # on CUDA: static buffers + one captured graph per frame (eager on the CPU)
 
     def __post_init__(self) -> None:
         checks = [
@@ -89,10 +116,118 @@ class ActionStageConfig:
                 raise ValueError(f"ActionStageConfig: {msg}")
 
 
+def _pool(probs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted mean of probs (B, T, C) over T with weight (B, T); rows of zero weight give 0."""
+    return (probs * weight[:, :, None]).sum(1) / weight.sum(1, keepdim=True).clamp_min(1)
+
+
+def _split(x: torch.Tensor, dims: tuple[int, int, int]) -> tuple[torch.Tensor | None, ...]:
+    """(..., pose | joints | appearance) -> the three parts (None for a width of 0)."""
+    out, lo = [], 0
+    for d in dims:
+        out.append(x[..., lo:lo + d] if d else None)
+        lo += d
+    return tuple(out)
+
+
+class _CausalGraphStep(nn.Module):
+    """One causal step of sequences [0, B) as one capturable call (fixed shapes, no host syncs).
+
+    feats (P, F) float32: this frame's features by pool row (pose | joints | appearance).
+    seq (B, 2N+2+T) float32 per sequence: pool rows of its N slots | valid 0/1 (N) | ring position |
+    probability ring column | pooling weights over the T ring columns.
+    -> pooled scores (B, 60) float32. Writes the K/V cache, key bias and probability ring in place.
+    """
+
+    def __init__(self, model: LART, k: torch.Tensor, v: torch.Tensor, kb: torch.Tensor, probs: torch.Tensor,
+                 people: int, exact: bool, dims: tuple[int, int, int]):
+        super().__init__()
+        self.model, self.N, self.exact, self.dims = model, people, exact, dims
+        self.k, self.v, self.kb, self.probs = k, v, kb, probs  # plain attributes: the stage's state
+
+    def forward(self, feats: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
+        B, N, (P, T, C) = seq.shape[0], self.N, self.probs.shape
+        pose, joints, app = _split(feats.to(self.model.mask_token.dtype), self.dims)  # (P, .)
+        rows = seq[:, :N].long()  # (B, N)
+        valid = seq[:, N:2 * N] > 0.5
+        positions = seq[:, 2 * N].long()  # (B,)
+        col = seq[:, 2 * N + 1].long()
+        weight = seq[:, 2 * N + 2:]  # (B, T)
+        g = lambda x: None if x is None else x[rows]  # noqa: E731  (B, N, .)
+        logits, *_ = self.model.step(g(pose), g(joints), g(app), valid, positions, self.k[:, :B], self.v[:, :B],
+                                     self.kb[:B], self.exact, inplace=True)  # (B, 60)
+        flat = torch.arange(B, device=seq.device) * T + col
+        self.probs.view(P * T, C).index_copy_(0, flat, torch.sigmoid(logits.float()))
+        return _pool(self.probs[:B], weight)  # (B, 60)
+
+
+class _WindowGraphForward(nn.Module):
+    """Ring write + trailing-window forward of B tracks as one capturable call.
+
+    feats (P, F) float32: this frame's features by pool row; col (1,) float32: its ring column.
+    seq (B, T, 2N+1) float32: flat ring index row*T + column of each (frame, slot) | valid 0/1 (N) |
+    pooling weight of the frame. -> pooled scores (B, 60) float32.
+    """
+
+    def __init__(self, model: LART, rings: tuple[torch.Tensor | None, ...], people: int, exact: bool,
+                 dims: tuple[int, int, int]):
+        super().__init__()
+        self.model, self.N, self.exact, self.dims = model, people, exact, dims
+        self.rings = rings  # (P, T, .) each, the stage's state (plain attribute)
+
+    def write(self, feats: torch.Tensor, col: torch.Tensor) -> None:
+        c = col.long()
+        for ring, x in zip(self.rings, _split(feats.to(self.model.mask_token.dtype), self.dims)):
+            if ring is not None:
+                ring.index_copy_(1, c, x[:, None])  # every pool row: unobserved rows are masked anyway
+
+    def forward(self, feats: torch.Tensor, col: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
+        self.write(feats, col)
+        B, T, _ = seq.shape
+        N = self.N
+        idx = seq[..., :N].long().reshape(-1)  # (B*T*N,)
+        valid = seq[..., N:2 * N] > 0.5  # (B, T, N)
+        g = lambda r: None if r is None else r.view(-1, r.shape[-1]).index_select(0, idx).view(B, T, N, -1)  # noqa: E731
+        logits = self.model.forward_window(*(g(r) for r in self.rings), valid, self.exact)  # (B, T, 60)
+        return _pool(torch.sigmoid(logits.float()), seq[..., 2 * N])  # (B, 60)
+
+
+class _Staging:
+    """Host input buffer (pinned and double-buffered on CUDA) and its device twin: one copy per frame."""
+
+    def __init__(self, size: int, device: torch.device):
+        pin = device.type == "cuda"
+        self._host = [torch.zeros(size, dtype=torch.float32, pin_memory=pin) for _ in range(2)]
+        self._copied = [torch.cuda.Event() if pin else None for _ in range(2)]
+        self.dev = torch.zeros(size, dtype=torch.float32, device=device)
+        self._i = 0
+        self.buf = self._host[0].numpy()
+
+    def next(self) -> np.ndarray:
+        """The other host buffer, once the copy that last read it has finished."""
+        self._i ^= 1
+        ev = self._copied[self._i]
+        if ev is not None:
+            ev.synchronize()
+        self.buf = self._host[self._i].numpy()
+        return self.buf
+
+    def upload(self, n: int) -> torch.Tensor:
+        dev = self.dev[:n]
+        dev.copy_(self._host[self._i][:n], non_blocking=True)
+        ev = self._copied[self._i]
+        if ev is not None:
+            ev.record()
+        return dev
+
+
 class ActionStage:
     """LART action recogniser (realtime.stages.ActionRecognizer)."""
 
     name = "lart"
+    # The static path's graph class for TorchBackend: None = its CUDA-graph capture. Tests set an eager
+    # stand-in, which also runs the static-buffer path on the CPU.
+    _graph_cls: Callable[..., Any] | None = None
 
     def __init__(self, model: LART, cfg: ActionStageConfig, random_weights: bool):
         c = model.config
@@ -111,7 +246,15 @@ class ActionStage:
         self.class_ids: tuple[int, ...] = AVA_EVAL_IDS
         self.class_names: tuple[str, ...] = AVA_EVAL_NAMES
         self._warned: set[str] = set()
+        self._dims = (POSE_DIM, JOINTS_DIM if c.has_joints else 0, c.app_dim if c.has_appearance else 0)
+        self._F = sum(self._dims)
+        self.static = cfg.cuda_graphs and (self.device.type == "cuda" or self._graph_cls is not None)
+        P = cfg.max_tracks
+        self.buckets = tuple(b for b in (2 ** i for i in range(P.bit_length())) if b < P) + (P,)
+        self._allocated = False
         self.reset()
+        if self.static:
+            self._build_static()
 
     @classmethod
     def from_config(cls, cfg: ActionStageConfig) -> "ActionStage":
@@ -139,11 +282,15 @@ class ActionStage:
             log.warning("LART causal mode with released (bidirectionally trained) weights: accuracy unknown")
         return cls(model, cfg, random_weights)
 
+    def describe(self) -> str:
+        how = f"CUDA graphs per bucket {list(self.buckets)}" if self.static else "eager"
+        return f"LART {self.cfg.mode} (torch {self.device}, {how}, {self.cfg.dtype})"
+
     # ------------------------------------------------------------------ state
 
     def reset(self) -> None:
         """Forget every track (e.g. on a scene cut or a new stream)."""
-        c, T, P = self.model.config, self.T, self.cfg.max_tracks
+        T, P = self.T, self.cfg.max_tracks
         self._tau = 0  # steps seen
         self._frame_at = np.full(T, -1, np.int64)  # frame index of step tau, at tau % T
         # per-track rings, row = track slot in the pool, column = step % T
@@ -152,18 +299,81 @@ class ActionStage:
         self._free_rows = list(range(P - 1, -1, -1))
         self._step_of = np.full((P, T), -1, np.int64)
         self._det = np.zeros((P, T), bool)
-        kw = dict(device=self.device, dtype=self.dtype)
-        self._pose = torch.zeros(P, T, POSE_DIM, **kw)
-        self._joints = torch.zeros(P, T, JOINTS_DIM, **kw) if c.has_joints else None
-        self._app = torch.zeros(P, T, c.app_dim, **kw) if c.has_appearance else None
         # causal sequences, compact: sequence b in [0, B)
         self._seq_ids: list[int] = []
         self._seq_start = np.zeros(P, np.int64)
         self._ctx = np.full((P, self.N - 1), -1, np.int64)  # context track ids per slot 1..N-1
         self._ctx_free = np.full((P, self.N - 1), np.iinfo(np.int64).min, np.int64)  # step freed
+        if self.static and self._allocated:  # captured graphs hold these tensors: clear them in place
+            for t in (self._pose, self._joints, self._app, self._k, self._v, self._probs):
+                if t is not None:
+                    t.zero_()
+            if self._kb is not None:
+                self._kb.fill_(float("-inf"))
+            return
+        self._allocate()
+
+    def _allocate(self) -> None:
+        c, T, P = self.model.config, self.T, self.cfg.max_tracks
+        kw = dict(device=self.device, dtype=self.dtype)
+        rings = not (self.static and self.cfg.mode == "causal")  # a static causal step reads only the new frame
+        self._pose = torch.zeros(P, T, POSE_DIM, **kw) if rings else None
+        self._joints = torch.zeros(P, T, JOINTS_DIM, **kw) if rings and c.has_joints else None
+        self._app = torch.zeros(P, T, c.app_dim, **kw) if rings and c.has_appearance else None
         self._cap = 0
         self._k = self._v = self._kb = None
         self._probs = torch.zeros(P, T, len(self.class_ids), device=self.device, dtype=torch.float32)
+        if self.static and self.cfg.mode == "causal":  # fixed capacity: graphs hold the addresses
+            self._ensure_cache(P)
+        self._allocated = True
+
+    def _build_static(self) -> None:
+        P, T, N, F = self.cfg.max_tracks, self.T, self.N, self._F
+        C = len(self.class_ids)
+        scores = (TensorSpec("scores", (BATCH, C)),)
+        if self.cfg.mode == "causal":
+            fn = _CausalGraphStep(self.model, self._k, self._v, self._kb, self._probs, N, self.exact, self._dims)
+            io = ModelIO("lart_step", (TensorSpec("feats", (P, F)), TensorSpec("seq", (BATCH, 2 * N + 2 + T))), scores)
+            size = P * F + P * (2 * N + 2 + T)
+        else:
+            fn = _WindowGraphForward(self.model, (self._pose, self._joints, self._app), N, self.exact, self._dims)
+            io = ModelIO("lart_window", (TensorSpec("feats", (P, F)), TensorSpec("col", (1,)),
+                                         TensorSpec("seq", (BATCH, T, 2 * N + 1))), scores)
+            size = P * F + 1 + P * T * (2 * N + 1)
+        self._fn = fn
+        self._backend = TorchBackend(fn, io, self.device, cuda_graphs=self.device.type == "cuda",
+                                     buckets=self.buckets)
+        if self._graph_cls is not None:  # tests: the same static buffers, captured by a stand-in
+            self._backend.cuda_graphs, self._backend._graph_cls = True, self._graph_cls
+        self._staging = _Staging(size, self.device)
+
+    def warmup(self) -> None:
+        """Capture the graph of every bucket now, before the stream (no-op on the eager path).
+        Forgets every track."""
+        if not self.static:
+            return
+        P, F = self.cfg.max_tracks, self._F
+        with torch.inference_mode():
+            for b in self.buckets:
+                self._staging.next()[:] = 0  # all-masked inputs; what they write is cleared below
+                if self.cfg.mode == "causal":
+                    self._run_causal(b)
+                else:
+                    self._run_window(b)
+            self.reset()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _run_causal(self, B: int) -> torch.Tensor:
+        P, F, W = self.cfg.max_tracks, self._F, 2 * self.N + 2 + self.T
+        dev = self._staging.upload(P * F + B * W)
+        return self._backend.run({"feats": dev[:P * F].view(P, F), "seq": dev[P * F:].view(B, W)})["scores"]
+
+    def _run_window(self, B: int) -> torch.Tensor:
+        P, F, T, W = self.cfg.max_tracks, self._F, self.T, 2 * self.N + 1
+        dev = self._staging.upload(P * F + 1 + B * T * W)
+        return self._backend.run({"feats": dev[:P * F].view(P, F), "col": dev[P * F:P * F + 1],
+                                  "seq": dev[P * F + 1:].view(B, T, W)})["scores"]
 
     def _warn_once(self, key: str, msg: str) -> None:
         if key not in self._warned:
@@ -206,12 +416,16 @@ class ActionStage:
         # 4. run
         if self.cfg.mode == "causal":
             return self._causal(tracks, tau)
-        if tau % self.cfg.stride:
-            return self._empty()
         return self._window(tracks, tau)
 
     def _write(self, tracks: Tracks, people: People, tau: int) -> None:
+        """Bookkeeping of this step's observations; features into the device rings (eager) or into
+        the host staging buffer by pool row (static path; rows without a detection stay zero)."""
         ring = tau % self.T
+        if self.static:
+            P, F = self.cfg.max_tracks, self._F
+            feats = self._staging.next()[:P * F].reshape(P, F)
+            feats[:] = 0
         keep = np.array([int(t) in self._row_of for t in tracks.track_id], bool)
         if not keep.any():
             return
@@ -224,22 +438,29 @@ class ActionStage:
         self._det[rows, ring] = det
         if not det.any():
             return
-        rows_d, pi_d = torch.from_numpy(rows[det]).to(self.device), pi[det]
-
-        def put(buf: torch.Tensor, values: np.ndarray) -> None:
-            buf[rows_d, ring] = torch.from_numpy(np.ascontiguousarray(values, np.float32)).to(buf.device, buf.dtype)
-
-        put(self._pose, people.pose_vector[pi_d])
-        if self._joints is not None:
-            put(self._joints, self._joint_features(people, pi_d))
-        if self._app is not None:
-            app, d = people.appearance, self._app.shape[2]
+        rows_d, pi_d = rows[det], pi[det]
+        values = [people.pose_vector[pi_d], None, None]
+        if self._dims[1]:
+            values[1] = self._joint_features(people, pi_d)
+        if self._dims[2]:
+            app, d = people.appearance, self._dims[2]
             if not self.cfg.people_appearance or app is None or app.shape[1] != d:
                 got = "not used" if not self.cfg.people_appearance else (None if app is None else app.shape[1])
                 self._warn_once("app", f"LART needs {d}-d appearance features (the MViT/Hiera ROI feature it was "
                                        f"trained on); People.appearance: {got}. Feeding zeros: predictions degraded")
                 app = np.zeros((len(people), d), np.float32)
-            put(self._app, app[pi_d])
+            values[2] = app[pi_d]
+        if self.static:
+            lo = 0
+            for d, x in zip(self._dims, values):
+                if d:
+                    feats[rows_d, lo:lo + d] = x
+                lo += d
+            return
+        rows_t = torch.from_numpy(rows_d).to(self.device)
+        for buf, x in zip((self._pose, self._joints, self._app), values):
+            if buf is not None:
+                buf[rows_t, ring] = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(buf.device, buf.dtype)
 
     def _joint_features(self, people: People, idx: np.ndarray) -> np.ndarray:
         """135-d joints_3D: 45 joints + camera translation (the reference adds `camera` to each)."""
@@ -270,17 +491,22 @@ class ActionStage:
         rs, ring = np.maximum(rows, 0), steps % self.T
         return (rows >= 0) & (steps >= 0) & (self._step_of[rs, ring] == steps) & self._det[rs, ring]
 
+    def _predictions(self, ids: list[int], scores: np.ndarray, ok: np.ndarray, c: int) -> ActionPredictions:
+        """scores (n, C) of the rows where ok, for step c."""
+        n = int(ok.sum())
+        if not n:
+            return self._empty()
+        return ActionPredictions(np.asarray(ids, np.int64)[ok], np.full(n, self._frame_at[c % self.T], np.int64),
+                                 scores, self.class_ids, self.class_names, self.random_weights)
+
     def _publish(self, ids: list[int], probs: torch.Tensor, weight: np.ndarray, ok: np.ndarray,
                  c: int) -> ActionPredictions:
-        """Mean of probs (B, T, C) over weight (B, T) for rows where ok."""
+        """Mean of probs (B, T, C) over weight (B, T) for rows where ok (eager path)."""
         if not ok.any():
             return self._empty()
         w = torch.from_numpy(weight[ok].astype(np.float32)).to(probs.device)
         rows = torch.from_numpy(np.flatnonzero(ok)).to(probs.device)
-        pooled = (probs[rows] * w[:, :, None]).sum(1) / w.sum(1, keepdim=True)  # (n, C)
-        n = int(ok.sum())
-        return ActionPredictions(np.asarray(ids, np.int64)[ok], np.full(n, self._frame_at[c % self.T], np.int64),
-                                 pooled.float().cpu().numpy(), self.class_ids, self.class_names, self.random_weights)
+        return self._predictions(ids, _pool(probs[rows], w).float().cpu().numpy(), ok, c)
 
     # ------------------------------------------------------------------ window mode
 
@@ -301,15 +527,16 @@ class ActionStage:
         return ids, slots, steps, valid
 
     def _window(self, tracks: Tracks, tau: int) -> ActionPredictions:
-        ids, slots, steps, valid = self.window_inputs(tracks, tau)
-        if not ids:
+        inputs = self.window_inputs(tracks, tau) if tau % self.cfg.stride == 0 else None
+        if inputs is None or not inputs[0]:
+            if self.static:  # no window this step: the frame still goes into the rings
+                P, F = self.cfg.max_tracks, self._F
+                self._staging.buf[P * F] = tau % self.T
+                dev = self._staging.upload(P * F + 1)
+                self._fn.write(dev[:P * F].view(P, F), dev[P * F:])
             return self._empty()
+        ids, slots, steps, valid = inputs
         T, N, B = self.T, self.N, len(ids)
-        rows = np.broadcast_to(np.maximum(slots, 0)[:, None, :], (B, T, N)).copy()
-        ring = np.broadcast_to((steps % T)[:, :, None], (B, T, N)).copy()
-        pose, joints, app = self._gather(rows, ring)
-        logits = self.model.forward_window(pose, joints, app, torch.from_numpy(valid).to(self.device), self.exact)
-        probs = torch.sigmoid(logits.float())  # (B, T, C)
         # publish step c = tau - k, pooled over window positions [pc-h, min(pc+h, length))
         c, h = tau - self.cfg.lookahead, self.cfg.pool_half
         pc = c - steps[:, 0]
@@ -317,6 +544,21 @@ class ActionStage:
         p = np.arange(T)[None, :]
         weight = (p >= pc[:, None] - h) & (p < np.minimum(pc + h, length)[:, None])
         ok = (pc >= 0) & self._observed(slots[:, 0], np.full(B, c))
+        rows = np.broadcast_to(np.maximum(slots, 0)[:, None, :], (B, T, N))
+        ring = np.broadcast_to((steps % T)[:, :, None], (B, T, N))
+        if self.static:
+            P, F = self.cfg.max_tracks, self._F
+            buf = self._staging.buf
+            buf[P * F] = tau % T
+            seq = buf[P * F + 1:P * F + 1 + B * T * (2 * N + 1)].reshape(B, T, 2 * N + 1)
+            seq[..., :N] = rows * T + ring
+            seq[..., N:2 * N] = valid
+            seq[..., 2 * N] = weight
+            scores = self._run_window(B).cpu().numpy()  # the one device->host copy
+            return self._predictions(ids, scores[ok], ok, c)
+        pose, joints, app = self._gather(rows.copy(), ring.copy())
+        logits = self.model.forward_window(pose, joints, app, torch.from_numpy(valid).to(self.device), self.exact)
+        probs = torch.sigmoid(logits.float())  # (B, T, C)
         return self._publish(ids, probs, weight, ok, c)
 
     # ------------------------------------------------------------------ causal mode
@@ -332,40 +574,45 @@ class ActionStage:
             kb[: self._cap] = self._kb
         self._k, self._v, self._kb, self._cap = k, v, kb, cap
 
-    def _drop_sequence(self, b: int) -> None:
-        last = len(self._seq_ids) - 1
-        if b != last:  # swap-remove keeps sequences compact in [0, B)
-            self._seq_ids[b] = self._seq_ids[last]
-            for a in (self._seq_start, self._ctx, self._ctx_free):
-                a[b] = a[last]
-            for t in (self._k, self._v):
-                t[:, b] = t[:, last]
-            self._kb[b] = self._kb[last]
-            self._probs[b] = self._probs[last]
-        self._seq_ids.pop()
-
     def causal_inputs(self, tracks: Tracks, tau: int) -> tuple[list[int], np.ndarray, np.ndarray]:
         """Update sequences and their context slots; (track ids, slot rows (B,N), positions (B,))."""
-        # sequences of vanished tracks go; context slots of vanished tracks are freed
+        # sequences of vanished tracks go (swap-remove keeps them compact in [0, B)); their device
+        # state moves in one indexed copy per tensor, not per track
+        origin = list(range(len(self._seq_ids)))  # the cache slot each sequence's state is in
         for b in range(len(self._seq_ids) - 1, -1, -1):
             if self._seq_ids[b] not in self._row_of:
-                self._drop_sequence(b)
+                last = len(self._seq_ids) - 1
+                if b != last:
+                    self._seq_ids[b], origin[b] = self._seq_ids[last], origin[last]
+                    for a in (self._seq_start, self._ctx, self._ctx_free):
+                        a[b] = a[last]
+                self._seq_ids.pop()
+                origin.pop()
+        moved = np.flatnonzero(np.asarray(origin, np.int64) != np.arange(len(origin)))
+        if len(moved):
+            dst = torch.from_numpy(moved).to(self.device)
+            src = torch.from_numpy(np.asarray(origin, np.int64)[moved]).to(self.device)
+            self._k[:, dst] = self._k[:, src]
+            self._v[:, dst] = self._v[:, src]
+            self._kb[dst] = self._kb[src]
+            self._probs[dst] = self._probs[src]
         B = len(self._seq_ids)
         gone = (self._ctx[:B] >= 0) & ~np.isin(self._ctx[:B], list(self._row_of))
         self._ctx[:B][gone] = -1
         self._ctx_free[:B][gone] = tau
-        # new sequences
-        for tid in [int(t) for t in tracks.track_id if int(t) in self._row_of]:
-            if tid not in self._seq_ids:
-                b = len(self._seq_ids)
-                self._ensure_cache(b + 1)
+        # new sequences, appended: their cache slots [B, B + new) are cleared at once
+        have = set(self._seq_ids)
+        new = [tid for tid in (int(t) for t in tracks.track_id) if tid in self._row_of and tid not in have]
+        if new:
+            self._ensure_cache(B + len(new))
+            for b, tid in enumerate(new, start=B):
                 self._seq_ids.append(tid)
                 self._seq_start[b] = self._start[self._row_of[tid]]
                 self._ctx[b] = -1
                 self._ctx_free[b] = np.iinfo(np.int64).min
-                self._kb[b] = float("-inf")
-                self._k[:, b] = 0
-                self._v[:, b] = 0
+            self._kb[B:B + len(new)] = float("-inf")
+            self._k[:, B:B + len(new)] = 0
+            self._v[:, B:B + len(new)] = 0
         B = len(self._seq_ids)
         order = sorted(self._row_of)
         slots = np.full((B, self.N), -1, np.int64)
@@ -380,22 +627,36 @@ class ActionStage:
 
     def _causal(self, tracks: Tracks, tau: int) -> ActionPredictions:
         ids, slots, positions = self.causal_inputs(tracks, tau)
-        B, T = len(ids), self.T
+        B, T, N = len(ids), self.T, self.N
         if B == 0:
             return self._empty()
-        ring = np.full_like(slots, tau % T)
-        pose, joints, app = self._gather(np.maximum(slots, 0), ring)
-        valid = torch.from_numpy(self._observed(slots, np.full_like(slots, tau))).to(self.device)
-        logits, *_ = self.model.step(pose, joints, app, valid, torch.from_numpy(positions).to(self.device),
-                                     self._k[:, :B], self._v[:, :B], self._kb[:B], self.exact, inplace=True)
-        self._probs[:B, tau % T] = torch.sigmoid(logits.float())
-        if tau % self.cfg.stride:
-            return self._empty()
+        valid = self._observed(slots, np.full_like(slots, tau))
+        publish = tau % self.cfg.stride == 0
         # publish step c = tau - k, pooled over the kept steps [max(c-h, start, tau-T+1), min(c+h, tau+1))
         c, h = tau - self.cfg.lookahead, self.cfg.pool_half
         start = self._seq_start[:B]
         step_at = tau - ((tau - np.arange(T)) % T)  # step held in each ring row
         lo, hi = np.maximum(np.maximum(c - h, start), tau - T + 1), min(c + h, tau + 1)
-        weight = (step_at[None, :] >= lo[:, None]) & (step_at[None, :] < hi)
+        weight = (step_at[None, :] >= lo[:, None]) & (step_at[None, :] < hi) & publish
         ok = (c >= start) & self._observed(slots[:, 0], np.full(B, c))
+        if self.static:
+            P, F = self.cfg.max_tracks, self._F
+            seq = self._staging.buf[P * F:P * F + B * (2 * N + 2 + T)].reshape(B, 2 * N + 2 + T)
+            seq[:, :N] = np.maximum(slots, 0)
+            seq[:, N:2 * N] = valid
+            seq[:, 2 * N] = positions
+            seq[:, 2 * N + 1] = tau % T
+            seq[:, 2 * N + 2:] = weight
+            scores = self._run_causal(B)
+            if not publish:  # nothing read back: the host does not wait for the GPU
+                return self._empty()
+            return self._predictions(ids, scores.cpu().numpy()[ok], ok, c)
+        ring = np.full_like(slots, tau % T)
+        pose, joints, app = self._gather(np.maximum(slots, 0), ring)
+        logits, *_ = self.model.step(pose, joints, app, torch.from_numpy(valid).to(self.device),
+                                     torch.from_numpy(positions).to(self.device),
+                                     self._k[:, :B], self._v[:, :B], self._kb[:B], self.exact, inplace=True)
+        self._probs[:B, tau % T] = torch.sigmoid(logits.float())
+        if not publish:
+            return self._empty()
         return self._publish(ids, self._probs[:B], weight, ok, c)

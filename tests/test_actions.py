@@ -65,8 +65,9 @@ def scripted_stream(steps: int = 30, seed: int = 0):
 
 
 def stage(mode: str, **kw) -> ActionStage:
-    cfg = ActionStageConfig(mode=mode, window=T, max_people=N, lookahead=K, pool_half=H, max_tracks=8,
-                            attention="exact", people_appearance=True, **kw)
+    base = dict(window=T, max_people=N, lookahead=K, pool_half=H, max_tracks=8, attention="exact",
+                people_appearance=True)
+    cfg = ActionStageConfig(mode=mode, **{**base, **kw})
     s = ActionStage.from_config(cfg)
     with torch.no_grad():  # visible weights: outputs depend clearly on every input
         for p in s.model.parameters():

@@ -1,0 +1,153 @@
+"""ActionStage's static-buffer (CUDA-graph) path against its eager path, frame after frame, on the CPU.
+
+The capture is swapped for an eager stand-in (as tests/test_backends.py does for TorchBackend), so
+everything else of the GPU path runs here: packed host inputs, one upload, bucket padding, the
+in-graph ring / K/V-cache / probability-ring writes at device-side indices, pooling, read-back of
+the scores, slot moves when tracks vanish and slot clearing when they come.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+import test_actions
+from realtime import backends as B
+from realtime.actions import ActionStage, ActionStageConfig
+from realtime.records import People, Tracks
+from test_actions import scripted_stream, stage
+
+# tracks come and go (slots freed and reused, sequences swap-removed), 9 at once at steps 35-36
+# (one more than max_tracks), nobody at steps 45-46, then new tracks
+SPANS = {10: (0, 45), 11: (2, 18), 12: (5, 30), 13: (12, 25), 14: (20, 40), 15: (14, 28), 16: (26, 45),
+         17: (31, 38), 18: (33, 45), 19: (30, 31), 20: (35, 37), 21: (35, 37), 22: (35, 37), 23: (35, 44),
+         24: (47, 56), 25: (48, 56)}
+STEPS = 56
+
+
+class EagerGraph(B._Graph):
+    """B._Graph's static-buffer loading; the capture-time warm-up calls and every replay run eagerly."""
+
+    shapes: list[tuple[int, ...]] = []
+
+    def __init__(self, fn, static_in, axes, warmup: int = 3) -> None:  # noqa: ANN001
+        self.fn, self.static_in, self.axes = fn, static_in, list(axes)
+        for _ in range(warmup):  # as the real capture: state written here must not drift
+            fn(*static_in)
+        self.static_out = fn(*static_in)
+        EagerGraph.shapes.append(tuple(static_in[-1].shape))
+
+    def launch(self) -> None:
+        for dst, src in zip(self.static_out, self.fn(*self.static_in)):
+            dst.copy_(src)  # a replay writes into the same output buffers
+
+
+@pytest.fixture(autouse=True)
+def eager_capture(monkeypatch):
+    monkeypatch.setattr(ActionStage, "_graph_cls", EagerGraph)
+    monkeypatch.setattr(test_actions, "SPANS", SPANS)
+    EagerGraph.shapes = []
+
+
+def twins(mode: str, **kw) -> tuple[ActionStage, ActionStage]:
+    """(eager, static) stages sharing one model."""
+    eager = stage(mode, cuda_graphs=False, **kw)
+    static = ActionStage(eager.model, dataclasses.replace(eager.cfg, cuda_graphs=True), eager.random_weights)
+    assert not eager.static and static.static
+    return eager, static
+
+
+def assert_same_stream(eager: ActionStage, static: ActionStage, atol: float = 2e-6) -> int:
+    published = 0
+    for tau, (tracks, people, frame_index, _) in enumerate(scripted_stream(STEPS)):
+        if tau == 20:  # a step without 3D input passes through both
+            e = eager.update(tracks, People(people.xyxy, people.confidence), frame_index)
+            s = static.update(tracks, People(people.xyxy, people.confidence), frame_index)
+            assert len(e) == len(s) == 0
+        e = eager.update(tracks, people, frame_index)
+        s = static.update(tracks, people, frame_index)
+        assert s.track_id.tolist() == e.track_id.tolist(), f"step {tau}"
+        assert s.frame_index.tolist() == e.frame_index.tolist(), f"step {tau}"
+        np.testing.assert_allclose(s.scores, e.scores, rtol=0, atol=atol, err_msg=f"step {tau}")
+        assert s.random_weights == e.random_weights
+        published += len(e)
+    return published
+
+
+@pytest.mark.parametrize("mode,kw", [
+    ("causal", {}),
+    ("causal", dict(stride=2, attention="sdpa")),
+    ("causal", dict(pose_only=True)),
+    ("window", {}),
+    ("window", dict(stride=3, attention="sdpa")),
+    ("window", dict(pose_only=True, lookahead=0)),
+])
+def test_static_path_equals_eager_path_frame_after_frame(mode: str, kw: dict, caplog) -> None:
+    eager, static = twins(mode, **kw)
+    with caplog.at_level(logging.WARNING):
+        published = assert_same_stream(eager, static)
+    assert published > 110 // kw.get("stride", 1)  # the comparison really ran, on many tracks
+    assert "gets no predictions (raise max_tracks)" in caplog.text  # 9 tracks > max_tracks=8 at step 35
+    # one graph per bucket met, never recaptured; buckets 1, 2, 4 and 8 (5-8 live tracks) were all needed
+    batch_axis = 0
+    sizes = [s[batch_axis] for s in EagerGraph.shapes]
+    assert sorted(sizes) == [1, 2, 4, 8] and static.buckets == (1, 2, 4, 8)
+
+
+def test_warmup_captures_every_bucket_and_leaves_no_trace() -> None:
+    eager, static = twins("causal")
+    k_ptr = static._k.data_ptr()
+    static.warmup()
+    assert sorted(s[0] for s in EagerGraph.shapes) == [1, 2, 4, 8]
+    # warm-up wrote into the cache (all-masked padding rows); reset cleared it in place
+    assert static._k.data_ptr() == k_ptr and not static._k.any() and torch.isinf(static._kb).all()
+    assert static._tau == 0 and static._row_of == {}
+    assert_same_stream(eager, static)
+    assert len(EagerGraph.shapes) == 4  # the stream only replayed
+
+
+def test_window_warmup_and_reset_mid_stream() -> None:
+    eager, static = twins("window")
+    static.warmup()
+    stream = list(scripted_stream(12))
+    for tracks, people, f, _ in stream:
+        eager.update(tracks, people, f)
+        static.update(tracks, people, f)
+    ring = static._pose.data_ptr()
+    eager.reset()
+    static.reset()
+    assert static._pose.data_ptr() == ring and not static._pose.any() and (static._step_of == -1).all()
+    assert_same_stream(eager, static)
+    assert len(EagerGraph.shapes) == 4
+
+
+def test_bfloat16_static_path_close_to_eager() -> None:
+    eager, static = twins("causal", dtype="bfloat16")
+    assert static.dtype == torch.bfloat16
+    assert_same_stream(eager, static, atol=1e-4)  # same kernels on the CPU: bf16 rounding is not at stake
+
+
+def test_static_causal_keeps_no_feature_rings_and_full_capacity_cache() -> None:
+    _, static = twins("causal")
+    assert static._pose is None and static._cap == static.cfg.max_tracks
+    assert static._k.shape[1] == static.cfg.max_tracks
+
+
+def test_cpu_default_is_eager_and_describe() -> None:
+    ActionStage._graph_cls = None  # undone by the fixture's monkeypatch
+    st = ActionStage.from_config(ActionStageConfig(mode="window"))
+    assert st.cfg.cuda_graphs and not st.static
+    assert "eager" in st.describe()
+    st.warmup()  # no-op on the eager path
+    empty = People(np.zeros((0, 4)), np.zeros(0), pose_vector=np.zeros((0, 229), np.float32))
+    assert len(st.update(Tracks.empty(), empty, 0)) == 0
+
+
+def test_buckets_cover_max_tracks() -> None:
+    assert ActionStage.from_config(ActionStageConfig(max_tracks=5)).buckets == (1, 2, 4, 5)
+    assert ActionStage.from_config(ActionStageConfig(max_tracks=1)).buckets == (1,)
+    assert ActionStage.from_config(ActionStageConfig(max_tracks=16)).buckets == (1, 2, 4, 8, 16)
