@@ -53,7 +53,29 @@ def build_pipeline(cfg: AppConfig) -> Pipeline:
     tracker = _build_tracker(cfg, lifter)
     actions = _build_actions(cfg, device) if cfg.actions.enabled and lifter is not None else None
     sinks = _build_sinks(cfg)
+    if cfg.runtime.annotate:
+        from realtime.annotate import AnnotatedVideoWriter, AnnotationError
+
+        try:
+            sinks.append(AnnotatedVideoWriter(cfg.runtime.annotate, fps=_source_fps(cfg)))
+        except AnnotationError as exc:
+            raise BuildError(str(exc)) from exc
     return Pipeline(detector, lifter, tracker, actions, sinks)
+
+
+def _source_fps(cfg: AppConfig) -> float:
+    """The frame rate an annotated video is written at: the file's own, else the pacing rate."""
+    if cfg.source.fps > 0:
+        return cfg.source.fps
+    path = cfg.source.path
+    if path and Path(path).is_file():
+        import cv2
+
+        cap = cv2.VideoCapture(path)
+        fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+        cap.release()
+        return fps if 1 <= fps <= 240 else 10.0
+    return 10.0
 
 
 def _replace(obj, **changes):

@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--curve-secret-key", metavar="FILE", help="enable CURVE with this server secret key file")
     out.add_argument("--curve-allowed-keys", metavar="DIR", help="folder of allowed client public keys")
     out.add_argument("--summary-json", metavar="FILE", help="write the run summary as JSON")
+    out.add_argument("--annotate", metavar="VIDEO", help="write an annotated video (.mp4 or .avi)")
     rt = p.add_argument_group("runtime")
     rt.add_argument("--device", metavar="auto|cpu|cuda")
     rt.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime", "torch"])
@@ -93,7 +94,7 @@ FLAG_TO_SETTING = {
     "stride": ("actions", "stride"), "lookahead": ("actions", "lookahead"), "top_k": ("actions", "top_k"),
     "publish": ("publish", "address"), "frames_topic": ("publish", "frames"),
     "curve_secret_key": ("publish", "curve_secret_key"), "curve_allowed_keys": ("publish", "curve_allowed_keys"),
-    "summary_json": ("runtime", "summary_json"), "device": ("runtime", "device"), "backend": ("runtime", "backend"),
+    "summary_json": ("runtime", "summary_json"), "annotate": ("runtime", "annotate"), "device": ("runtime", "device"), "backend": ("runtime", "backend"),
     "log_level": ("runtime", "log_level"), "status": ("runtime", "status"),
 }
 

@@ -26,7 +26,7 @@ from realtime.stages import ActionRecognizer, Detector, Lifter, ResultSink, Trac
 
 log = logging.getLogger(__name__)
 
-STAGES = ("detect", "lift", "track", "actions", "publish")
+STAGES = ("detect", "lift", "track", "actions", "publish", "annotate")
 
 
 class RollingStats:
@@ -108,11 +108,11 @@ class Pipeline:
         result = FrameResult(frame, detections, people, tracks, actions, ms, time.monotonic())
         for sink in self.sinks:
             sink.send(result)
-        if self.sinks:
-            _lap(ms, "publish", t)
+            t = _lap(ms, getattr(sink, "stage", "publish"), t)
 
         for key, value in ms.items():
             self.stats.add(key, value)
+        # Capture-to-publish: the publisher is the first sink, so its send is included.
         self.stats.add("latency", (time.monotonic() - frame.t_capture) * 1e3)
         return result
 

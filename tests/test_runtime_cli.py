@@ -155,3 +155,25 @@ def test_sigint_stops_cleanly_with_summary(tmp_path, pedestrians):
     assert summary["reason"] == "stopped"
     assert 0 < summary["frames"] < 120
     assert "SIGINT received" in stderr
+
+
+def test_annotated_video_is_written_with_the_random_weights_banner(tmp_path, pedestrians):
+    video = tmp_path / "annotated.mp4"
+    proc, summary = _summary(tmp_path, "--source", str(pedestrians), "--max-frames", "12", "--annotate", str(video))
+    assert "annotate" in summary["stages_ms"]
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames.append(image)
+    assert len(frames) == 12 and frames[0].shape == (576, 768, 3)
+    if "lift" in summary["stages_ms"]:  # models with random weights: the red banner is on every frame
+        banner = frames[-1][2:20, 300:700].reshape(-1, 3).mean(axis=0)
+        assert banner[2] > 180 and banner[0] < 90, banner  # BGR: red
+
+
+def test_annotate_into_missing_folder_is_a_user_error(tmp_path, generated_video):
+    proc = run_cli("--source", str(generated_video), *COMMON, "--annotate", str(tmp_path / "no" / "a.mp4"))
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
