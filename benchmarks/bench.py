@@ -44,6 +44,7 @@ class RunSpec:
     backend: str = "torch"  # torch (CUDA graphs on CUDA) | torch-eager | onnxruntime | tensorrt
     per_person: bool = False  # reference-style: one eager HMR call per person
     tracker: str = "phalp"
+    overlap: bool = False  # detect the next frame in its own thread
 
 
 class PerPersonLifter:
@@ -113,12 +114,12 @@ def run_one(spec: RunSpec, args: argparse.Namespace, device: str, boxes: np.ndar
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         # Warm-up: graph capture, allocator, caches; then a fresh clock.
-        run(SyntheticSource(args.warmup, size, args.source), pipeline)
+        run(SyntheticSource(args.warmup, size, args.source), pipeline, overlap=spec.overlap)
         pipeline.stats = RollingStats(window=100_000)
         detector.real_ms.clear()
         source = SyntheticSource(args.frames, size, args.source, rate=args.rate)
         cpu0, wall0 = time.process_time(), time.monotonic()
-        summary = run(source, pipeline)
+        summary = run(source, pipeline, overlap=spec.overlap)
         cpu = (time.process_time() - cpu0) / max(time.monotonic() - wall0, 1e-9) * 100
     finally:
         pipeline.close()
@@ -145,10 +146,10 @@ def plan(args: argparse.Namespace, device: str) -> list[RunSpec]:
     official = args.model_size == "official"
     size = "official" if official else "tiny"
     base = RunSpec("base", "ours", people=args.people, window=args.window, hmr_size=size, lart_size=size,
-                   backend=args.backend, mode=args.mode, tracker=args.tracker)
+                   backend=args.backend, mode=args.mode, tracker=args.tracker, overlap=args.overlap)
     sweeps = set(args.sweep.split(",")) if args.sweep else set()
     if "all" in sweeps:
-        sweeps = {"people", "window", "backend", "size", "baselines"}
+        sweeps = {"people", "window", "backend", "size", "baselines", "overlap"}
     specs: list[RunSpec] = []
     if "people" in sweeps:
         specs += [dataclasses.replace(base, name=f"people{n}", people=n) for n in (1, 5, 10, 20)]
@@ -166,6 +167,9 @@ def plan(args: argparse.Namespace, device: str) -> list[RunSpec]:
         if other == "tiny" or device.startswith("cuda"):
             specs.append(dataclasses.replace(base, name=f"size-{other}", series=f"size-{other}", hmr_size=other,
                                              lart_size=other))
+    if "overlap" in sweeps:
+        specs += [dataclasses.replace(base, name=f"people{n}-overlap", series="ours-overlap", people=n,
+                                      overlap=not args.overlap) for n in (1, 5, 10, 20)]
     if "baselines" in sweeps:
         specs.append(dataclasses.replace(base, name=f"full-window-recompute", series="window-full", mode="window"))
         specs.append(dataclasses.replace(base, name="per-person-eager", series="per-person-eager",
@@ -217,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracker", choices=["phalp", "iou"], default="phalp")
     p.add_argument("--detector", default="hog", help="real detector timed beside the scripted one: hog | FILE.onnx | none")
     p.add_argument("--person-classes", default="0")
-    p.add_argument("--sweep", default="", help="comma list of people,window,backend,size,baselines or all")
+    p.add_argument("--overlap", action="store_true", help="detect the next frame in its own thread")
+    p.add_argument("--sweep", default="", help="comma list of people,window,backend,size,baselines,overlap or all")
     p.add_argument("--device", default="auto")
     p.add_argument("--publish", default="tcp://127.0.0.1:*", help="publisher address (port *: any free port)")
     p.add_argument("--out", default="benchmarks/results/latest", help="output folder")

@@ -69,6 +69,7 @@ class RuntimeSection:
     log_level: str = "INFO"
     status: str = "auto"  # auto (on a TTY) | on | off
     summary_json: str | None = None
+    overlap: bool = False  # detect the next frame in its own thread: more fps, up to one frame more latency
     annotate: str | None = None  # write an annotated video (boxes, track ids, top actions) here
 
 
