@@ -11,6 +11,7 @@ or an action model there are no action predictions. Nothing is faked.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import queue
 import sys
@@ -253,8 +254,6 @@ class _DetectAhead:
 
 
 def _own_cuda_stream():
-    import contextlib
-
     try:
         import torch
 
@@ -283,7 +282,11 @@ def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames
     done: collections.deque = collections.deque(maxlen=30)  # completion times: the status line's fps
     ahead = _DetectAhead(source, pipeline.detector, threading.Event()) if overlap else None
     items = iter(ahead) if ahead is not None else ((f, None) for f in source)
+    # With overlap the main thread leaves the legacy default stream too: that stream would otherwise
+    # serialise with the detector's stream and no GPU work could overlap.
+    main_stream = _own_cuda_stream() if overlap else contextlib.nullcontext()
     try:
+        main_stream.__enter__()
         for frame, detected in items:
             if stop.is_set():
                 reason = "stopped"
@@ -322,6 +325,7 @@ def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames
             if stop.is_set():
                 reason = "stopped"
     finally:
+        main_stream.__exit__(None, None, None)
         if ahead is not None:
             ahead.close()
     if stop.is_set() and reason == "end of input":
