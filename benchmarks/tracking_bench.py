@@ -22,6 +22,7 @@ import numpy as np
 
 from realtime.tracking import TrackerConfig, build_tracker
 from realtime.tracking.metrics import evaluate_tracker
+from benchmarks.report import cpu_name
 from realtime.tracking.synthetic import SUITE, make_scene
 
 KINDS = ("phalp", "iou")
@@ -32,14 +33,7 @@ TRACK_COUNTS = (5, 20, 50)
 def machine_info() -> dict:
     import scipy
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     versions = {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__}
     for mod in ("motmetrics", "trackeval", "pandas"):
         try:
