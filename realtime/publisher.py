@@ -189,11 +189,13 @@ class Publisher:
                 return
             self._closed = True
             try:
-                self._push.send(_QUIT, zmq.NOBLOCK)
+                self._push.send(_QUIT, zmq.NOBLOCK)  # behind everything queued: those go out first
             except zmq.ZMQError:
-                pass  # queue full: the sender notices the stop flag within its poll timeout
-            self._sender.stop.set()
+                self._sender.stop.set()  # queue full: stop at the next poll instead
         self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._sender.stop.set()
+            self._thread.join(timeout=1)
         self._push.close(0)
         self._shutdown_context()
 

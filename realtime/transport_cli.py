@@ -215,7 +215,8 @@ def _view(args: argparse.Namespace) -> int:
     size = None
     n = 0
     log = logging.getLogger("realtime.view")
-    with _subscribe(args, ("actions", "frames"), newest_only=False) as sub:
+    # On screen, stay live (newest only); into a file, keep every frame that arrives.
+    with _subscribe(args, ("actions", "frames"), newest_only=args.output is None) as sub:
         try:
             for msg in _messages(sub, args.timeout):
                 if isinstance(msg, ActionsMessage):
@@ -271,7 +272,8 @@ def view_main(argv: list[str]) -> int:
                                             "frames topic (the publisher needs frames on).")
     _add_client_args(p)
     p.add_argument("--output", metavar="FILE.mp4", help="write a video instead of opening a window")
-    p.add_argument("--fps", type=float, default=5.0, help="frame rate written to --output (default %(default)s)")
+    p.add_argument("--fps", type=float, default=10.0,
+                   help="frame rate written to --output; match the publisher's frames rate (default %(default)s)")
     p.set_defaults(prog=p.prog)
     return _run(_view, p, argv)
 
