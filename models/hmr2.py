@@ -291,7 +291,8 @@ def pose_vector(global_orient: torch.Tensor, body_pose: torch.Tensor, betas: tor
     full-frame camera translation (tx, ty, tz / 200). Unnormalised (LART applies mean_std itself).
     """
     B = global_orient.shape[0]
-    cam = cam_t * cam_t.new_tensor([1.0, 1.0, 1.0 / 200.0])
+    # A scalar, not new_tensor([1, 1, 1/200]): a host->device copy cannot be captured in a CUDA graph.
+    cam = torch.cat([cam_t[:, :2], cam_t[:, 2:3] * (1.0 / 200.0)], dim=-1)
     return torch.cat([global_orient.reshape(B, 9), body_pose.reshape(B, 207), betas, cam], dim=-1)
 
 

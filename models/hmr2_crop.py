@@ -12,6 +12,10 @@ OpenCV or a per-person loop:
 
 The warp is one ``grid_sample`` over every person's sampling grid. Blurred people (large boxes) get
 a native-resolution patch each, gathered and blurred as one batch with per-person kernels.
+
+``crop_people_static`` is the same function with fixed shapes (CUDA-graph capturable): box parameters
+are device tensors, the blur of a person is folded into the bilinear taps (one separable weight per
+output row/column over 2R+2 source pixels, R a bucketed radius) and computed for every frame row.
 """
 
 from __future__ import annotations
@@ -158,3 +162,105 @@ def crop_people(image: torch.Tensor, xyxy: np.ndarray, cfg: CropConfig = CropCon
     mean = torch.tensor(IMAGE_MEAN, device=dev)[None, :, None, None] * 255.0
     std = torch.tensor(IMAGE_STD, device=dev)[None, :, None, None] * 255.0
     return (out - mean) / std, center, side
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixed-shape twin of crop_people: every shape depends only on (B, H, W, nb, R), never on the values,
+# so it can be captured once per such key and replayed with new boxes (realtime/lifting.py).
+
+
+def normalisation(device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) (1, 3, 1, 1) x 255, computed as crop_people computes them (made before any capture:
+    a host->device copy cannot be captured)."""
+    mean = torch.tensor(IMAGE_MEAN, device=device)[None, :, None, None] * 255.0
+    std = torch.tensor(IMAGE_STD, device=device)[None, :, None, None] * 255.0
+    return mean, std
+
+
+def blur_radius(sigma: np.ndarray) -> np.ndarray:
+    """(N,) scipy's truncate=4 kernel radius int(4 sigma + 0.5) per person."""
+    return (4.0 * np.asarray(sigma, np.float64) + 0.5).astype(np.int64)
+
+
+def radius_bucket(radius: int) -> int:
+    """Kernel radius a fixed-shape blur is built for: the next power of two >= radius (at least 1)."""
+    r = 1
+    while r < radius:
+        r *= 2
+    return r
+
+
+def blur_rows(sigma: np.ndarray, radius: int) -> np.ndarray:
+    """(N, 2 radius + 1) float32 per-person kernels of the reference blur, zero-padded to ``radius``."""
+    return _gaussian_kernels(np.asarray(sigma, np.float64), radius).astype(np.float32)
+
+
+def _blur_taps(pos: torch.Tensor, kernel: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear sampling of a blurred signal as one weighted sum over K = 2R+2 source pixels.
+
+    pos (n, L) source coordinates, kernel (n, 2R+1), size = source length. Returns weights (n, L, K)
+    and clamped source indices (n, L, K): tap t in {0, 1} of pixel floor(pos) + t reads the blurred
+    value sum_a k[a] src[clamp(floor(pos) + t + a)] ('nearest' edges), and counts only inside the
+    source (zero border of the warp).
+    """
+    R = (kernel.shape[1] - 1) // 2
+    p0 = torch.floor(pos)
+    f = pos - p0
+    i0 = p0.long()
+    in0 = ((i0 >= 0) & (i0 < size)).to(pos.dtype)
+    in1 = ((i0 >= -1) & (i0 < size - 1)).to(pos.dtype)
+    zero = kernel.new_zeros(kernel.shape[0], 1)
+    k0 = torch.cat([kernel, zero], 1)[:, None, :]  # tap floor(pos): offsets -R..R at slots 0..2R
+    k1 = torch.cat([zero, kernel], 1)[:, None, :]  # tap floor(pos)+1: the same kernel one slot on
+    w = ((1.0 - f) * in0)[..., None] * k0 + (f * in1)[..., None] * k1  # (n, L, K)
+    offs = torch.arange(-R, R + 2, device=pos.device)
+    return w, (i0[..., None] + offs).clamp(0, size - 1)
+
+
+def _blurred_static(img: torch.Tensor, center: torch.Tensor, side: torch.Tensor, kernel: torch.Tensor,
+                    cfg: CropConfig) -> torch.Tensor:
+    """Blurred people's crops (n, 3, S, Wc), same channels as ``img`` (3, H, W), fixed shapes.
+
+    Separable: first every frame row is blurred and resampled at the crop's columns (H x Wc per
+    person: rows are not cut to the box, so the shape does not depend on it), then the crop's rows are
+    taken from that. Equals _blurred_crops up to float summation order.
+    """
+    _, H, W = img.shape
+    n = center.shape[0]
+    x, y = _source_coords(center, side, cfg)  # (n, 1, Wc), (n, S, 1)
+    wx, cols = _blur_taps(x[:, 0, :], kernel, W)  # (n, Wc, K)
+    wy, rows = _blur_taps(y[:, :, 0], kernel, H)  # (n, S, K)
+    across = (img[:, :, cols] * wx).sum(-1)  # (3, H, n, Wc): each frame row, blurred + sampled along x
+    person = torch.arange(n, device=img.device)[:, None, None]
+    down = across[:, rows, person, :]  # (3, n, S, K, Wc)
+    return (down * wy[None, :, :, :, None]).sum(3).transpose(0, 1)  # (n, 3, S, Wc)
+
+
+def crop_people_static(frame: torch.Tensor, boxes: torch.Tensor, blur: torch.Tensor | None, out: torch.Tensor,
+                       mean: torch.Tensor, std: torch.Tensor, cfg: CropConfig = CropConfig()) -> torch.Tensor:
+    """crop_people with fixed shapes, writing into ``out``; capturable in a CUDA graph.
+
+    frame: (H, W, 3) uint8 BGR on the device (the uploaded frame buffer).
+    boxes: (B, 3) float32 (centre x, centre y, side) from ``box_center_size``; rows past the real
+        people are padding (any finite box) and give crops that are dropped.
+    blur:  None, or (nb, 4 + 2R + 1) float32 rows (slot, centre x, centre y, side, kernel from
+        ``blur_rows``) for the people the reference blurs; slot is the row in ``boxes``. Rows may
+        repeat (padding to a bucket repeats a real one: same values written twice).
+    out:   (B, 3, S, Wc) float32, receives the normalised RGB crops. mean, std from ``normalisation``.
+    """
+    H, W, _ = frame.shape
+    B = boxes.shape[0]
+    S, Wc = cfg.crop_size, cfg.crop_width
+    img = frame.permute(2, 0, 1).float()  # (3, H, W) BGR; keeps the HWC layout (no transposing copy)
+    x, y = _source_coords(boxes[:, 0:2], boxes[:, 2], cfg)
+    grid = _normalise_grid(x, y, W, H).reshape(1, B * S, Wc, 2)  # the same grid crop_people builds
+    crops = F.grid_sample(img[None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    crops = crops.reshape(3, B, S, Wc).flip(0).permute(1, 0, 2, 3)  # (B, 3, S, Wc) RGB
+    if cfg.round_like_uint8:
+        crops = torch.floor(crops + 0.5)
+    else:
+        crops = crops.contiguous()
+    if blur is not None:
+        blurred = _blurred_static(img, blur[:, 1:3], blur[:, 3], blur[:, 4:], cfg).flip(1)  # BGR -> RGB
+        crops.index_copy_(0, blur[:, 0].long(), blurred)
+    return torch.div(crops - mean, std, out=out)

@@ -3,31 +3,52 @@
     Frame, Detections -> crops (torch, on the stage's device) -> HMR2 -> full-frame cameras -> People
 
 Everything after the boxes stays on the device until one copy to numpy at the end. The network runs
-through realtime/backends.py (``backend``): the torch module (on CUDA: CUDA graphs per batch
-bucket), or the exported ``hmr2.onnx`` under onnxruntime / TensorRT when ``export_dir`` holds one.
-Without a checkpoint the weights are random: ``random_weights`` is True and a WARNING says so; such
-output is never a prediction.
+through realtime/backends.py (``backend``): the torch module, or the exported ``hmr2.onnx`` under
+onnxruntime / TensorRT when ``export_dir`` holds one. Without a checkpoint the weights are random:
+``random_weights`` is True and a WARNING says so; such output is never a prediction.
+
+Two paths compute the same People:
+
+- eager: crop_people -> the network (or the backend's runner) -> post-processing, each a few small
+  kernels (the path for onnxruntime / TensorRT, and the CPU default);
+- fused (default for the torch network on CUDA): static buffers and two CUDA graphs per frame. The
+  frame goes once into a pinned staging buffer and a preallocated device buffer (only the rows the
+  crops read); the boxes go up as one small (B, 5) tensor. Graph 1, per (batch, frame size, blur
+  bucket): crops of all people (crop_people_static: one grid_sample, the reference blur as fixed-size
+  separable taps), normalisation. Graph 2, per batch: network + full-frame camera + pose vector +
+  location + SMPL joints, packed into one (B, D) tensor that comes back in one device->host copy.
+  Batch sizes are exact up to 16 (then 20, 24, 28, 32), so nobody pays for padding people; the
+  graphs share one memory pool (one runs at a time). On the CPU (or with ``cuda_graphs=False``) the
+  same code runs with each capture replaced by a plain call; tests check it equals the eager path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from models.hmr2 import (HMR2, HMR2Config, HMR2Output, body_origin_location, cam_crop_to_full, check_state_dict,
                          config_for_state_dict, full_frame_focal, load_hmr2_with_smpl, pose_vector, project_to_frame,
                          read_checkpoint, split_state_dict)
-from models.hmr2_crop import CropConfig, crop_people, image_to_tensor
+from models.hmr2_crop import (CropConfig, blur_radius, blur_rows, blur_sigma, box_center_size, crop_people,
+                              crop_people_static, image_to_tensor, normalisation, radius_bucket)
 from realtime.records import Detections, Frame, People
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 Runner = Callable[[torch.Tensor], Sequence[torch.Tensor]]  # crops (B, 3, 256, 192) -> HMR2Output fields
+# Batch sizes the fused path captures: exact up to 16 (one more crop costs ~0.75 ms of ViT-H on an H100,
+# more than a graph's memory), then steps of 4. Capped at max_batch, which is always one of them.
+HMR_BUCKETS = tuple(range(1, 17)) + (20, 24, 28, 32)
 
 
 @dataclass(frozen=True)
@@ -45,6 +66,8 @@ class HMRLifterConfig:
     backend: str = "auto"  # auto | torch | onnxruntime | tensorrt (realtime/backends.py)
     export_dir: str | None = None  # `lart-stream export --out DIR`: its hmr2.onnx for onnxruntime/TensorRT
     seed: int = 0  # random-weights init
+    fused: bool | None = None  # static-buffer path (see module doc); None: on for the torch network on CUDA
+    buckets: tuple[int, ...] = HMR_BUCKETS  # batch sizes of the fused path's graphs (and max_batch)
 
 
 class HMRLifter:
@@ -72,6 +95,14 @@ class HMRLifter:
         self.dtype = _resolve_precision(cfg.precision, self.device)
         self.runner = runner
         self.backend_info = backend_info
+        fused = cfg.fused if cfg.fused is not None else (
+            model is not None and self.device.type == "cuda" and cfg.cuda_graphs)
+        if fused and model is None:
+            raise ValueError("HMR stage: the fused path needs the torch network (backend torch)")
+        self._fused = _FusedStage(self, capture=self.device.type == "cuda" and cfg.cuda_graphs) if fused else None
+        if self._fused is not None:  # "<backend> [<why chosen>]" -> "<fused path> [<why chosen>]"
+            why = backend_info[backend_info.find(" ["):] if " [" in backend_info else ""
+            self.backend_info = self._fused.describe() + why
         if random_weights:
             log.warning("HMR stage (%s): random weights: predictions are meaningless (pass an HMR 2.0 "
                         "checkpoint for real poses)", cfg.size)
@@ -122,37 +153,50 @@ class HMRLifter:
             outs.append(tuple(self._empty_output()))
         return HMR2Output(*(torch.cat([o[i] for o in outs]) for i in range(len(HMR2Output._fields))))
 
-    def warmup(self, batch_sizes: Sequence[int] = (1, 2, 4, 8, 16)) -> None:
-        """Run the network once per batch size (on CUDA this captures the graphs) before the stream starts."""
+    @torch.no_grad()
+    def warmup(self, batch_sizes: Sequence[int] | None = None, frame_size: tuple[int, int] | None = None) -> None:
+        """Capture / run everything once before the stream starts, so no frame pays for it.
+
+        Fused path: the network graphs for ``batch_sizes`` (default: every bucket up to max_batch) and,
+        given ``frame_size`` (W, H), the crop graphs for frames of that size (else captured on the first
+        frame of each batch size: a few ms). Eager path: one network call per size (default 1, 2, 4, 8, 16).
+        """
+        if self._fused is not None:
+            self._fused.warmup(batch_sizes, frame_size)
+            return
         shape = (3, self.model_cfg.image_height, self.model_cfg.image_width)
-        for b in batch_sizes:
+        for b in batch_sizes or (1, 2, 4, 8, 16):
             self.run_crops(torch.zeros((b, *shape), device=self.device))
 
     @torch.no_grad()
     def __call__(self, frame: Frame, detections: Detections) -> People:
+        if self._fused is not None and frame.image.dtype == np.uint8:
+            return self._fused(frame, detections)
+        return self.eager(frame, detections)
+
+    @torch.no_grad()
+    def eager(self, frame: Frame, detections: Detections) -> People:
+        """The eager path (see module doc): what the fused path is checked against."""
         W, H = frame.size
-        mc = self.model_cfg
         image = image_to_tensor(frame.image, self.device)  # (3, H, W) RGB
         crops, center, side = crop_people(image, detections.xyxy, self.crop_cfg)  # (n, 3, 256, 192)
         out = self.run_crops(crops)
         n, dev = crops.shape[0], self.device
         image_size = torch.tensor([W, H], dtype=torch.float32, device=dev).expand(n, 2)
-        focal = full_frame_focal(image_size, mc.focal_length, mc.crop_size)  # (n,) full-frame px
-        cam_t = cam_crop_to_full(out.pred_cam, torch.as_tensor(center, device=dev),
-                                 torch.as_tensor(side, device=dev), image_size, focal)  # (n, 3)
-        fields = {
-            "pose_vector": pose_vector(out.global_orient, out.body_pose, out.betas, cam_t),
-            "global_orient": out.global_orient, "body_pose": out.body_pose, "betas": out.betas,
-            "pred_cam": out.pred_cam, "cam_t": cam_t,
-            "location": body_origin_location(cam_t, focal, image_size),
-            "appearance": out.appearance,
-        }
-        if self.smpl is not None:
-            _, joints = self.smpl(out.global_orient, out.body_pose, out.betas)  # (n, J, 3) body frame
-            fields["joints_3d"] = joints
-            fields["keypoints_2d"] = project_to_frame(joints, cam_t, focal, image_size)
+        fields = people_fields(out, torch.as_tensor(center, device=dev), torch.as_tensor(side, device=dev),
+                               image_size, self.model_cfg, self.smpl)
         arrays = {k: v.float().cpu().numpy() for k, v in fields.items()}  # the one device->host copy
         return People(detections.xyxy, detections.confidence, image_size=(W, H), **arrays)
+
+    def profile(self, on: bool = True) -> None:
+        """Fused path: time its parts on every call (CUDA events; host clock on the CPU), see ``last_parts``."""
+        if self._fused is None:
+            raise ValueError("HMR stage: per-part timing exists for the fused path only")
+        self._fused.profiling = on
+
+    def last_parts(self) -> dict[str, float]:
+        """ms per part of the last fused call with ``profile()`` on: upload, crops, network+post, d2h."""
+        return self._fused.parts() if self._fused is not None else {}
 
     # ------------------------------------------------------------------------------------------
 
@@ -237,3 +281,384 @@ def _build_smpl(cfg: HMRLifterConfig, smpl_sd: dict[str, torch.Tensor] | None) -
             return None
         smpl = SMPL.from_state_dict(smpl_sd)
     return smpl.to(cfg.device).eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# Post-processing shared by both paths
+
+
+def people_fields(out: HMR2Output, center: torch.Tensor, side: torch.Tensor, image_size: torch.Tensor,
+                  mc: HMR2Config, smpl: torch.nn.Module | None,
+                  joints_fn: Callable[..., torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """HMR2 outputs -> People's 3D fields, on the device. center (n, 2) px, side (n,) crop side px,
+    image_size (n, 2) = (W, H). ``joints_fn(global_orient, body_pose, betas)`` replaces ``smpl``'s
+    forward for the joints (the fused path's capture-safe twin)."""
+    focal = full_frame_focal(image_size, mc.focal_length, mc.crop_size)  # (n,) full-frame px
+    cam_t = cam_crop_to_full(out.pred_cam, center, side, image_size, focal)  # (n, 3)
+    fields = {
+        "pose_vector": pose_vector(out.global_orient, out.body_pose, out.betas, cam_t),
+        "global_orient": out.global_orient, "body_pose": out.body_pose, "betas": out.betas,
+        "pred_cam": out.pred_cam, "cam_t": cam_t,
+        "location": body_origin_location(cam_t, focal, image_size),
+        "appearance": out.appearance,
+    }
+    if smpl is not None:
+        if joints_fn is not None:
+            joints = joints_fn(out.global_orient, out.body_pose, out.betas)
+        else:
+            _, joints = smpl(out.global_orient, out.body_pose, out.betas)  # (n, J, 3) body frame
+        fields["joints_3d"] = joints
+        fields["keypoints_2d"] = project_to_frame(joints, cam_t, focal, image_size)
+    return fields
+
+
+def smpl_joints_static(smpl: torch.nn.Module, parents: Sequence[int], global_orient: torch.Tensor,
+                       body_pose: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
+    """models.smpl.SMPL's joints (B, J, 3), the same smplx operations in the same order, with the
+    kinematic chain walked over host ints: smplx indexes a Python list with a device tensor (a host
+    sync, which a CUDA-graph capture refuses). ``parents`` = smpl.parents.tolist()."""
+    from smplx.lbs import blend_shapes, transform_mat, vertices2joints
+
+    B = global_orient.shape[0]
+    full_pose = torch.cat([global_orient.float()[:, None].reshape(-1, 1, 3, 3),
+                           body_pose.float().reshape(-1, smpl.NUM_BODY_JOINTS, 3, 3)], dim=1)  # (B, 24, 3, 3)
+    betas = betas.float()
+    dtype, device = betas.dtype, betas.device
+    v_shaped = smpl.v_template + blend_shapes(betas, smpl.shapedirs)  # (B, V, 3)
+    J = vertices2joints(smpl.J_regressor, v_shaped)  # (B, 24, 3)
+    ident = torch.eye(3, dtype=dtype, device=device)
+    pose_feature = full_pose[:, 1:].view(B, -1, 3, 3) - ident
+    rot_mats = full_pose.view(B, -1, 3, 3)
+    v_posed = torch.matmul(pose_feature.view(B, -1), smpl.posedirs).view(B, -1, 3) + v_shaped
+    # batch_rigid_transform
+    joints = torch.unsqueeze(J, dim=-1)  # (B, 24, 3, 1)
+    rel_joints = joints.clone()
+    rel_joints[:, 1:] -= joints[:, smpl.parents[1:]]
+    transforms_mat = transform_mat(rot_mats.reshape(-1, 3, 3), rel_joints.reshape(-1, 3, 1)).reshape(
+        -1, joints.shape[1], 4, 4)
+    chain = [transforms_mat[:, 0]]
+    for i in range(1, len(parents)):
+        chain.append(torch.matmul(chain[parents[i]], transforms_mat[:, i]))
+    transforms = torch.stack(chain, dim=1)
+    posed_joints = transforms[:, :, :3, 3]
+    joints_homogen = F.pad(joints, [0, 0, 0, 1])
+    A = transforms - F.pad(torch.matmul(transforms, joints_homogen), [3, 0, 0, 0, 0, 0, 0, 0])
+    # skinning
+    W = smpl.lbs_weights.unsqueeze(dim=0).expand([B, -1, -1])
+    T = torch.matmul(W, A.view(B, smpl.J_regressor.shape[0], 16)).view(B, -1, 4, 4)
+    homogen_coord = torch.ones([B, v_posed.shape[1], 1], dtype=dtype, device=device)
+    v_posed_homo = torch.cat([v_posed, homogen_coord], dim=2)
+    vertices = torch.matmul(T, torch.unsqueeze(v_posed_homo, dim=-1))[:, :, :3, 0]  # (B, V, 3)
+    joints = smpl.vertex_joint_selector(vertices, posed_joints)
+    if smpl.joint_mapper is not None:
+        joints = smpl.joint_mapper(joints)
+    joints = joints[:, smpl.joint_map]  # (B, 25, 3) OpenPose order
+    if smpl.joint_regressor_extra is not None:
+        extra = torch.einsum("jv,bvc->bjc", smpl.joint_regressor_extra, vertices)  # (B, 19, 3)
+        joints = torch.cat([joints, extra], dim=1)
+    return joints
+
+
+# ----------------------------------------------------------------------------------------------
+# Fused path: static buffers, one crop graph + one network graph per frame, one copy back
+
+
+class _Step:
+    """``fn()`` on static buffers: captured once as a CUDA graph and replayed, or (CPU, graphs off)
+    called plainly. Outputs of a replay live in the graph's pool: read them before the next replay."""
+
+    def __init__(self, fn: Callable[[], Any], pool: Any = None, stream: Any = None, warmup: int = 0):
+        self.fn = fn
+        self.graph = None
+        self.out: Any = None
+        if pool is None:
+            return
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(warmup):  # cuBLAS / cuDNN workspaces and autotuning happen outside capture
+                fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        # One pool and one capture stream for every graph: only one replays at a time, so they can
+        # share intermediate memory (each graph's outputs stay allocated while referenced).
+        with torch.cuda.graph(graph, pool=pool, stream=stream):
+            self.out = fn()
+        self.graph = graph
+
+    def __call__(self) -> Any:
+        if self.graph is None:
+            self.out = self.fn()
+        else:
+            self.graph.replay()
+        return self.out
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(n, 1))))
+
+
+class _FusedStage:
+    """The fused path of HMRLifter (module doc). Host side per frame: box geometry in numpy (the same
+    functions as crop_people), the frame rows the crops read copied to the pinned staging buffer and
+    up, one (B, 5) box tensor up (+ a small blur table when someone is large), two graph replays, one
+    copy back, one sync."""
+
+    BOX = 5  # box row: centre x, centre y, crop side, frame W, frame H (post-processing reads all five)
+    UPLOAD_CHUNK = 2 << 20  # bytes of frame rows per staging memcpy + transfer
+
+    def __init__(self, lifter: HMRLifter, capture: bool):
+        self.lifter = lifter
+        self.model, self.smpl = lifter.model, lifter.smpl
+        self.mc, self.cc, self.dtype = lifter.model_cfg, lifter.crop_cfg, lifter.dtype
+        self.device = dev = lifter.device
+        self.cuda = dev.type == "cuda"
+        self.capture = capture
+        mb = lifter.cfg.max_batch
+        self.buckets = tuple(sorted({b for b in lifter.cfg.buckets if 1 <= b < mb} | {mb}))
+        self.mean, self.std = normalisation(dev)
+        self.crops = torch.zeros(mb, 3, self.cc.crop_size, self.cc.crop_width, device=dev)  # graph 1 -> 2
+        self.boxes: dict[int, torch.Tensor] = {}  # bucket -> (B, 5) device box rows
+        self.blur_in: dict[tuple[int, int, int], torch.Tensor] = {}  # (B, nb, R) -> (nb, 4 + 2R + 1)
+        self.prep: dict[tuple[int, ...], _Step] = {}  # (B, H, W, nb, R) -> crops into self.crops[:B]
+        self.net: dict[int, _Step] = {}  # B -> packed (B, D) outputs
+        self.pool = torch.cuda.graph_pool_handle() if capture else None
+        self.stream = torch.cuda.Stream(dev) if capture else None
+        self.parents = self.smpl.parents.tolist() if self.smpl is not None else []
+        self.layout = self._layout()
+        self.width = sum(math.prod(shape) for _, shape in self.layout)
+        self.frame_dev: torch.Tensor | None = None  # (H, W, 3) uint8, what graph 1 reads
+        self.frame_host: torch.Tensor | None = None  # pinned staging (CUDA only)
+        self.host_in = self._host(torch.zeros(1024, dtype=torch.float32))  # box rows + blur tables
+        self.host_out = self._host(torch.zeros(mb, self.width, dtype=torch.float32))
+        self.profiling = False
+        self._marks: list[tuple[str, Any]] = []
+
+    def describe(self) -> str:
+        mode = "CUDA graphs" if self.capture else "plain calls"
+        prec = {v: k for k, v in PRECISIONS.items()}[self.dtype]
+        return (f"torch ({self.device}, fused crops + network + post, {mode} per batch "
+                f"{_ranges(self.buckets)}, {prec})")
+
+    # -- buffers --------------------------------------------------------------------------------
+
+    def _host(self, t: torch.Tensor) -> torch.Tensor:
+        return t.pin_memory() if self.cuda else t
+
+    def _layout(self) -> list[tuple[str, tuple[int, ...]]]:
+        """Packed output columns, in People field order (pose_vector first)."""
+        lay = [("pose_vector", (229,)), ("global_orient", (3, 3)), ("body_pose", (self.mc.num_body_joints, 3, 3)),
+               ("betas", (10,)), ("pred_cam", (3,)), ("cam_t", (3,)), ("location", (3,)),
+               ("appearance", (self.mc.embed_dim,))]
+        if self.smpl is not None:
+            J = self.smpl.num_joints
+            lay += [("joints_3d", (J, 3)), ("keypoints_2d", (J, 2))]
+        return lay
+
+    def _bucket(self, n: int) -> int:
+        return next(b for b in self.buckets if b >= n)
+
+    def _frame_buffers(self, H: int, W: int) -> None:
+        if self.frame_dev is not None and tuple(self.frame_dev.shape) == (H, W, 3):
+            return
+        self.prep.clear()  # crop graphs hold the old buffer's address
+        self.frame_dev = torch.zeros((H, W, 3), dtype=torch.uint8, device=self.device)
+        self.frame_host = self._host(torch.zeros((H, W, 3), dtype=torch.uint8)) if self.cuda else None
+
+    def _boxes_for(self, B: int) -> torch.Tensor:
+        if B not in self.boxes:
+            t = torch.zeros(B, self.BOX, device=self.device)
+            t[:, 2] = 1.0  # padding rows: a finite 1-px box
+            self.boxes[B] = t
+        return self.boxes[B]
+
+    # -- graphs ---------------------------------------------------------------------------------
+
+    def _step(self, fn: Callable[[], Any], warmup: int) -> _Step:
+        if self.capture:
+            try:
+                return _Step(fn, self.pool, self.stream, warmup)
+            except RuntimeError as exc:  # keep the stream running: same buffers, plain calls
+                log.warning("HMR stage: CUDA-graph capture failed (%s); running the fused path without graphs",
+                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+                torch.cuda.synchronize(self.device)
+                self.capture = False
+        return _Step(fn)
+
+    def _prep_step(self, B: int, nb: int, R: int) -> _Step:
+        H, W, _ = self.frame_dev.shape  # type: ignore[union-attr]
+        key = (B, H, W, nb, R)
+        if key not in self.prep:
+            frame, boxes, out = self.frame_dev, self._boxes_for(B), self.crops[:B]
+            blur = None
+            if nb:
+                blur = self.blur_in.setdefault((B, nb, R), torch.zeros(nb, 4 + 2 * R + 1, device=self.device))
+            mean, std, cc = self.mean, self.std, self.cc
+            self.prep[key] = self._step(
+                lambda: crop_people_static(frame, boxes[:, 0:3], blur, out, mean, std, cc), warmup=1)
+        return self.prep[key]
+
+    def _net_step(self, B: int) -> _Step:
+        if B not in self.net:
+            crops, boxes = self.crops[:B], self._boxes_for(B)
+            self.net[B] = self._step(lambda: self._network_post(crops, boxes), warmup=3)
+        return self.net[B]
+
+    def _network_post(self, crops: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """crops (B, 3, 256, 192), boxes (B, 5) -> packed (B, D) float32: everything People needs."""
+        if self.dtype == torch.float32:
+            out = self.model(crops)  # type: ignore[misc]
+        else:  # no weight-cast cache: it must not outlive a capture
+            with torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=False):
+                out = self.model(crops)  # type: ignore[misc]
+        return self.post_pack(out, boxes)
+
+    def post_pack(self, out: HMR2Output, boxes: torch.Tensor) -> torch.Tensor:
+        """Post-processing of network outputs into the packed (B, D) rows (also timed alone by the benchmark)."""
+        B = boxes.shape[0]
+        joints_fn = None
+        if self.smpl is not None:
+            joints_fn = lambda go, bp, be: smpl_joints_static(self.smpl, self.parents, go, bp, be)  # noqa: E731
+        fields = people_fields(out, boxes[:, 0:2], boxes[:, 2], boxes[:, 3:5], self.mc, self.smpl, joints_fn)
+        return torch.cat([fields[name].float().reshape(B, -1) for name, _ in self.layout], dim=1)
+
+    def warmup(self, batch_sizes: Sequence[int] | None, frame_size: tuple[int, int] | None) -> None:
+        sizes = sorted({self._bucket(min(max(b, 1), self.buckets[-1])) for b in (batch_sizes or self.buckets)},
+                       reverse=True)  # largest first: the shared pool is sized once
+        if frame_size is not None:
+            self._frame_buffers(int(frame_size[1]), int(frame_size[0]))
+        for B in sizes:
+            self._net_step(B)
+            if frame_size is not None:
+                self._prep_step(B, 0, 0)
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    # -- per frame ------------------------------------------------------------------------------
+
+    def _mark(self, name: str) -> None:
+        if not self.profiling:
+            return
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self._marks.append((name, ev))
+        else:
+            self._marks.append((name, time.perf_counter()))
+
+    def parts(self) -> dict[str, float]:
+        """ms between consecutive marks of the last call, summed per part name."""
+        out: dict[str, float] = {}
+        for (_, a), (name, b) in zip(self._marks, self._marks[1:]):
+            ms = a.elapsed_time(b) if self.cuda else 1e3 * (b - a)
+            out[name] = out.get(name, 0.0) + ms
+        return out
+
+    def _upload(self, image: np.ndarray, rows: tuple[int, int]) -> None:
+        """Frame rows [lo, hi) -> staging buffer -> device buffer. Rows outside are never read by
+        the crops (weights there are zero), so they may hold an older frame."""
+        lo, hi = rows
+        if hi <= lo:
+            return
+        if self.cuda:
+            staging = self.frame_host.numpy()  # type: ignore[union-attr]
+            step = max(1, self.UPLOAD_CHUNK // max(1, staging.shape[1] * 3))
+            for a in range(lo, hi, step):  # the memcpy of a chunk overlaps the transfer of the one before
+                b = min(a + step, hi)
+                np.copyto(staging[a:b], image[a:b])
+                self.frame_dev[a:b].copy_(self.frame_host[a:b], non_blocking=True)  # type: ignore[index]
+        else:
+            self.frame_dev[lo:hi].copy_(torch.from_numpy(np.ascontiguousarray(image[lo:hi])))  # type: ignore[index]
+
+    def __call__(self, frame: Frame, detections: Detections) -> People:
+        W, H = frame.size
+        n = len(detections)
+        if n == 0:  # nothing to run: no upload, no graph
+            z = {name: np.zeros((0, *shape), np.float32) for name, shape in self.layout}
+            return People(detections.xyxy, detections.confidence, image_size=(W, H), **z)
+        self._marks = []
+        self._mark("start")
+        center, side = box_center_size(detections.xyxy, self.cc.aspect)  # as crop_people computes them
+        sigma = blur_sigma(side, self.cc)
+        blurred = np.flatnonzero(sigma > 0)
+        R = radius_bucket(int(blur_radius(sigma[blurred]).max())) if len(blurred) else 0
+        kernels = blur_rows(sigma[blurred], R) if len(blurred) else None
+        self._frame_buffers(H, W)
+        self._upload(frame.image, _rows_read(center, side, R, H))
+        # host rows for every chunk first (a non_blocking copy reads its pinned source later)
+        mb = self.buckets[-1]
+        chunks = [(s, min(s + mb, n)) for s in range(0, n, mb)]
+        need = len(chunks) * mb * (self.BOX + 4 + 2 * R + 1)
+        if self.host_in.numel() < need:
+            self.host_in = self._host(torch.zeros(need, dtype=torch.float32))
+        if self.host_out.shape[0] < n:
+            self.host_out = self._host(torch.zeros(n, self.width, dtype=torch.float32))
+        host = self.host_in.numpy()
+        at, plan = 0, []
+        for s, e in chunks:
+            b = e - s
+            B = self._bucket(b)
+            rows = host[at:at + B * self.BOX].reshape(B, self.BOX)
+            rows[:b, 0:2], rows[:b, 2] = center[s:e], side[s:e]
+            rows[b:, 0:2], rows[b:, 2] = 0.0, 1.0
+            rows[:, 3], rows[:, 4] = W, H
+            box_at, at = at, at + B * self.BOX
+            mine = np.flatnonzero((blurred >= s) & (blurred < e))
+            nb = min(_pow2_at_least(len(mine)), B) if len(mine) else 0
+            blur_at = at
+            if nb:
+                cols = 4 + 2 * R + 1
+                tab = host[at:at + nb * cols].reshape(nb, cols)
+                idx = blurred[mine]
+                tab[:len(mine), 0] = idx - s
+                tab[:len(mine), 1:3], tab[:len(mine), 3] = center[idx], side[idx]
+                tab[:len(mine), 4:] = kernels[mine]  # type: ignore[index]
+                tab[len(mine):] = tab[0]  # padding repeats a real person (same values written twice)
+                at += nb * cols
+            plan.append((s, e, B, nb, box_at, blur_at))
+        for s, e, B, nb, box_at, blur_at in plan:
+            self._boxes_for(B).copy_(self.host_in[box_at:box_at + B * self.BOX].view(B, self.BOX), non_blocking=True)
+            if nb:
+                dst = self.blur_in.get((B, nb, R))
+                if dst is None:
+                    dst = self.blur_in[(B, nb, R)] = torch.zeros(nb, 4 + 2 * R + 1, device=self.device)
+                dst.copy_(self.host_in[blur_at:blur_at + dst.numel()].view_as(dst), non_blocking=True)
+            self._mark("upload")
+            self._prep_step(B, nb, R if nb else 0)()
+            self._mark("crops")
+            packed = self._net_step(B)()
+            self._mark("network+post")
+            self.host_out[s:e].copy_(packed[:e - s], non_blocking=True)  # the one device->host copy
+            self._mark("d2h")
+        if self.cuda:
+            torch.cuda.current_stream(self.device).synchronize()
+        flat = self.host_out.numpy()[:n]
+        arrays, c = {}, 0
+        for name, shape in self.layout:
+            w = math.prod(shape)
+            arrays[name] = flat[:, c:c + w].reshape(n, *shape).copy()  # the staging buffer is reused
+            c += w
+        return People(detections.xyxy, detections.confidence, image_size=(W, H), **arrays)
+
+
+def _rows_read(center: np.ndarray, side: np.ndarray, radius: int, H: int) -> tuple[int, int]:
+    """Frame rows [lo, hi) any crop can read: the boxes' vertical extent, the bilinear tap, the blur
+    radius, and 2 rows for float rounding of the sampling positions."""
+    top = float(np.min(center[:, 1] - side / 2))
+    bottom = float(np.max(center[:, 1] + side / 2))
+    if not (math.isfinite(top) and math.isfinite(bottom)):
+        return 0, H
+    lo = min(max(math.floor(top) - radius - 2, 0), H)
+    hi = min(max(math.floor(bottom) + radius + 4, 0), H)
+    return lo, hi
+
+
+def _ranges(xs: Sequence[int]) -> str:
+    """(1, 2, 3, 4, 8, 12) -> '1-4,8,12'."""
+    parts, i = [], 0
+    while i < len(xs):
+        j = i
+        while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:
+            j += 1
+        parts.append(f"{xs[i]}-{xs[j]}" if j > i + 1 else ",".join(str(x) for x in xs[i:j + 1]))
+        i = j + 1
+    return ",".join(parts)
