@@ -35,20 +35,26 @@ CUDA graphs (``cuda_graphs``, on by default when the device is CUDA): the eager 
 hundreds of small kernels per frame and is launch-bound (~10 ms on an H100 whatever the model
 cost). The static path keeps every piece of device state in tensors of fixed capacity
 (``max_tracks``) and replays one captured graph per frame, through realtime/backends.py's
-TorchBackend (one graph per bucket of active sequences 1, 2, 4, 8, ..., max_tracks; inputs padded
-to the bucket). Per frame: the host fills one (pinned, double-buffered) float32 buffer with the new
-observations and the index/mask/pooling inputs, one non-blocking copy takes it to the device, one
-replay runs, one device->host copy brings the pooled scores back. All bookkeeping stays on the host.
+TorchBackend (one graph per bucket of live sequences, inputs padded to the bucket; ``graph_buckets``,
+by default every count 1..max_tracks, so nothing is padded). Per frame: the host fills one (pinned,
+double-buffered) float32 buffer with the new observations and the index/mask/pooling inputs, one
+non-blocking copy takes it to the device, one replay runs, one device->host copy brings the pooled
+scores back. All bookkeeping stays on the host.
   causal: the graph runs encoders + LART.step (cache written by index at device-side positions) +
     head + sigmoid + the probability ring + pooling for the sequences in cache slots [0, bucket).
     Buckets rather than one capacity-sized graph: a step reads every cached key and value of every
     sequence it runs (~41 MB per sequence, official size, bf16, T=125, N=5), so capacity 16 for 5
-    live tracks would read 3x the cache of bucket 8 for nothing; sequences are kept compact in
-    [0, B) (swap-remove), so a bucket covers exactly the live ones. Padding rows write only into
-    slots no sequence owns; a slot is cleared when a sequence takes it.
+    live tracks would read 3.2x the cache they need (~0.1-0.2 ms a frame on an H100); sequences
+    are kept compact in [0, B) (swap-remove), so a bucket covers exactly the live ones. A step
+    graph holds only N tokens per sequence of activations, so one graph per count costs little.
+    Padding rows (coarser ``graph_buckets``) write only into slots no sequence owns; a slot is
+    cleared when a sequence takes it.
   window: the graph writes the frame into the per-track feature rings, gathers every track's
     window by flat index into one padded (bucket, T, N) batch, runs forward_window + sigmoid +
     pooling. Frames without a window run (``stride``) only write the rings (a few eager kernels).
+    The forward is compute-bound (T*N tokens per track), so padding 5 tracks to 8 would cost ~60%;
+    the price of a graph per count is memory: each holds its activations (~15 MB per track,
+    official size, bf16, T=125, N=5: ~2 GB for 1..16; ``graph_buckets=(1, 2, 4, 8)`` ~0.5 GB).
 Results equal the eager path (tests/test_actions_graphs.py runs the same static-buffer path on the
 CPU with the capture replaced by plain calls). Capture happens in ``warmup()`` (called by the
 runtime before the stream); a bucket first met later is captured then (a causal step is idempotent
@@ -99,6 +105,7 @@ class ActionStageConfig:
     seed: int = 0  # random-weight initialisation
     pose_only: bool = False  # without a checkpoint: build the pose-only variant (no joints/appearance inputs)
     cuda_graphs: bool = True  # on CUDA: static buffers + one captured graph per frame (eager on the CPU)
+    graph_buckets: tuple[int, ...] = ()  # live-track counts with a graph (+ max_tracks); () = 1..max_tracks
 
     def __post_init__(self) -> None:
         checks = [
@@ -110,6 +117,7 @@ class ActionStageConfig:
             (self.stride >= 1, f"stride must be >= 1, got {self.stride}"),
             (self.lookahead >= 0 and self.pool_half >= 1, "lookahead must be >= 0 and pool_half >= 1"),
             (self.max_tracks >= 1 and self.top_k >= 1, "max_tracks and top_k must be >= 1"),
+            (all(int(b) >= 1 for b in self.graph_buckets), f"graph_buckets must be >= 1, got {self.graph_buckets}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -187,7 +195,9 @@ class _WindowGraphForward(nn.Module):
         N = self.N
         idx = seq[..., :N].long().reshape(-1)  # (B*T*N,)
         valid = seq[..., N:2 * N] > 0.5  # (B, T, N)
-        g = lambda r: None if r is None else r.view(-1, r.shape[-1]).index_select(0, idx).view(B, T, N, -1)  # noqa: E731
+        def g(r: torch.Tensor | None) -> torch.Tensor | None:  # (B, T, N, .) gathered from a (P, T, .) ring
+            return None if r is None else r.view(-1, r.shape[-1]).index_select(0, idx).view(B, T, N, -1)
+
         logits = self.model.forward_window(*(g(r) for r in self.rings), valid, self.exact)  # (B, T, 60)
         return _pool(torch.sigmoid(logits.float()), seq[..., 2 * N])  # (B, 60)
 
@@ -250,7 +260,7 @@ class ActionStage:
         self._F = sum(self._dims)
         self.static = cfg.cuda_graphs and (self.device.type == "cuda" or self._graph_cls is not None)
         P = cfg.max_tracks
-        self.buckets = tuple(b for b in (2 ** i for i in range(P.bit_length())) if b < P) + (P,)
+        self.buckets = tuple(sorted({int(b) for b in cfg.graph_buckets or range(1, P + 1) if b < P} | {P}))
         self._allocated = False
         self.reset()
         if self.static:

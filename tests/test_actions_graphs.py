@@ -61,8 +61,9 @@ def twins(mode: str, **kw) -> tuple[ActionStage, ActionStage]:
     return eager, static
 
 
-def assert_same_stream(eager: ActionStage, static: ActionStage, atol: float = 2e-6) -> int:
-    published = 0
+def assert_same_stream(eager: ActionStage, static: ActionStage, atol: float = 2e-6) -> tuple[int, set[int]]:
+    """Runs both on the stream; (predictions published, live-track counts met)."""
+    published, live = 0, set()
     for tau, (tracks, people, frame_index, _) in enumerate(scripted_stream(STEPS)):
         if tau == 20:  # a step without 3D input passes through both
             e = eager.update(tracks, People(people.xyxy, people.confidence), frame_index)
@@ -75,31 +76,37 @@ def assert_same_stream(eager: ActionStage, static: ActionStage, atol: float = 2e
         np.testing.assert_allclose(s.scores, e.scores, rtol=0, atol=atol, err_msg=f"step {tau}")
         assert s.random_weights == e.random_weights
         published += len(e)
-    return published
+        live.add(len(static._row_of))
+    return published, live - {0}
+
+
+POW2 = dict(graph_buckets=(1, 2, 4))  # + max_tracks 8: live counts 3 and 5-7 run padded
 
 
 @pytest.mark.parametrize("mode,kw", [
     ("causal", {}),
-    ("causal", dict(stride=2, attention="sdpa")),
-    ("causal", dict(pose_only=True)),
+    ("causal", dict(POW2, stride=2, attention="sdpa")),
+    ("causal", dict(POW2, pose_only=True)),
     ("window", {}),
-    ("window", dict(stride=3, attention="sdpa")),
-    ("window", dict(pose_only=True, lookahead=0)),
+    ("window", dict(POW2, stride=3, attention="sdpa")),
+    ("window", dict(POW2, pose_only=True, lookahead=0)),
 ])
 def test_static_path_equals_eager_path_frame_after_frame(mode: str, kw: dict, caplog) -> None:
     eager, static = twins(mode, **kw)
     with caplog.at_level(logging.WARNING):
-        published = assert_same_stream(eager, static)
+        published, live = assert_same_stream(eager, static)
     assert published > 110 // kw.get("stride", 1)  # the comparison really ran, on many tracks
     assert "gets no predictions (raise max_tracks)" in caplog.text  # 9 tracks > max_tracks=8 at step 35
-    # one graph per bucket met, never recaptured; buckets 1, 2, 4 and 8 (5-8 live tracks) were all needed
-    batch_axis = 0
-    sizes = [s[batch_axis] for s in EagerGraph.shapes]
-    assert sorted(sizes) == [1, 2, 4, 8] and static.buckets == (1, 2, 4, 8)
+    # one graph per bucket met, never recaptured
+    sizes = sorted(s[0] for s in EagerGraph.shapes)  # batch axis first
+    if "graph_buckets" in kw:
+        assert sizes == [1, 2, 4, 8] and static.buckets == (1, 2, 4, 8)
+    else:  # a graph per live count met
+        assert sizes == sorted(live) and static.buckets == tuple(range(1, 9)) and len(live) >= 6
 
 
 def test_warmup_captures_every_bucket_and_leaves_no_trace() -> None:
-    eager, static = twins("causal")
+    eager, static = twins("causal", **POW2)
     k_ptr = static._k.data_ptr()
     static.warmup()
     assert sorted(s[0] for s in EagerGraph.shapes) == [1, 2, 4, 8]
@@ -111,7 +118,7 @@ def test_warmup_captures_every_bucket_and_leaves_no_trace() -> None:
 
 
 def test_window_warmup_and_reset_mid_stream() -> None:
-    eager, static = twins("window")
+    eager, static = twins("window", **POW2)
     static.warmup()
     stream = list(scripted_stream(12))
     for tracks, people, f, _ in stream:
@@ -148,6 +155,12 @@ def test_cpu_default_is_eager_and_describe() -> None:
 
 
 def test_buckets_cover_max_tracks() -> None:
-    assert ActionStage.from_config(ActionStageConfig(max_tracks=5)).buckets == (1, 2, 4, 5)
-    assert ActionStage.from_config(ActionStageConfig(max_tracks=1)).buckets == (1,)
-    assert ActionStage.from_config(ActionStageConfig(max_tracks=16)).buckets == (1, 2, 4, 8, 16)
+    def buckets(**kw) -> tuple[int, ...]:
+        return ActionStage.from_config(ActionStageConfig(**kw)).buckets
+
+    assert buckets(max_tracks=5) == (1, 2, 3, 4, 5)
+    assert buckets(max_tracks=1) == (1,)
+    assert buckets(max_tracks=16, graph_buckets=(1, 2, 4, 8)) == (1, 2, 4, 8, 16)
+    assert buckets(max_tracks=6, graph_buckets=(8, 2)) == (2, 6)
+    with pytest.raises(ValueError, match="graph_buckets"):
+        ActionStageConfig(graph_buckets=(0, 4))

@@ -9,9 +9,14 @@ T x N tokens) and T = 125 frames, tiny and official (MViT-style, 51 M parameters
               (attention "sdpa" = F.scaled_dot_product_attention with an additive key bias;
               "exact" = explicit scores with the reference's -1e3 replacement)
   step        LART.step: N new tokens per sequence against a full K/V cache of T x N rows
-  stage-*     ActionStage.update end to end (host bookkeeping, gathers, copies), eager only
+  stage-*     ActionStage.update end to end (host bookkeeping, copies, read-back), wall clock with a
+              synchronize per frame: "eager" = cuda_graphs=False, "graph" = cuda_graphs=True (static
+              buffers, graphs captured by stage.warmup()), max_tracks = N; graph-eager = max |score
+              difference| over the first 8 frames. stage-*/pow2 (official bf16): graph only,
+              max_tracks 16, graph_buckets 1, 2, 4, 8, 16: N tracks padded to the next bucket
 Each model call is timed eager and as a CUDA graph replay (static inputs, captured after warm-up),
 with CUDA events and a synchronize per iteration: per-call latency, median and p10-p90 in ms.
+--cpu-smoke runs the stage's static path on the CPU with the capture replaced by plain calls.
 Random weights: speed does not depend on weight values. fp32 runs with TF32 off unless --tf32.
 Needs only torch + numpy; imports models/ and realtime/ from this checkout.
 """
@@ -35,6 +40,7 @@ import torch  # noqa: E402
 
 from models.lart import LART, LARTConfig  # noqa: E402
 from realtime.actions import ActionStage, ActionStageConfig  # noqa: E402
+from realtime.backends import _Graph  # noqa: E402
 from realtime.records import People, Tracks  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -148,25 +154,66 @@ def synthetic_frame(n: int, app_dim: int, rng: np.random.Generator) -> tuple[Tra
     return tracks, people
 
 
-def bench_stage(size: str, dtype_name: str, n: int, T: int, mode: str, args, device: str) -> dict:
-    cfg = ActionStageConfig(size=size, mode=mode, window=T, max_people=n, device=device,
-                            dtype={"fp32": "float32", "bf16": "bfloat16"}[dtype_name],
-                            max_tracks=max(n, 1))
-    stage = ActionStage.from_config(cfg)
-    rng = np.random.default_rng(0)
-    frames = [synthetic_frame(n, stage.model.config.app_dim, rng) for _ in range(8)]
-    i = [0]
+class _EagerGraph(_Graph):
+    """--cpu-smoke: TorchBackend's static-buffer path with the capture replaced by plain calls."""
 
-    def fn():
-        tr, pe = frames[i[0] % len(frames)]
-        stage.update(tr, pe, i[0])
-        i[0] += 1
+    def __init__(self, fn, static_in, axes) -> None:  # noqa: ANN001
+        self.fn, self.static_in, self.axes = fn, static_in, list(axes)
+        self.static_out = fn(*static_in)
 
+    def launch(self) -> None:
+        for dst, src in zip(self.static_out, self.fn(*self.static_in)):
+            dst.copy_(src)
+
+
+def bench_stage(size: str, dtype_name: str, n: int, T: int, mode: str, args, device: str,
+                pow2: bool = False) -> dict:
+    """ActionStage.update end to end, eager (cuda_graphs=False) and static + CUDA graphs (cuda_graphs=True,
+    graphs captured by stage.warmup() first; a graph per track count, max_tracks = n). pow2: the graph
+    stage only, max_tracks 16 with buckets 1, 2, 4, 8, 16 (n tracks padded to the next one)."""
     cuda = device.startswith("cuda")
-    row = dict(size=size, dtype=dtype_name, N=n, T=T, B=n, case=f"stage-{mode}")
-    row["eager"] = time_calls(fn, args.iters, args.warmup, False)  # wall clock: includes host work
-    if cuda:
-        torch.cuda.synchronize()
+    cap = 16 if pow2 else max(n, 1)
+    row = dict(size=size, dtype=dtype_name, N=n, T=T, B=n, max_tracks=cap,
+               case=f"stage-{mode}" + ("/pow2" if pow2 else ""))
+    variants = [True] if pow2 else [False] + ([True] if (cuda and not args.no_graph) or args.cpu_smoke else [])
+    outs: dict[bool, list] = {}
+    for graphs in variants:
+        cfg = ActionStageConfig(size=size, mode=mode, window=T, max_people=n, device=device,
+                                dtype={"fp32": "float32", "bf16": "bfloat16"}[dtype_name], max_tracks=cap,
+                                cuda_graphs=graphs, graph_buckets=(1, 2, 4, 8) if pow2 else ())
+        stage = ActionStage.from_config(cfg)
+        t0 = time.perf_counter()
+        stage.warmup()  # captures every bucket's graph (no-op eager)
+        warm_s = time.perf_counter() - t0
+        rng = np.random.default_rng(0)  # the same frames for both variants
+        frames = [synthetic_frame(n, stage.model.config.app_dim, rng) for _ in range(8)]
+        outs[graphs] = [stage.update(tr, pe, f) for f, (tr, pe) in enumerate(frames)]  # also warms up
+        i = [len(frames)]
+
+        def fn():
+            tr, pe = frames[i[0] % len(frames)]
+            stage.update(tr, pe, i[0])
+            i[0] += 1
+            if cuda:  # per-frame latency: host work and GPU work both finished
+                torch.cuda.synchronize()
+
+        # wall clock: includes host work, copies and the read-back
+        q = time_calls(fn, args.graph_iters if graphs else args.iters, args.warmup, False)
+        if graphs:
+            row.update(graph=q, graph_static_path=stage.static, graph_buckets=list(stage.buckets),
+                       graph_warmup_s=round(warm_s, 2))
+        else:
+            row["eager"] = q
+        del stage
+        if cuda:
+            torch.cuda.empty_cache()
+    if len(outs) == 2:
+        pairs = list(zip(outs[False], outs[True]))
+        if any(a.track_id.tolist() != b.track_id.tolist() for a, b in pairs):
+            row["graph_vs_eager_maxabs"] = float("inf")  # different tracks published: a bug
+        else:
+            row["graph_vs_eager_maxabs"] = max((float(np.abs(a.scores - b.scores).max()) for a, b in pairs
+                                                if len(a)), default=0.0)
     return row
 
 
@@ -218,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.cpu_smoke:
         device, T, people = "cpu", 8, (1, 2)
-        args.iters, args.warmup, args.no_graph = 2, 1, True
+        args.iters, args.graph_iters, args.warmup, args.no_graph = 2, 2, 1, True
+        ActionStage._graph_cls = _EagerGraph  # the stage's static-buffer path runs, captures replaced by calls
         combos = [("tiny", "fp32"), ("official", "fp32")]
     else:
         if not torch.cuda.is_available():
@@ -240,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows += guarded(bench_model, size, dt, n, T, args, device)
                 for mode in ("window", "causal"):
                     rows += guarded(bench_stage, size, dt, n, T, mode, args, device)
+                    if size == "official" and dt == "bf16" or args.cpu_smoke and size == "tiny":
+                        # max_tracks 16, power-of-two buckets: what padding n tracks to a bucket costs
+                        rows += guarded(bench_stage, size, dt, n, T, mode, args, device, True)
                 print(f"  done {size} {dt} N={n} ({time.time() - t_start:.0f} s)", flush=True)
     env = dict(torch=torch.__version__, python=platform.python_version(), device=device,
                gpu=torch.cuda.get_device_name(0) if device == "cuda" else platform.processor(), tf32=args.tf32,
@@ -247,13 +298,16 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"env": env, "checks": checks, "rows": rows}, indent=1))
     print(f"\nLART per-frame cost, T={T}, {env['gpu']}, torch {env['torch']} (ms: median (p10-p90))")
-    print(f"{'size':8} {'dtype':5} {'N':>2} {'case':14} {'tokens':>6} {'GFLOP':>8} {'eager ms':>24} {'graph ms':>24}")
+    print(f"{'size':8} {'dtype':5} {'N':>2} {'case':17} {'tokens':>6} {'GFLOP':>8} {'eager ms':>24} "
+          f"{'graph ms':>24} {'graph-eager':>11}")
     for r in rows:
         if "error" in r:
             print(f"{r['case']}: {r['error']}")
             continue
-        print(f"{r['size']:8} {r['dtype']:5} {r['N']:>2} {r['case']:14} {r.get('tokens', ''):>6} "
-              f"{r.get('gflop', ''):>8} {fmt(r.get('eager')):>24} {fmt(r.get('graph')):>24}")
+        d = r.get("graph_vs_eager_maxabs")
+        print(f"{r['size']:8} {r['dtype']:5} {r['N']:>2} {r['case']:17} {r.get('tokens', ''):>6} "
+              f"{r.get('gflop', ''):>8} {fmt(r.get('eager')):>24} {fmt(r.get('graph')):>24} "
+              f"{'-' if d is None else f'{d:.1e}':>11}")
     print(f"wrote {args.out} in {env['seconds']} s")
     return 0
 
