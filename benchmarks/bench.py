@@ -113,8 +113,12 @@ def run_one(spec: RunSpec, args: argparse.Namespace, device: str, boxes: np.ndar
     try:
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        # Warm-up: graph capture, allocator, caches; then a fresh clock.
-        run(SyntheticSource(args.warmup, size, args.source), pipeline, overlap=spec.overlap)
+        # Warm-up: graph capture (before any second thread uses the GPU: a capture fails if another
+        # thread launches work meanwhile), allocator, caches; then a fresh clock.
+        for stage in (getattr(lifter, "inner", lifter), actions):
+            if hasattr(stage, "warmup"):
+                stage.warmup()
+        run(SyntheticSource(args.warmup, size, args.source), pipeline)
         pipeline.stats = RollingStats(window=100_000)
         detector.real_ms.clear()
         source = SyntheticSource(args.frames, size, args.source, rate=args.rate)
