@@ -226,7 +226,7 @@ class _Graph:
     """
 
     def __init__(self, fn: Callable[..., Any], static_in: list[torch.Tensor], axes: Sequence[int | None],
-                 warmup: int = 3) -> None:
+                 warmup: int = 3, pool: Any = None) -> None:
         self.static_in = static_in
         self.axes = list(axes)
         stream = torch.cuda.Stream()
@@ -236,7 +236,8 @@ class _Graph:
                 fn(*static_in)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: another thread (the overlapped detector) may use the GPU while we capture.
+        with torch.cuda.graph(self.graph, pool=pool, capture_error_mode="thread_local"):
             self.static_out = fn(*static_in)
 
     def load(self, args: Sequence[torch.Tensor]) -> None:
@@ -301,6 +302,7 @@ class TorchBackend(Backend):
         self.precision = precision
         self._fn: Callable[..., Any] = torch.compile(self.module, dynamic=False) if compile else self.module
         self._graphs: dict[tuple[tuple[int, ...], ...], _Graph] = {}
+        self._pool: Any = None
         self._batch_axes = [s.batch_axis for s in io.inputs]
         self._out_axes = [s.batch_axis for s in io.outputs]
 
@@ -351,8 +353,13 @@ class TorchBackend(Backend):
             if graph is None:
                 static = [pad_batch(a, ax, bucket).clone() if ax is not None and n is not None else a.clone()
                           for a, ax in zip(args, self._batch_axes)]
+                if self._pool is None and self.device.type == "cuda":
+                    # One memory pool for all of this model's graphs: they never replay concurrently,
+                    # and outputs are cloned right after each replay.
+                    self._pool = torch.cuda.graph_pool_handle()
                 try:
-                    graph = self._graphs[key] = self._graph_cls(self._forward, static, self._batch_axes)
+                    graph = self._graphs[key] = self._graph_cls(self._forward, static, self._batch_axes,
+                                                                pool=self._pool)
                 except RuntimeError as exc:
                     # Some graphs can't be captured (e.g. onnx2torch's Split reads sizes back to the
                     # host): keep the model running eagerly rather than failing the stream.

@@ -34,7 +34,7 @@ class EagerGraph(B._Graph):
 
     shapes: list[tuple[int, ...]] = []
 
-    def __init__(self, fn, static_in, axes, warmup: int = 3) -> None:  # noqa: ANN001
+    def __init__(self, fn, static_in, axes, warmup: int = 3, pool=None) -> None:  # noqa: ANN001
         self.fn, self.static_in, self.axes = fn, static_in, list(axes)
         for _ in range(warmup):  # as the real capture: state written here must not drift
             fn(*static_in)

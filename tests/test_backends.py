@@ -147,7 +147,7 @@ class EagerGraph(B._Graph):
 
     instances = 0
 
-    def __init__(self, fn, static_in, axes) -> None:  # noqa: ANN001
+    def __init__(self, fn, static_in, axes, pool=None) -> None:  # noqa: ANN001
         self.fn, self.static_in, self.axes = fn, static_in, list(axes)
         self.static_out = fn(*static_in)
         EagerGraph.instances += 1
