@@ -185,7 +185,7 @@ class HMRLifter:
         image_size = torch.tensor([W, H], dtype=torch.float32, device=dev).expand(n, 2)
         fields = people_fields(out, torch.as_tensor(center, device=dev), torch.as_tensor(side, device=dev),
                                image_size, self.model_cfg, self.smpl)
-        arrays = {k: v.float().cpu().numpy() for k, v in fields.items()}  # the one device->host copy
+        arrays = {k: v.float().cpu().numpy() for k, v in fields.items()}  # device->host, a copy per field
         return People(detections.xyxy, detections.confidence, image_size=(W, H), **arrays)
 
     def profile(self, on: bool = True) -> None:
@@ -407,7 +407,6 @@ class _FusedStage:
     UPLOAD_CHUNK = 2 << 20  # bytes of frame rows per staging memcpy + transfer
 
     def __init__(self, lifter: HMRLifter, capture: bool):
-        self.lifter = lifter
         self.model, self.smpl = lifter.model, lifter.smpl
         self.mc, self.cc, self.dtype = lifter.model_cfg, lifter.crop_cfg, lifter.dtype
         self.device = dev = lifter.device
