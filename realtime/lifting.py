@@ -381,7 +381,8 @@ class _Step:
         graph = torch.cuda.CUDAGraph()
         # One pool and one capture stream for every graph: only one replays at a time, so they can
         # share intermediate memory (each graph's outputs stay allocated while referenced).
-        with torch.cuda.graph(graph, pool=pool, stream=stream):
+        # thread_local: the overlapped detector (realtime/engine.py) may use the GPU while we capture.
+        with torch.cuda.graph(graph, pool=pool, stream=stream, capture_error_mode="thread_local"):
             self.out = fn()
         self.graph = graph
 
