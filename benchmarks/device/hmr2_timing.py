@@ -385,12 +385,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"blurred {r['crops_blurred_maxabs']:.2e}; fused vs eager stage (max over pose_vector, cam_t, "
                   f"location, appearance): " + ", ".join(f"{k[6:]} {max(v.values()):.2e}"
                                                          for k, v in r.items() if k.startswith("stage_")))
-    print("parity (max |diff| over outputs: global_orient, body_pose, betas, pred_cam, pred_cam_t, appearance):")
-    for par in parity:
-        line = f"  B={par['batch']:>2} {par['dtype']:5} vs fp32 eager {max(par['vs_fp32_eager'].values()):.2e}"
-        if "graph_vs_eager" in par:
-            line += f"   graph vs eager {max(par['graph_vs_eager'].values()):.2e}"
-        print(line)
+    print("model parity, max |diff| over outputs (dtype: vs fp32 eager / graph vs eager):")
+    for b in BATCHES:
+        cells = [f"{par['dtype']}: {max(par['vs_fp32_eager'].values()):.1e}" +
+                 (f" / {max(par['graph_vs_eager'].values()):.1e}" if "graph_vs_eager" in par else "")
+                 for par in parity if par["batch"] == b]
+        print(f"  B={b:>2}  " + "   ".join(cells))
     print(f"wrote {args.out} ({result['seconds']} s)")
     return 0
 
