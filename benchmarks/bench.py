@@ -75,7 +75,7 @@ def build_stages(spec: RunSpec, device: str, args: argparse.Namespace):
     graphs = spec.backend == "torch" and not spec.per_person
     lifter = HMRLifter.from_config(HMRLifterConfig(
         size=spec.hmr_size, device=device, backend=backend, cuda_graphs=graphs,
-        precision="fp32" if spec.per_person else "auto", max_batch=max(32, spec.people)))
+        precision="fp32" if spec.per_person else "auto", max_batch=max(16, spec.people)))
     if spec.per_person:
         lifter = PerPersonLifter(lifter)
     kwargs = dict(size=spec.lart_size, mode=spec.mode, device=device, max_tracks=max(16, spec.people),
@@ -115,9 +115,9 @@ def run_one(spec: RunSpec, args: argparse.Namespace, device: str, boxes: np.ndar
             torch.cuda.reset_peak_memory_stats()
         # Warm-up: graph capture (before any second thread uses the GPU: a capture fails if another
         # thread launches work meanwhile), allocator, caches; then a fresh clock.
-        for stage in (getattr(lifter, "inner", lifter), actions):
-            if hasattr(stage, "warmup"):
-                stage.warmup()
+        inner = getattr(lifter, "inner", lifter)
+        inner.warmup(batch_sizes=[1] if spec.per_person else [spec.people], frame_size=size)
+        actions.warmup()
         run(SyntheticSource(args.warmup, size, args.source), pipeline)
         pipeline.stats = RollingStats(window=100_000)
         detector.real_ms.clear()

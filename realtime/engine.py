@@ -206,6 +206,7 @@ class _DetectAhead:
 
     def __init__(self, source: Iterable[Frame], detector: Detector, stop: threading.Event):
         self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.free = threading.Semaphore(1)  # one frame in the detector or the hand-off at a time
         self.stop = stop
         self.source, self.detector = source, detector
         self.thread = threading.Thread(target=self._work, name="detect-ahead", daemon=True)
@@ -221,10 +222,16 @@ class _DetectAhead:
         return False
 
     def _work(self) -> None:
+        frames = iter(self.source)
         with _own_cuda_stream():
             try:
-                for frame in self.source:
-                    if self.stop.is_set():
+                while not self.stop.is_set():
+                    # Take the next frame only once the main thread has taken the last one: a frame
+                    # is read as late as possible, so it does not age in the hand-off.
+                    if not self.free.acquire(timeout=0.1):
+                        continue
+                    frame = next(frames, None)
+                    if frame is None:
                         break
                     t = time.perf_counter()
                     try:
@@ -246,6 +253,7 @@ class _DetectAhead:
                 continue
             if item is _END:
                 return
+            self.free.release()
             yield item
 
     def close(self) -> None:
