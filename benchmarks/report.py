@@ -116,13 +116,13 @@ def markdown(result: dict) -> str:
              f"python {v['python']}, torch {v['torch']}, onnxruntime {v.get('onnxruntime')}, "
              f"tensorrt {v.get('tensorrt') or 'absent'}.", ""]
     stages = sorted({k for r in result["runs"] for k in r["stages_ms"]}, key=_stage_order)
-    head = ["run", "people", "fps", "c2p p50", "c2p p99", "c2p max", *[f"{s} p50" for s in stages], "dropped",
+    head = ["run", "people", "tracks", "fps", "c2p p50", "c2p p99", "c2p max", *[f"{s} p50" for s in stages], "dropped",
             "host MB", "GPU MB"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for r in result["runs"]:
         c2p = r["capture_to_publish_ms"]
-        row = [r["name"], str(r["config"].get("people", "")), f"{r['fps']:.1f}", f"{c2p['p50']:.2f}",
+        row = [r["name"], str(r["config"].get("people", "")), f"{r.get('tracks_mean', 0):.1f}", f"{r['fps']:.1f}", f"{c2p['p50']:.2f}",
                f"{c2p['p99']:.2f}", f"{c2p['max']:.2f}",
                *[f"{r['stages_ms'][s]['p50']:.2f}" if s in r["stages_ms"] else "" for s in stages],
                str(r["dropped"]), f"{r['peak_host_mb']:.0f}",

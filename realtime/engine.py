@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import logging
 import queue
 import sys
@@ -281,6 +282,10 @@ def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames
     ``overlap``: detect frame t+1 in a second thread while frame t goes through the other stages.
     """
     stop = stop or threading.Event()
+    # Models and buffers are built: move them out of the collector's way, so a full collection
+    # doesn't walk millions of long-lived objects in the middle of a frame (tail latency).
+    gc.collect()
+    gc.freeze()
     frames = errors = consecutive = people_max = 0
     size: tuple[int, int] | None = None
     reason = "end of input"

@@ -31,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from realtime.backends import Backend, ModelIO, io_from_onnx, resolve_backend, to_numpy
+from realtime.backends import Backend, ModelIO, TorchBackend, io_from_onnx, resolve_backend, to_numpy
 from realtime.records import Detections, Frame
 
 OUTPUT_FORMATS = ("auto", "yolo", "nms")
@@ -82,6 +82,17 @@ def to_blob(image_bgr: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 BGR -> (1, 3, H, W) float32 RGB in [0, 1]."""
     rgb = image_bgr[:, :, ::-1].transpose(2, 0, 1)
     return np.ascontiguousarray(rgb, dtype=np.float32)[None] / np.float32(255.0)
+
+
+def to_blob_torch(image_bgr: np.ndarray, device: "torch.device") -> "torch.Tensor":
+    """``to_blob`` on the model's device: the uint8 image travels (4x fewer bytes than float32) and the
+    flip, transpose and scaling run there. Same values as ``to_blob``."""
+    import torch
+
+    t = torch.from_numpy(image_bgr)
+    if device.type == "cuda":
+        t = t.pin_memory().to(device, non_blocking=True)
+    return t.permute(2, 0, 1).flip(0).unsqueeze(0).float().div_(255.0)
 
 
 def undo_letterbox(xyxy: np.ndarray, lb: Letterbox, frame_size: tuple[int, int]) -> np.ndarray:
@@ -243,7 +254,9 @@ class OnnxDetector:
     def raw(self, frame: Frame) -> tuple[np.ndarray, Letterbox]:
         """The model's raw output for a frame, and the letterbox used (for tests and debugging)."""
         img, lb = letterbox(frame.image, self.input_size, self.config.pad_value)
-        out = self.backend.run({self.input_name: to_blob(img)})
+        torch_backend = isinstance(self.backend, TorchBackend)  # preprocess on its device
+        blob = to_blob_torch(img, self.backend.device) if torch_backend else to_blob(img)
+        out = self.backend.run({self.input_name: blob})
         return to_numpy(out[self.output_name]), lb
 
     def __call__(self, frame: Frame) -> Detections:
@@ -254,4 +267,4 @@ class OnnxDetector:
 
 
 __all__ = ["Letterbox", "OnnxDetector", "OnnxDetectorConfig", "decode_nms", "decode_yolo", "detect_format",
-           "letterbox", "nms", "nms_numpy", "postprocess", "to_blob", "undo_letterbox"]
+           "letterbox", "nms", "nms_numpy", "postprocess", "to_blob", "to_blob_torch", "undo_letterbox"]

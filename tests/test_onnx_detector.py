@@ -201,3 +201,13 @@ def test_export_cli_inspects_a_user_detector(detector_onnx: Path, tmp_path, caps
     out = capsys.readouterr().out
     assert "output0 [1, 6, 8400] (yolo); classes 0=Normal, 1=Fall; license AGPL-3.0" in out
     assert "post-processing (confidence, person classes, NMS) runs in our code" in out
+
+
+def test_device_preprocessing_equals_numpy_preprocessing():
+    import torch
+
+    from realtime.onnx_detector import to_blob, to_blob_torch
+
+    img = np.random.default_rng(3).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    got = to_blob_torch(img, torch.device("cpu")).numpy()
+    np.testing.assert_array_equal(got, to_blob(img))
