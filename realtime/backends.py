@@ -291,6 +291,7 @@ class TorchBackend(Backend):
         self.io = io
         self.device = torch.device(device)
         self.module = module.to(self.device).eval()
+        keep_on_host(self.module)  # shape constants read with .tolist(): a device copy would break capture
         on_cuda = self.device.type == "cuda"
         self.cuda_graphs = on_cuda if cuda_graphs is None else bool(cuda_graphs)
         if self.cuda_graphs and not on_cuda:
@@ -538,11 +539,16 @@ def load_onnx_as_torch(path: str | Path, device: str | torch.device = "cpu") -> 
     import onnx
 
     gm = onnx2torch.convert(onnx.load(str(path))).eval()
-    host = host_constant_buffers(gm)
+    gm.host_buffers = tuple(host_constant_buffers(gm))  # TorchBackend keeps these on the host too
     gm = gm.to(device)
-    for name in host:
-        _set_buffer(gm, name, _get_buffer(gm, name).cpu())
+    keep_on_host(gm)
     return gm
+
+
+def keep_on_host(module: nn.Module) -> None:
+    """Move the buffers named in ``module.host_buffers`` back to the CPU (after a ``.to(device)``)."""
+    for name in getattr(module, "host_buffers", ()):
+        _set_buffer(module, name, _get_buffer(module, name).cpu())
 
 
 def host_constant_buffers(gm: Any) -> list[str]:

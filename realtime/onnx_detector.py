@@ -89,9 +89,7 @@ def to_blob_torch(image_bgr: np.ndarray, device: "torch.device") -> "torch.Tenso
     flip, transpose and scaling run there. Same values as ``to_blob``."""
     import torch
 
-    t = torch.from_numpy(image_bgr)
-    if device.type == "cuda":
-        t = t.pin_memory().to(device, non_blocking=True)
+    t = torch.from_numpy(image_bgr).to(device)  # 1.2 MB at 640x640: pinning it would cost more than it saves
     return t.permute(2, 0, 1).flip(0).unsqueeze(0).float().div_(255.0)
 
 

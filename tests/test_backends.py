@@ -228,3 +228,31 @@ def test_ort_tensorrt_provider_gets_our_profile_and_fp16(tmp_path) -> None:
     assert opts["trt_profile_max_shapes"] == "x:32x6,cache:2x3x32"
     static = ModelIO("detector", (TensorSpec("images", (1, 3, 640, 640)),), (TensorSpec("out", (1, 6, 8400)),))
     assert "trt_profile_min_shapes" not in B.ort_trt_options(static, tmp_path)
+
+
+def test_host_buffers_stay_on_the_host_after_the_backend_moves_the_module(monkeypatch):
+    from torch import nn
+
+    from realtime.backends import ModelIO, TensorSpec, TorchBackend, keep_on_host
+
+    class Reshaper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("shape", torch.tensor([2, 3]))
+            self.register_buffer("scale", torch.tensor(2.0))
+            self.host_buffers = ("shape",)
+
+        def forward(self, x):
+            return (x * self.scale).reshape(self.shape.tolist())
+
+    # No GPU here to watch .to("cuda") move the buffer, so check that the backend asks for it to move back.
+    import realtime.backends as rb
+
+    asked = []
+    monkeypatch.setattr(rb, "keep_on_host", lambda module: asked.append(module) or keep_on_host(module))
+    m = Reshaper()
+    io = ModelIO("detector", (TensorSpec("x", (6,), "float32"),), (TensorSpec("y", (2, 3), "float32"),))
+    backend = TorchBackend(m, io, "cpu", cuda_graphs=False)
+    assert asked == [backend.module] and backend.module.shape.device.type == "cpu"
+    out = backend.run({"x": np.arange(6, dtype=np.float32)})["y"]
+    np.testing.assert_array_equal(out, (2 * np.arange(6, dtype=np.float32)).reshape(2, 3))
