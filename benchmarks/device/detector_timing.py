@@ -64,6 +64,13 @@ def main() -> int:
         "postprocess": timed(lambda: postprocess(raw.cpu().numpy(), det.format or "yolo", lb, frame.size, det.config)),
         "detector call end to end": timed(lambda: det(frame)),
     }
+    parity = None
+    if hasattr(det.backend, "module"):  # the captured graph against the module run eagerly
+        with torch.no_grad():
+            ref = det.backend.module(blob_t)
+        ref = ref[0] if isinstance(ref, (tuple, list)) else ref
+        parity = float((torch.as_tensor(raw) - ref).abs().max())
+        rows["graph vs eager max |diff|"] = parity
     print(det.describe())
     for k, v in rows.items():
         print(f"{k:<32}{v:8.3f} ms")
