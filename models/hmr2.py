@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.blocks import FeedForward
+
 log = logging.getLogger(__name__)
 
 POSE_VECTOR_DIM = 229  # 9 global orient + 207 body pose + 10 betas + 3 camera (LART pose_shape)
@@ -156,16 +158,6 @@ class CrossAttention(nn.Module):
         k, v = self.to_kv(context).chunk(2, dim=-1)  # (B, T, inner) each; k first, as the reference
         q, k, v = (_split_heads(t, self.heads) for t in (self.to_q(x), k, v))
         return self.to_out(_merge_heads(F.scaled_dot_product_attention(q, k, v)))
-
-
-class FeedForward(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        # Indices 0 and 3 are the checkpoint's Linear layers (2 and 4 were dropout).
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Identity(), nn.Linear(hidden, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
 
 class TransformerCrossAttn(nn.Module):

@@ -69,6 +69,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.blocks import FeedForward
+
 log = logging.getLogger(__name__)
 
 MASKED = -1e3  # the reference's score for a masked key (replaces the score)
@@ -199,16 +201,6 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, bias: torch.Tensor, exact: bool = False) -> torch.Tensor:
         q, k, v = self.qkv(x)
         return self.out(attend(q, k, v, bias, exact))
-
-
-class FeedForward(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        # indices 0 and 3 match the checkpoint (2 and 4 were dropouts)
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Identity(), nn.Linear(hidden, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
 
 class PreNorm(nn.Module):

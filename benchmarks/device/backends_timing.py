@@ -34,35 +34,16 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.device.timing import time_calls  # noqa: E402
+
 from export import onnx_export as ox  # noqa: E402
 from export.check import TOLERANCES, compare, fp32_copy  # noqa: E402
 from realtime import backends as B  # noqa: E402
 
 
-def percentiles(ms: list[float]) -> dict[str, float]:
-    a = np.asarray(ms)
-    return {"p50_ms": float(np.median(a)), "p10_ms": float(np.percentile(a, 10)), "p90_ms": float(np.percentile(a, 90))}
-
-
 def time_call(fn, device: torch.device, warmup: int, iters: int) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    ms = []
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        for _ in range(iters):
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            fn()
-            e.record()
-            torch.cuda.synchronize()
-            ms.append(s.elapsed_time(e))
-    else:
-        for _ in range(iters):
-            t = time.perf_counter()
-            fn()
-            ms.append((time.perf_counter() - t) * 1e3)
-    return percentiles(ms)
+    q = time_calls(fn, iters, warmup, device.type == "cuda")
+    return {"p50_ms": q["median"], "p10_ms": q["p10"], "p90_ms": q["p90"]}
 
 
 def reference(module: torch.nn.Module, inputs: list[torch.Tensor], names, device: torch.device) -> dict[str, np.ndarray]:

@@ -43,37 +43,12 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.device.timing import quantiles, time_calls  # noqa: E402,F401
+
 from models.hmr2 import HMR2, HMR2Config, HMR2Output  # noqa: E402
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 BATCHES = (1, 5, 10)
-
-
-def quantiles(xs: list[float]) -> dict[str, float]:
-    xs = sorted(xs)
-    q = lambda p: xs[min(len(xs) - 1, int(round(p * (len(xs) - 1))))]  # noqa: E731
-    return {"median": statistics.median(xs), "p10": q(0.1), "p90": q(0.9), "n": len(xs)}
-
-
-def time_calls(fn, iters: int, warmup: int, cuda: bool, wall: bool = False) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        if cuda and not wall:
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            torch.cuda.synchronize()
-            times.append(a.elapsed_time(b))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            if cuda:
-                torch.cuda.synchronize()
-            times.append(1e3 * (time.perf_counter() - t0))
-    return quantiles(times)
 
 
 def autocast(dtype_name: str, device: str, cache: bool = True):

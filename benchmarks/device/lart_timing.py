@@ -38,37 +38,14 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.device.timing import quantiles, time_calls  # noqa: E402,F401
+
 from models.lart import LART, LARTConfig  # noqa: E402
 from realtime.actions import ActionStage, ActionStageConfig  # noqa: E402
 from realtime.backends import _Graph  # noqa: E402
 from realtime.records import People, Tracks  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def quantiles(xs: list[float]) -> dict[str, float]:
-    xs = sorted(xs)
-    q = lambda p: xs[min(len(xs) - 1, int(round(p * (len(xs) - 1))))]  # noqa: E731
-    return {"median": statistics.median(xs), "p10": q(0.1), "p90": q(0.9), "n": len(xs)}
-
-
-def time_calls(fn, iters: int, warmup: int, cuda: bool) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        if cuda:
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            torch.cuda.synchronize()
-            times.append(a.elapsed_time(b))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(1e3 * (time.perf_counter() - t0))
-    return quantiles(times)
 
 
 def graph_of(fn):
