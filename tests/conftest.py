@@ -47,6 +47,19 @@ def write_video(path: Path, frames: int = 30, size: tuple[int, int] = (320, 240)
     return path
 
 
+def read_frames(path: Path) -> list[np.ndarray]:
+    """Every frame a video file decodes to (real decoding, as a user's player would)."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames.append(image)
+    cap.release()
+    return frames
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import VTEST, lart_stream_cmd, run_cli, write_video
+from conftest import VTEST, lart_stream_cmd, read_frames, run_cli, write_video
 
 COMMON = ("--publish", "none", "--log-level", "INFO")
 
@@ -161,13 +161,7 @@ def test_annotated_video_is_written_with_the_random_weights_banner(tmp_path, ped
     video = tmp_path / "annotated.mp4"
     proc, summary = _summary(tmp_path, "--source", str(pedestrians), "--max-frames", "12", "--annotate", str(video))
     assert "annotate" in summary["stages_ms"]
-    cap = cv2.VideoCapture(str(video))
-    frames = []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        frames.append(image)
+    frames = read_frames(video)
     assert len(frames) == 12 and frames[0].shape == (576, 768, 3)
     if "lift" in summary["stages_ms"]:  # models with random weights: the red banner is on every frame
         banner = frames[-1][2:20, 300:700].reshape(-1, 3).mean(axis=0)

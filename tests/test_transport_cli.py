@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from jsonschema import Draft202012Validator
 
+from conftest import read_frames
+
 from realtime import protocol
 from realtime.protocol import ActionScore, ActionsMessage, TrackAction, TrackPrediction
 from realtime.publisher import Publisher, PublisherConfig
@@ -117,13 +119,7 @@ def test_view_writes_video_with_loud_random_banner(live_publisher, tmp_path, cap
     endpoint = live_publisher(random_weights=True, frames=True)
     out = tmp_path / "view.mp4"
     assert view_main([endpoint, "--output", str(out), "--count", "4", "--timeout", "30"]) == 0
-    cap = cv2.VideoCapture(str(out))
-    frames = []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        frames.append(image)
+    frames = read_frames(out)
     assert len(frames) == 4 and frames[0].shape == (240, 320, 3)
     b, g, r = (int(v) for v in frames[-1][4, 160])  # the banner across the top is red
     assert r > 180 and g < 80 and b < 80
