@@ -88,8 +88,14 @@ def build_stages(spec: RunSpec, device: str, args: argparse.Namespace):
 
     backend = {"torch-eager": "torch"}.get(spec.backend, spec.backend)
     graphs = spec.backend == "torch" and not spec.per_person
+    export_dir = exported_models(spec.hmr_size, args) if backend in ("onnxruntime", "tensorrt") else None
+    if backend == "onnxruntime" and device.startswith("cuda"):
+        from realtime.backends import onnxruntime_providers
+
+        if not {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(onnxruntime_providers()):
+            raise RuntimeError("onnxruntime has only CPU providers here: it would run HMR on the CPU")
     lifter = HMRLifter.from_config(HMRLifterConfig(
-        size=spec.hmr_size, device=device, backend=backend, cuda_graphs=graphs,
+        size=spec.hmr_size, device=device, backend=backend, cuda_graphs=graphs, export_dir=export_dir,
         precision="fp32" if spec.per_person else "auto", max_batch=max(16, spec.people)))
     if spec.per_person:
         lifter = PerPersonLifter(lifter)
@@ -100,6 +106,25 @@ def build_stages(spec: RunSpec, device: str, args: argparse.Namespace):
     actions = ActionStage.from_config(ActionStageConfig(**kwargs))
     tracker = build_tracker(spec.tracker, TrackerConfig())
     return lifter, tracker, actions
+
+
+_EXPORTS: dict[str, str] = {}
+
+
+def exported_models(size: str, args: argparse.Namespace) -> str:
+    """A folder with HMR 2.0 exported to ONNX at ``size`` (--export-dir, else exported once per run)."""
+    if args.export_dir:
+        return args.export_dir
+    if size not in _EXPORTS:
+        import tempfile
+
+        from export.cli import main as export_main
+
+        out = tempfile.mkdtemp(prefix=f"lart-bench-{size}-")
+        if export_main(["--out", out, "--models", "hmr2", "--size", size]) != 0:
+            raise RuntimeError(f"export of the {size} HMR model failed")
+        _EXPORTS[size] = out
+    return _EXPORTS[size]
 
 
 def _real_detector(args: argparse.Namespace, device: str):
@@ -248,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", action="store_true", help="detect the next frame in its own thread")
     p.add_argument("--sweep", default="", help="comma list of people,window,backend,size,baselines,overlap or all")
     p.add_argument("--device", default="auto")
+    p.add_argument("--export-dir", help="models from `lart-stream export` for the onnxruntime/tensorrt runs "
+                                        "(default: export HMR to a temporary folder)")
     p.add_argument("--publish", default="tcp://127.0.0.1:*", help="publisher address (port *: any free port)")
     p.add_argument("--out", default="benchmarks/results/latest", help="output folder")
     p.add_argument("--no-plots", action="store_true")

@@ -40,6 +40,8 @@ def _need_file(path: str | None, what: str) -> None:
 
 def build_pipeline(cfg: AppConfig) -> Pipeline:
     device = resolve_device(cfg.runtime.device)
+    if cfg.runtime.export_dir and not Path(cfg.runtime.export_dir).expanduser().is_dir():
+        raise BuildError(f"export folder not found: {cfg.runtime.export_dir} (make it with `lart-stream export`)")
     for path, what in ((cfg.hmr.checkpoint, "HMR checkpoint"), (cfg.hmr.smpl, "SMPL model file"),
                        (cfg.actions.checkpoint, "LART checkpoint"), (cfg.actions.mean_std, "LART mean_std file")):
         _need_file(path, what)
@@ -93,7 +95,8 @@ def _build_lifter(cfg: AppConfig, device: str):
     size = cfg.hmr.size if cfg.hmr.size != "auto" else ("official" if cfg.hmr.checkpoint else "tiny")
     try:
         return HMRLifter.from_config(HMRLifterConfig(checkpoint=cfg.hmr.checkpoint, size=size, device=device,
-                                                     smpl_path=cfg.hmr.smpl, backend=cfg.runtime.backend))
+                                                     smpl_path=cfg.hmr.smpl, backend=cfg.runtime.backend,
+                                                     export_dir=cfg.runtime.export_dir))
     except (ValueError, KeyError, OSError) as exc:
         raise BuildError(f"HMR model: {exc}") from exc
 
@@ -132,9 +135,11 @@ def _build_actions(cfg: AppConfig, device: str):
     if a.max_people:
         kwargs["max_people"] = a.max_people
     try:
-        return ActionStage.from_config(ActionStageConfig(**kwargs))
+        stage = ActionStage.from_config(ActionStageConfig(**kwargs))
     except (ValueError, KeyError, OSError) as exc:
         raise BuildError(f"LART model: {exc}") from exc
+    log.info("LART stage: %s", stage.describe())
+    return stage
 
 
 def _build_sinks(cfg: AppConfig) -> list:
@@ -147,7 +152,8 @@ def _build_sinks(cfg: AppConfig) -> list:
         log.info("publisher not available (%s)", exc)
         return []
     try:
-        return [Publisher(PublisherConfig(address=p.address, frames=p.frames, frames_width=p.frames_width,
+        return [Publisher(PublisherConfig(address=p.address, top_k=cfg.actions.top_k, frames=p.frames,
+                                          frames_width=p.frames_width,
                                           frames_fps=p.frames_fps, hwm=p.hwm, curve_secret_key=p.curve_secret_key,
                                           curve_allowed_keys=p.curve_allowed_keys))]
     except Exception as exc:  # zmq errors (address in use, bad endpoint) are user errors here

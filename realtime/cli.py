@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     rt = p.add_argument_group("runtime")
     rt.add_argument("--device", metavar="auto|cpu|cuda")
     rt.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime", "torch"])
+    rt.add_argument("--export-dir", metavar="DIR", help="models exported by `lart-stream export` (onnxruntime/TensorRT)")
     rt.add_argument("--overlap", action="store_true", default=None,
                     help="detect the next frame in its own thread (throughput up, up to one frame more latency)")
     rt.add_argument("--config", metavar="FILE.toml", help="config file; flags override it")
@@ -97,6 +98,7 @@ FLAG_TO_SETTING = {
     "publish": ("publish", "address"), "frames_topic": ("publish", "frames"),
     "curve_secret_key": ("publish", "curve_secret_key"), "curve_allowed_keys": ("publish", "curve_allowed_keys"),
     "summary_json": ("runtime", "summary_json"), "annotate": ("runtime", "annotate"), "device": ("runtime", "device"), "backend": ("runtime", "backend"),
+    "export_dir": ("runtime", "export_dir"),
     "log_level": ("runtime", "log_level"), "overlap": ("runtime", "overlap"), "status": ("runtime", "status"),
 }
 

@@ -65,6 +65,7 @@ class PublishSection:
 class RuntimeSection:
     device: str = "auto"  # auto: cuda when available, else cpu
     backend: str = "auto"  # auto | tensorrt | onnxruntime | torch
+    export_dir: str | None = None  # folder written by `lart-stream export` (ONNX files, engines)
     max_frames: int = 0
     log_level: str = "INFO"
     status: str = "auto"  # auto (on a TTY) | on | off

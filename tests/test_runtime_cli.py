@@ -171,3 +171,18 @@ def test_annotated_video_is_written_with_the_random_weights_banner(tmp_path, ped
 def test_annotate_into_missing_folder_is_a_user_error(tmp_path, generated_video):
     proc = run_cli("--source", str(generated_video), *COMMON, "--annotate", str(tmp_path / "no" / "a.mp4"))
     assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_hmr_runs_from_an_exported_onnx_through_onnxruntime(tmp_path, pedestrians):
+    export = tmp_path / "exported"
+    proc = run_cli("export", "--out", str(export), "--models", "hmr2", "--size", "tiny")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc, summary = _summary(tmp_path, "--source", str(pedestrians), "--max-frames", "8", "--backend", "onnxruntime",
+                             "--export-dir", str(export))
+    assert "HMR stage: onnxruntime" in proc.stderr
+    assert summary["frames"] == 8 and summary["stages_ms"]["lift"]["n"] == 8
+
+
+def test_missing_export_dir_is_named(tmp_path, generated_video):
+    proc = run_cli("--source", str(generated_video), *COMMON, "--export-dir", str(tmp_path / "nothing"))
+    assert proc.returncode == 2 and "export folder not found" in proc.stderr and "Traceback" not in proc.stderr
