@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--device", metavar="auto|cpu|cuda")
     rt.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime", "torch"])
     rt.add_argument("--export-dir", metavar="DIR", help="models exported by `lart-stream export` (onnxruntime/TensorRT)")
+    rt.add_argument("--threads", type=int, metavar="N",
+                    help="CPU threads for torch and OpenCV (default: one per core; 1 is steadier on a busy machine)")
     rt.add_argument("--overlap", action="store_true", default=None,
                     help="detect the next frame in its own thread (throughput up, up to one frame more latency)")
     rt.add_argument("--config", metavar="FILE.toml", help="config file; flags override it")
@@ -99,7 +101,7 @@ FLAG_TO_SETTING = {
     "curve_secret_key": ("publish", "curve_secret_key"), "curve_allowed_keys": ("publish", "curve_allowed_keys"),
     "summary_json": ("runtime", "summary_json"), "annotate": ("runtime", "annotate"), "device": ("runtime", "device"), "backend": ("runtime", "backend"),
     "export_dir": ("runtime", "export_dir"),
-    "log_level": ("runtime", "log_level"), "overlap": ("runtime", "overlap"), "status": ("runtime", "status"),
+    "log_level": ("runtime", "log_level"), "overlap": ("runtime", "overlap"), "threads": ("runtime", "threads"), "status": ("runtime", "status"),
 }
 
 
@@ -156,6 +158,13 @@ def _run(cfg) -> int:
     from realtime.sources import SourceError, open_source
 
     stop = threading.Event()
+    if cfg.runtime.threads > 0:
+        # Spinning thread teams degrade badly when another process holds a core: let users cap them.
+        import cv2
+        import torch
+
+        torch.set_num_threads(cfg.runtime.threads)
+        cv2.setNumThreads(cfg.runtime.threads)
 
     def on_signal(signum, _frame):
         if stop.is_set():  # a second Ctrl-C: the user really wants out

@@ -66,6 +66,7 @@ class RuntimeSection:
     device: str = "auto"  # auto: cuda when available, else cpu
     backend: str = "auto"  # auto | tensorrt | onnxruntime | torch
     export_dir: str | None = None  # folder written by `lart-stream export` (ONNX files, engines)
+    threads: int = 0  # CPU threads for torch and OpenCV (0: their defaults, one per core)
     max_frames: int = 0
     log_level: str = "INFO"
     status: str = "auto"  # auto (on a TTY) | on | off

@@ -186,3 +186,10 @@ def test_hmr_runs_from_an_exported_onnx_through_onnxruntime(tmp_path, pedestrian
 def test_missing_export_dir_is_named(tmp_path, generated_video):
     proc = run_cli("--source", str(generated_video), *COMMON, "--export-dir", str(tmp_path / "nothing"))
     assert proc.returncode == 2 and "export folder not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_threads_flag_is_applied(tmp_path, generated_video):
+    proc, summary = _summary(tmp_path, "--source", str(generated_video), "--threads", "1", "--log-level", "DEBUG")
+    assert summary["frames"] == 30
+    proc = run_cli("--threads", "1", "--print-config")
+    assert "threads = 1" in proc.stdout
