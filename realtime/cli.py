@@ -165,6 +165,7 @@ def _run(cfg) -> int:
 
         torch.set_num_threads(cfg.runtime.threads)
         cv2.setNumThreads(cfg.runtime.threads)
+        log.info("CPU threads: torch %d, OpenCV %d", torch.get_num_threads(), cv2.getNumThreads())
 
     def on_signal(signum, _frame):
         if stop.is_set():  # a second Ctrl-C: the user really wants out

@@ -189,7 +189,8 @@ def test_missing_export_dir_is_named(tmp_path, generated_video):
 
 
 def test_threads_flag_is_applied(tmp_path, generated_video):
-    proc, summary = _summary(tmp_path, "--source", str(generated_video), "--threads", "1", "--log-level", "DEBUG")
+    proc, summary = _summary(tmp_path, "--source", str(generated_video), "--threads", "1")
     assert summary["frames"] == 30
+    assert "CPU threads: torch 1, OpenCV 1" in proc.stderr
     proc = run_cli("--threads", "1", "--print-config")
     assert "threads = 1" in proc.stdout
