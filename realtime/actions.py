@@ -34,12 +34,16 @@ state of tracks that vanish is dropped at once.
 CUDA graphs (``cuda_graphs``, on by default when the device is CUDA): the eager path launches
 hundreds of small kernels per frame and is launch-bound (~10 ms on an H100 whatever the model
 cost). The static path keeps every piece of device state in tensors of fixed capacity
-(``max_tracks``) and replays one captured graph per frame, through realtime/backends.py's
-TorchBackend (one graph per bucket of live sequences, inputs padded to the bucket; ``graph_buckets``,
-by default every count 1..max_tracks, so nothing is padded). Per frame: the host fills one (pinned,
+(``max_tracks``) and replays one captured graph per frame (realtime/backends.py's ``_Graph``:
+one graph per bucket of live sequences, inputs padded to the bucket; ``graph_buckets``, by default
+every count 1..max_tracks, so nothing is padded). Per frame: the host fills one (pinned,
 double-buffered) float32 buffer with the new observations and the index/mask/pooling inputs, one
-non-blocking copy takes it to the device, one replay runs, one device->host copy brings the pooled
-scores back. All bookkeeping stays on the host.
+non-blocking copy takes it straight into the graph's input buffer (the graphs' inputs are views of
+that device buffer), one replay runs, one non-blocking device->host copy brings the pooled scores
+into pinned memory and one event wait ends the frame: five torch calls, nothing else touches the
+device. All bookkeeping stays on the host, in numpy without per-track Python loops: what follows
+from the set of tracks (pool rows, sequences, context slots) is rebuilt only when that set changes
+(benchmarks/lart_stage_cpu.py measures the host cost).
   causal: the graph runs encoders + LART.step (cache written by index at device-side positions) +
     head + sigmoid + the probability ring + pooling for the sequences in cache slots [0, bucket).
     Buckets rather than one capacity-sized graph: a step reads every cached key and value of every
@@ -73,7 +77,7 @@ from torch import nn
 
 from models.ava import AVA_EVAL_IDS, AVA_EVAL_NAMES
 from models.lart import JOINTS_DIM, LART, LARTConfig, POSE_DIM, load_lart, load_pose_stats
-from realtime.backends import BATCH, ModelIO, TensorSpec, TorchBackend
+from realtime.backends import _Graph
 from realtime.records import ActionPredictions, People, Tracks
 
 log = logging.getLogger(__name__)
@@ -203,40 +207,73 @@ class _WindowGraphForward(nn.Module):
 
 
 class _Staging:
-    """Host input buffer (pinned and double-buffered on CUDA) and its device twin: one copy per frame."""
+    """Host buffers and their device twin: one H2D copy of the packed inputs per frame and one D2H copy
+    of the scores into pinned memory, then one event wait. On CUDA the input buffer is pinned and
+    double-buffered: the host fills one while the copy from the other may still be in flight. Tensor
+    views are made once (slicing a tensor is a torch call, each a GIL release in the pipeline)."""
 
-    def __init__(self, size: int, device: torch.device):
-        pin = device.type == "cuda"
-        self._host = [torch.zeros(size, dtype=torch.float32, pin_memory=pin) for _ in range(2)]
-        self._copied = [torch.cuda.Event() if pin else None for _ in range(2)]
+    def __init__(self, size: int, in_sizes: list[int], out_shape: tuple[int, int], device: torch.device):
+        """size values in; in_sizes: the lengths upload() takes (one per bucket); out_shape (rows, C): the
+        largest download, rows 1..rows each."""
+        cuda = device.type == "cuda"
+        host = [torch.zeros(size, dtype=torch.float32, pin_memory=cuda) for _ in range(2)]
+        self._np = [h.numpy() for h in host]
+        self._copied = [torch.cuda.Event() if cuda else None for _ in range(2)]
+        self._pending = [False, False]  # an upload from this host buffer may still be running
         self.dev = torch.zeros(size, dtype=torch.float32, device=device)
+        out = torch.zeros(out_shape, dtype=torch.float32, pin_memory=cuda)
+        self._done = torch.cuda.Event() if cuda else None
+        self._in_views = {(i, n): (host[i][:n], self.dev[:n]) for i in range(2) for n in in_sizes}
+        self._out_views = {b: (out[:b], out.numpy()[:b]) for b in range(1, out_shape[0] + 1)}
         self._i = 0
-        self.buf = self._host[0].numpy()
+        self.buf = self._np[0]
 
     def next(self) -> np.ndarray:
         """The other host buffer, once the copy that last read it has finished."""
         self._i ^= 1
-        ev = self._copied[self._i]
-        if ev is not None:
-            ev.synchronize()
-        self.buf = self._host[self._i].numpy()
+        if self._pending[self._i]:
+            self._copied[self._i].synchronize()
+            self._pending[self._i] = False
+        self.buf = self._np[self._i]
         return self.buf
 
-    def upload(self, n: int) -> torch.Tensor:
-        dev = self.dev[:n]
-        dev.copy_(self._host[self._i][:n], non_blocking=True)
-        ev = self._copied[self._i]
-        if ev is not None:
-            ev.record()
-        return dev
+    def upload(self, n: int, wait: bool) -> None:
+        """Non-blocking copy of the first n values of the current host buffer to the device. wait: the
+        frame ends with download(), whose wait covers this copy too; else an event marks its end."""
+        views = self._in_views[(self._i, n)]
+        views[1].copy_(views[0], non_blocking=True)
+        if not wait and self._copied[self._i] is not None:
+            self._copied[self._i].record()
+            self._pending[self._i] = True
+
+    def download(self, out: torch.Tensor, rows: int) -> np.ndarray:
+        """out (rows, C) on the device -> host (rows, C), valid until the next download."""
+        views = self._out_views[rows]
+        views[0].copy_(out, non_blocking=True)
+        if self._done is not None:
+            self._done.record()
+            self._done.synchronize()  # after every upload before it: both host buffers are free again
+            self._pending[0] = self._pending[1] = False
+        return views[1]
+
+
+class _EagerCall:
+    """A bucket whose capture failed: the same static buffers, the function called eagerly."""
+
+    def __init__(self, fn: Callable[..., tuple[torch.Tensor, ...]], static_in: list[torch.Tensor]):
+        self.fn, self.static_in = fn, static_in
+        self.static_out = fn(*static_in)
+
+    def launch(self) -> None:
+        self.static_out = self.fn(*self.static_in)
 
 
 class ActionStage:
     """LART action recogniser (realtime.stages.ActionRecognizer)."""
 
     name = "lart"
-    # The static path's graph class for TorchBackend: None = its CUDA-graph capture. Tests set an eager
-    # stand-in, which also runs the static-buffer path on the CPU.
+    # The static path's graph class, called as realtime.backends._Graph: None = that CUDA-graph capture.
+    # Tests set an eager stand-in, which also runs the static-buffer path on the CPU.
     _graph_cls: Callable[..., Any] | None = None
 
     def __init__(self, model: LART, cfg: ActionStageConfig, random_weights: bool):
@@ -261,6 +298,9 @@ class ActionStage:
         self.static = cfg.cuda_graphs and (self.device.type == "cuda" or self._graph_cls is not None)
         P = cfg.max_tracks
         self.buckets = tuple(sorted({int(b) for b in cfg.graph_buckets or range(1, P + 1) if b < P} | {P}))
+        # the bucket that runs n live sequences, n = 0..P
+        self._bucket_of = [min(b for b in self.buckets if b >= max(n, 1)) for n in range(P + 1)]
+        self._ring_steps = np.arange(self.T)
         self._allocated = False
         self.reset()
         if self.static:
@@ -309,6 +349,13 @@ class ActionStage:
         self._free_rows = list(range(P - 1, -1, -1))
         self._step_of = np.full((P, T), -1, np.int64)
         self._det = np.zeros((P, T), bool)
+        self._det_now = np.zeros(P + 1, bool)  # pool rows detected at this step; row P (empty slots): never
+        # membership: the current tracks sorted by id and their pool rows (-1: not followed). What is
+        # derived from it (sequences, context slots) is rebuilt only when the set of tracks changes.
+        self._sid = np.zeros(0, np.int64)
+        self._srows = np.zeros(0, np.int64)
+        self._members = 0  # bumped when the set of tracks changes
+        self._built = -1  # the _members the mode's cached inputs were built for
         # causal sequences, compact: sequence b in [0, B)
         self._seq_ids: list[int] = []
         self._seq_start = np.zeros(P, np.int64)
@@ -338,52 +385,65 @@ class ActionStage:
         self._allocated = True
 
     def _build_static(self) -> None:
+        """Graph inputs are views of one device buffer (the staging twin): a frame's inputs arrive in
+        one copy, straight where the graph of its bucket reads them."""
         P, T, N, F = self.cfg.max_tracks, self.T, self.N, self._F
-        C = len(self.class_ids)
-        scores = (TensorSpec("scores", (BATCH, C)),)
+        W = 2 * N + 2 + T if self.cfg.mode == "causal" else T * (2 * N + 1)  # seq values per sequence
+        lo = P * F + (self.cfg.mode == "window")  # seq after feats (and the window's ring column)
+        self._in_size = {b: lo + b * W for b in self.buckets}
+        self._staging = st = _Staging(lo + P * W, [*self._in_size.values(), lo], (P, len(self.class_ids)),
+                                      self.device)
+        feats = st.dev[:P * F].view(P, F)
         if self.cfg.mode == "causal":
-            fn = _CausalGraphStep(self.model, self._k, self._v, self._kb, self._probs, N, self.exact, self._dims)
-            io = ModelIO("lart_step", (TensorSpec("feats", (P, F)), TensorSpec("seq", (BATCH, 2 * N + 2 + T))), scores)
-            size = P * F + P * (2 * N + 2 + T)
+            self._fn = _CausalGraphStep(self.model, self._k, self._v, self._kb, self._probs, N, self.exact, self._dims)
+            self._inputs = {b: [feats, st.dev[lo:lo + b * W].view(b, W)] for b in self.buckets}
         else:
-            fn = _WindowGraphForward(self.model, (self._pose, self._joints, self._app), N, self.exact, self._dims)
-            io = ModelIO("lart_window", (TensorSpec("feats", (P, F)), TensorSpec("col", (1,)),
-                                         TensorSpec("seq", (BATCH, T, 2 * N + 1))), scores)
-            size = P * F + 1 + P * T * (2 * N + 1)
-        self._fn = fn
-        self._backend = TorchBackend(fn, io, self.device, cuda_graphs=self.device.type == "cuda",
-                                     buckets=self.buckets)
-        if self._graph_cls is not None:  # tests: the same static buffers, captured by a stand-in
-            self._backend.cuda_graphs, self._backend._graph_cls = True, self._graph_cls
-        self._staging = _Staging(size, self.device)
+            self._fn = _WindowGraphForward(self.model, (self._pose, self._joints, self._app), N, self.exact, self._dims)
+            col = st.dev[P * F:lo]
+            self._inputs = {b: [feats, col, st.dev[lo:lo + b * W].view(b, T, 2 * N + 1)] for b in self.buckets}
+            self._ring_write = (feats, col)  # frames without a window run only write the rings
+        self._graphs: dict[int, Any] = {}
+        self._pool: Any = None
+
+    def _call(self, *args: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self._fn(*args),)  # the graph classes take a function of tensors -> tuple of tensors
+
+    def _capture(self, b: int) -> Any:
+        static_in = self._inputs[b]
+        if self.device.type == "cuda" and self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()  # one pool: the buckets' graphs never run at once
+        try:
+            return (self._graph_cls or _Graph)(self._call, static_in, [None] * (len(static_in) - 1) + [0],
+                                               pool=self._pool)
+        except RuntimeError as exc:
+            log.warning("action stage: CUDA-graph capture of bucket %d failed (%s); running it eagerly", b,
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            return _EagerCall(self._call, static_in)
+
+    def _launch(self, b: int, wait: bool) -> torch.Tensor:
+        """Upload this frame's inputs for bucket b and replay its graph (captured when first met);
+        -> its scores (b, 60) on the device. wait: download() follows."""
+        self._staging.upload(self._in_size[b], wait)
+        graph = self._graphs.get(b)
+        if graph is None:
+            graph = self._graphs[b] = self._capture(b)
+        graph.launch()
+        return graph.static_out[0]
 
     def warmup(self) -> None:
         """Capture the graph of every bucket now, before the stream (no-op on the eager path).
         Forgets every track."""
         if not self.static:
             return
-        P, F = self.cfg.max_tracks, self._F
         with torch.inference_mode():
             for b in self.buckets:
                 self._staging.next()[:] = 0  # all-masked inputs; what they write is cleared below
-                if self.cfg.mode == "causal":
-                    self._run_causal(b)
-                else:
-                    self._run_window(b)
+                self._launch(b, wait=False)
             self.reset()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-
-    def _run_causal(self, B: int) -> torch.Tensor:
-        P, F, W = self.cfg.max_tracks, self._F, 2 * self.N + 2 + self.T
-        dev = self._staging.upload(P * F + B * W)
-        return self._backend.run({"feats": dev[:P * F].view(P, F), "seq": dev[P * F:].view(B, W)})["scores"]
-
-    def _run_window(self, B: int) -> torch.Tensor:
-        P, F, T, W = self.cfg.max_tracks, self._F, self.T, 2 * self.N + 1
-        dev = self._staging.upload(P * F + 1 + B * T * W)
-        return self._backend.run({"feats": dev[:P * F].view(P, F), "col": dev[P * F:P * F + 1],
-                                  "seq": dev[P * F + 1:].view(B, T, W)})["scores"]
 
     def _warn_once(self, key: str, msg: str) -> None:
         if key not in self._warned:
@@ -405,15 +465,28 @@ class ActionStage:
         tau = self._tau
         self._tau += 1
         self._frame_at[tau % self.T] = frame_index
-        # 1. drop the state of tracks that vanished
-        present = set(int(t) for t in tracks.track_id)
+        # 1. pool row of each track; a new set of tracks: drop the vanished ones' state, admit new ones
+        ids = tracks.track_id
+        pos = np.searchsorted(self._sid, ids)
+        if len(ids) != len(self._sid) or not (self._sid[np.minimum(pos, len(ids) - 1)] == ids).all():
+            pos = self._membership(ids, tau)
+        # 2. this step's observations
+        self._write(tracks, people, self._srows[pos], tau)
+        # 3. run
+        if self.cfg.mode == "causal":
+            return self._causal(tracks, tau)
+        return self._window(tracks, tau)
+
+    def _membership(self, ids: np.ndarray, tau: int) -> np.ndarray:
+        """The set of tracks changed: drop the state of tracks that vanished, admit new ones; -> the
+        position of each track among the ids sorted."""
+        present = set(ids.tolist())
         for tid in [t for t in self._row_of if t not in present]:
             row = self._row_of.pop(tid)
             self._step_of[row] = -1
             self._det[row] = False
             self._free_rows.append(row)
-        # 2. admit new tracks
-        for tid in tracks.track_id.tolist():
+        for tid in ids.tolist():
             if tid not in self._row_of:
                 if not self._free_rows:
                     self._warn_once(f"full{tid}", f"action stage follows at most {self.cfg.max_tracks} tracks: "
@@ -421,35 +494,38 @@ class ActionStage:
                     continue
                 self._row_of[tid] = row = self._free_rows.pop()
                 self._start[row] = tau
-        # 3. this step's observations
-        self._write(tracks, people, tau)
-        # 4. run
-        if self.cfg.mode == "causal":
-            return self._causal(tracks, tau)
-        return self._window(tracks, tau)
+        # a track left out (all rows taken) is retried only when the set changes: only then can a row free up
+        self._sid = np.sort(ids)
+        self._srows = np.array([self._row_of.get(t, -1) for t in self._sid.tolist()], np.int64)
+        self._members += 1
+        return np.searchsorted(self._sid, ids)
 
-    def _write(self, tracks: Tracks, people: People, tau: int) -> None:
-        """Bookkeeping of this step's observations; features into the device rings (eager) or into
-        the host staging buffer by pool row (static path; rows without a detection stay zero)."""
+    def _write(self, tracks: Tracks, people: People, rows: np.ndarray, tau: int) -> None:
+        """Bookkeeping of this step's observations (rows: pool row per track, -1 = not followed);
+        features into the device rings (eager) or into the host staging buffer by pool row (static
+        path; rows without a detection stay zero)."""
         ring = tau % self.T
         if self.static:
             P, F = self.cfg.max_tracks, self._F
             feats = self._staging.next()[:P * F].reshape(P, F)
             feats[:] = 0
-        keep = np.array([int(t) in self._row_of for t in tracks.track_id], bool)
-        if not keep.any():
-            return
-        rows = np.array([self._row_of[int(t)] for t in tracks.track_id[keep]], np.int64)
-        pi = tracks.person_index[keep]
+        self._det_now[:] = False
+        keep = rows >= 0
+        pi, tsu = tracks.person_index, tracks.time_since_update
+        if not keep.all():
+            if not keep.any():
+                return
+            rows, pi, tsu = rows[keep], pi[keep], tsu[keep]
         if (pi >= len(people)).any():
             raise ValueError(f"Tracks.person_index {pi.max()} out of range for {len(people)} people")
-        det = (tracks.time_since_update[keep] == 0) & (pi >= 0)
+        det = (tsu == 0) & (pi >= 0)
         self._step_of[rows, ring] = tau
         self._det[rows, ring] = det
-        if not det.any():
-            return
         rows_d, pi_d = rows[det], pi[det]
-        values = [people.pose_vector[pi_d], None, None]
+        if not len(rows_d):
+            return
+        self._det_now[rows_d] = True
+        values: list[np.ndarray | None] = [people.pose_vector[pi_d], None, None]  # None: zeros
         if self._dims[1]:
             values[1] = self._joint_features(people, pi_d)
         if self._dims[2]:
@@ -458,19 +534,22 @@ class ActionStage:
                 got = "not used" if not self.cfg.people_appearance else (None if app is None else app.shape[1])
                 self._warn_once("app", f"LART needs {d}-d appearance features (the MViT/Hiera ROI feature it was "
                                        f"trained on); People.appearance: {got}. Feeding zeros: predictions degraded")
-                app = np.zeros((len(people), d), np.float32)
-            values[2] = app[pi_d]
+            else:
+                values[2] = app[pi_d]
         if self.static:
             lo = 0
             for d, x in zip(self._dims, values):
-                if d:
+                if x is not None:
                     feats[rows_d, lo:lo + d] = x
                 lo += d
             return
         rows_t = torch.from_numpy(rows_d).to(self.device)
         for buf, x in zip((self._pose, self._joints, self._app), values):
             if buf is not None:
-                buf[rows_t, ring] = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(buf.device, buf.dtype)
+                if x is None:
+                    buf[rows_t, ring] = 0
+                else:
+                    buf[rows_t, ring] = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(buf.device, buf.dtype)
 
     def _joint_features(self, people: People, idx: np.ndarray) -> np.ndarray:
         """135-d joints_3D: 45 joints + camera translation (the reference adds `camera` to each)."""
@@ -480,11 +559,11 @@ class ActionStage:
             self._warn_once("joints", f"LART needs 45 3D joints (People.joints_3d has {got}; an SMPL file gives "
                                       "them): feeding zeros, predictions degraded")
             return np.zeros((len(idx), JOINTS_DIM), np.float32)
-        j = j[idx].astype(np.float32)
+        j = np.asarray(j[idx], np.float32)  # a copy (fancy index): added to in place below
         if j.shape[1] == 44:  # PHALP's 45th joint is all zeros
             j = np.concatenate([j, np.zeros((len(j), 1, 3), np.float32)], axis=1)
         if people.cam_t is not None:
-            j = j + people.cam_t[idx, None, :].astype(np.float32)
+            j += np.asarray(people.cam_t[idx, None, :], np.float32)
         return j.reshape(len(idx), JOINTS_DIM)
 
     def _gather(self, rows: np.ndarray, ring: np.ndarray) -> tuple:
@@ -501,15 +580,15 @@ class ActionStage:
         rs, ring = np.maximum(rows, 0), steps % self.T
         return (rows >= 0) & (steps >= 0) & (self._step_of[rs, ring] == steps) & self._det[rs, ring]
 
-    def _predictions(self, ids: list[int], scores: np.ndarray, ok: np.ndarray, c: int) -> ActionPredictions:
-        """scores (n, C) of the rows where ok, for step c."""
-        n = int(ok.sum())
+    def _predictions(self, ids: np.ndarray, scores: np.ndarray, ok: np.ndarray, c: int) -> ActionPredictions:
+        """scores (n, C) of the rows of ids where ok, for step c."""
+        n = len(scores)
         if not n:
             return self._empty()
-        return ActionPredictions(np.asarray(ids, np.int64)[ok], np.full(n, self._frame_at[c % self.T], np.int64),
-                                 scores, self.class_ids, self.class_names, self.random_weights)
+        return ActionPredictions(ids[ok], np.full(n, self._frame_at[c % self.T], np.int64), scores,
+                                 self.class_ids, self.class_names, self.random_weights)
 
-    def _publish(self, ids: list[int], probs: torch.Tensor, weight: np.ndarray, ok: np.ndarray,
+    def _publish(self, ids: np.ndarray, probs: torch.Tensor, weight: np.ndarray, ok: np.ndarray,
                  c: int) -> ActionPredictions:
         """Mean of probs (B, T, C) over weight (B, T) for rows where ok (eager path)."""
         if not ok.any():
@@ -520,30 +599,41 @@ class ActionStage:
 
     # ------------------------------------------------------------------ window mode
 
-    def window_inputs(self, tracks: Tracks, tau: int) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
+    def _window_slots(self) -> None:
+        """Slot rows (the track, then its context in track-id order) of every current track, by its
+        position among the sorted ids; rebuilt when the set of tracks changes."""
+        order = sorted(self._row_of)
+        slots = np.full((len(self._sid), self.N), -1, np.int64)
+        for i, tid in enumerate(self._sid.tolist()):
+            if tid in self._row_of:
+                row_ids = [tid] + self._context(tid, order)
+                slots[i, : len(row_ids)] = [self._row_of[t] for t in row_ids]
+        self._w_slots = slots
+        self._built = self._members
+
+    def window_inputs(self, tracks: Tracks, tau: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(track ids, slot rows (B,N), window frames (B,T) as steps, valid (B,T,N)) at step tau."""
-        T, N = self.T, self.N
-        ids = [int(t) for t in tracks.track_id if int(t) in self._row_of]
-        order = sorted(ids)
-        slots = np.full((len(ids), N), -1, np.int64)
-        for b, tid in enumerate(ids):
-            row_ids = [tid] + self._context(tid, order)
-            slots[b, : len(row_ids)] = [self._row_of[t] for t in row_ids]
+        if self._built != self._members:
+            self._window_slots()
+        T = self.T
+        pos = np.searchsorted(self._sid, tracks.track_id)
+        keep = self._srows[pos] >= 0
+        ids, slots = tracks.track_id[keep], self._w_slots[pos[keep]]
         start = self._start[slots[:, 0]]
         length = np.minimum(T, tau - start + 1)
-        steps = (tau - length + 1)[:, None] + np.arange(T)  # (B, T); >= tau+1 past the track's length
-        in_win = np.arange(T)[None, :] < length[:, None]
+        steps = (tau - length + 1)[:, None] + self._ring_steps  # (B, T); >= tau+1 past the track's length
+        in_win = self._ring_steps[None, :] < length[:, None]
         valid = in_win[:, :, None] & self._observed(slots[:, None, :], steps[:, :, None])
         return ids, slots, steps, valid
 
     def _window(self, tracks: Tracks, tau: int) -> ActionPredictions:
         inputs = self.window_inputs(tracks, tau) if tau % self.cfg.stride == 0 else None
-        if inputs is None or not inputs[0]:
+        if inputs is None or not len(inputs[0]):
             if self.static:  # no window this step: the frame still goes into the rings
                 P, F = self.cfg.max_tracks, self._F
                 self._staging.buf[P * F] = tau % self.T
-                dev = self._staging.upload(P * F + 1)
-                self._fn.write(dev[:P * F].view(P, F), dev[P * F:])
+                self._staging.upload(P * F + 1, wait=False)
+                self._fn.write(*self._ring_write)
             return self._empty()
         ids, slots, steps, valid = inputs
         T, N, B = self.T, self.N, len(ids)
@@ -551,21 +641,22 @@ class ActionStage:
         c, h = tau - self.cfg.lookahead, self.cfg.pool_half
         pc = c - steps[:, 0]
         length = (steps <= tau).sum(1)
-        p = np.arange(T)[None, :]
+        p = self._ring_steps[None, :]
         weight = (p >= pc[:, None] - h) & (p < np.minimum(pc + h, length)[:, None])
         ok = (pc >= 0) & self._observed(slots[:, 0], np.full(B, c))
-        rows = np.broadcast_to(np.maximum(slots, 0)[:, None, :], (B, T, N))
-        ring = np.broadcast_to((steps % T)[:, :, None], (B, T, N))
         if self.static:
-            P, F = self.cfg.max_tracks, self._F
+            P, F, b = self.cfg.max_tracks, self._F, self._bucket_of[B]
             buf = self._staging.buf
             buf[P * F] = tau % T
-            seq = buf[P * F + 1:P * F + 1 + B * T * (2 * N + 1)].reshape(B, T, 2 * N + 1)
-            seq[..., :N] = rows * T + ring
-            seq[..., N:2 * N] = valid
-            seq[..., 2 * N] = weight
-            scores = self._run_window(B).cpu().numpy()  # the one device->host copy
-            return self._predictions(ids, scores[ok], ok, c)
+            seq = buf[P * F + 1:P * F + 1 + b * T * (2 * N + 1)].reshape(b, T, 2 * N + 1)
+            seq[:B, :, :N] = np.maximum(slots, 0)[:, None, :] * T + (steps % T)[:, :, None]  # flat ring index
+            seq[:B, :, N:2 * N] = valid
+            seq[:B, :, 2 * N] = weight
+            seq[B:] = 0  # the bucket's padding rows: all masked
+            scores = self._staging.download(self._launch(b, wait=True), b)[:B]
+            return self._predictions(ids, scores[ok], ok, c)  # scores[ok] copies out of the reused buffer
+        rows = np.broadcast_to(np.maximum(slots, 0)[:, None, :], (B, T, N))
+        ring = np.broadcast_to((steps % T)[:, :, None], (B, T, N))
         pose, joints, app = self._gather(rows.copy(), ring.copy())
         logits = self.model.forward_window(pose, joints, app, torch.from_numpy(valid).to(self.device), self.exact)
         probs = torch.sigmoid(logits.float())  # (B, T, C)
@@ -584,10 +675,11 @@ class ActionStage:
             kb[: self._cap] = self._kb
         self._k, self._v, self._kb, self._cap = k, v, kb, cap
 
-    def causal_inputs(self, tracks: Tracks, tau: int) -> tuple[list[int], np.ndarray, np.ndarray]:
-        """Update sequences and their context slots; (track ids, slot rows (B,N), positions (B,))."""
-        # sequences of vanished tracks go (swap-remove keeps them compact in [0, B)); their device
-        # state moves in one indexed copy per tensor, not per track
+    def _causal_sequences(self, tracks: Tracks, tau: int) -> None:
+        """The set of tracks changed: update sequences and their context slots, and the per-sequence
+        arrays every step reads until the next change."""
+        # sequences of vanished tracks go (swap-remove keeps them compact in [0, B)); the device state
+        # of a moved sequence is copied by slot number: no index tensor to upload, no host sync
         origin = list(range(len(self._seq_ids)))  # the cache slot each sequence's state is in
         for b in range(len(self._seq_ids) - 1, -1, -1):
             if self._seq_ids[b] not in self._row_of:
@@ -598,21 +690,21 @@ class ActionStage:
                         a[b] = a[last]
                 self._seq_ids.pop()
                 origin.pop()
-        moved = np.flatnonzero(np.asarray(origin, np.int64) != np.arange(len(origin)))
-        if len(moved):
-            dst = torch.from_numpy(moved).to(self.device)
-            src = torch.from_numpy(np.asarray(origin, np.int64)[moved]).to(self.device)
-            self._k[:, dst] = self._k[:, src]
-            self._v[:, dst] = self._v[:, src]
-            self._kb[dst] = self._kb[src]
-            self._probs[dst] = self._probs[src]
+        # every destination held a vanished sequence and every source lies at or past the new end,
+        # so copying one pair after another reads no slot already overwritten
+        for dst, src in enumerate(origin):
+            if dst != src:
+                self._k[:, dst] = self._k[:, src]
+                self._v[:, dst] = self._v[:, src]
+                self._kb[dst] = self._kb[src]
+                self._probs[dst] = self._probs[src]
         B = len(self._seq_ids)
         gone = (self._ctx[:B] >= 0) & ~np.isin(self._ctx[:B], list(self._row_of))
         self._ctx[:B][gone] = -1
         self._ctx_free[:B][gone] = tau
         # new sequences, appended: their cache slots [B, B + new) are cleared at once
         have = set(self._seq_ids)
-        new = [tid for tid in (int(t) for t in tracks.track_id) if tid in self._row_of and tid not in have]
+        new = [tid for tid in tracks.track_id.tolist() if tid in self._row_of and tid not in have]
         if new:
             self._ensure_cache(B + len(new))
             for b, tid in enumerate(new, start=B):
@@ -632,35 +724,50 @@ class ActionStage:
             for tid2, s in zip([t for t in order if t != tid and t not in have], free):
                 self._ctx[b, s] = tid2
             slots[b] = [self._row_of[tid]] + [self._row_of[t] if t >= 0 else -1 for t in self._ctx[b]]
-        positions = (tau - self._seq_start[:B]) % self.T
-        return list(self._seq_ids), slots, positions
+        self._c_ids = np.asarray(self._seq_ids, np.int64)
+        self._c_slots = slots
+        self._c_lookup = np.where(slots >= 0, slots, self.cfg.max_tracks)  # into _det_now (empty: row P)
+        self._c_start = self._seq_start[:B].copy()
+        self._built = self._members
+
+    def causal_inputs(self, tracks: Tracks, tau: int) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """Update sequences and their context slots; (track ids, slot rows (B,N), positions (B,))."""
+        if self._built != self._members:
+            self._causal_sequences(tracks, tau)
+        return list(self._seq_ids), self._c_slots, (tau - self._c_start) % self.T
 
     def _causal(self, tracks: Tracks, tau: int) -> ActionPredictions:
-        ids, slots, positions = self.causal_inputs(tracks, tau)
+        if self._built != self._members:
+            self._causal_sequences(tracks, tau)
+        ids, slots, start = self._c_ids, self._c_slots, self._c_start
         B, T, N = len(ids), self.T, self.N
         if B == 0:
             return self._empty()
-        valid = self._observed(slots, np.full_like(slots, tau))
+        positions = (tau - start) % T
+        valid = self._det_now[self._c_lookup]  # (B, N): each slot's track detected at this step
         publish = tau % self.cfg.stride == 0
         # publish step c = tau - k, pooled over the kept steps [max(c-h, start, tau-T+1), min(c+h, tau+1))
         c, h = tau - self.cfg.lookahead, self.cfg.pool_half
-        start = self._seq_start[:B]
-        step_at = tau - ((tau - np.arange(T)) % T)  # step held in each ring row
-        lo, hi = np.maximum(np.maximum(c - h, start), tau - T + 1), min(c + h, tau + 1)
-        weight = (step_at[None, :] >= lo[:, None]) & (step_at[None, :] < hi) & publish
-        ok = (c >= start) & self._observed(slots[:, 0], np.full(B, c))
+        if publish:
+            step_at = tau - ((tau - self._ring_steps) % T)  # step held in each ring row
+            lo = np.maximum(start, max(c - h, tau - T + 1))
+            weight = (step_at[None, :] >= lo[:, None]) & (step_at[None, :] < min(c + h, tau + 1))
+            r0, cc = slots[:, 0], c % T
+            ok = (c >= start) & (self._step_of[r0, cc] == c) & self._det[r0, cc]  # c >= start >= 0
         if self.static:
-            P, F = self.cfg.max_tracks, self._F
-            seq = self._staging.buf[P * F:P * F + B * (2 * N + 2 + T)].reshape(B, 2 * N + 2 + T)
-            seq[:, :N] = np.maximum(slots, 0)
-            seq[:, N:2 * N] = valid
-            seq[:, 2 * N] = positions
-            seq[:, 2 * N + 1] = tau % T
-            seq[:, 2 * N + 2:] = weight
-            scores = self._run_causal(B)
+            P, F, W, b = self.cfg.max_tracks, self._F, 2 * N + 2 + T, self._bucket_of[B]
+            seq = self._staging.buf[P * F:P * F + b * W].reshape(b, W)
+            seq[:B, :N] = np.maximum(slots, 0)
+            seq[:B, N:2 * N] = valid
+            seq[:B, 2 * N] = positions
+            seq[:B, 2 * N + 1] = tau % T
+            seq[:B, 2 * N + 2:] = weight if publish else 0
+            seq[B:] = 0  # the bucket's padding rows: all masked, they write only into slots nobody owns
+            scores = self._launch(b, wait=publish)
             if not publish:  # nothing read back: the host does not wait for the GPU
                 return self._empty()
-            return self._predictions(ids, scores.cpu().numpy()[ok], ok, c)
+            scores = self._staging.download(scores, b)[:B]
+            return self._predictions(ids, scores[ok], ok, c)  # scores[ok] copies out of the reused buffer
         ring = np.full_like(slots, tau % T)
         pose, joints, app = self._gather(np.maximum(slots, 0), ring)
         logits, *_ = self.model.step(pose, joints, app, torch.from_numpy(valid).to(self.device),

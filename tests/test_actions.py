@@ -258,6 +258,26 @@ def test_more_tracks_than_max_tracks_are_ignored_loudly(caplog):
     assert "track 7 gets no predictions" in caplog.text
 
 
+@pytest.mark.parametrize("mode", ["window", "causal"])
+def test_track_left_out_is_admitted_once_a_row_frees(mode):
+    # the stage caches what follows from the set of tracks; a left-out track must still get the row a
+    # vanished track frees, at that very step, and keep it while the tracks stay the same
+    st = ActionStage.from_config(ActionStageConfig(mode=mode, window=4, max_people=2, max_tracks=2, pool_half=1))
+    people = People(np.zeros((3, 4)), np.ones(3), pose_vector=np.ones((3, 229), np.float32),
+                    joints_3d=np.zeros((3, 45, 3), np.float32), appearance=np.zeros((3, 24), np.float32))
+
+    def tracks(ids):
+        m = len(ids)
+        return Tracks(np.array(ids), np.zeros((m, 4)), np.full(m, 2), np.zeros(m), np.zeros(m), np.zeros(m),
+                      np.arange(m))
+
+    got = [st.update(tracks(ids), people, f).track_id.tolist()
+           for f, ids in enumerate([[5, 6, 7], [7, 6, 5], [6, 7], [7, 6], [6, 7]])]
+    assert got[:2] == [[5, 6], [6, 5]] if mode == "window" else got[:2] == [[5, 6], [5, 6]]
+    assert got[2:] == ([[6, 7], [7, 6], [6, 7]] if mode == "window" else [[6, 7]] * 3)
+    assert sorted(st._row_of) == [6, 7] and st._start[st._row_of[7]] == 2
+
+
 def test_appearance_is_zeros_unless_declared_the_trained_feature(caplog):
     st = ActionStage.from_config(ActionStageConfig())
     tracks, people, _, _ = next(scripted_stream())

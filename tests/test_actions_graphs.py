@@ -3,7 +3,9 @@
 The capture is swapped for an eager stand-in (as tests/test_backends.py does for TorchBackend), so
 everything else of the GPU path runs here: packed host inputs, one upload, bucket padding, the
 in-graph ring / K/V-cache / probability-ring writes at device-side indices, pooling, read-back of
-the scores, slot moves when tracks vanish and slot clearing when they come.
+the scores, slot moves when tracks vanish and slot clearing when they come. Also the host side of a
+frame: state cached between frames and reset(), the staging buffers' hand-over between frames (with
+stand-in CUDA events), the torch calls a steady-state frame makes, and a failed capture.
 """
 
 from __future__ import annotations
@@ -164,3 +166,139 @@ def test_buckets_cover_max_tracks() -> None:
     assert buckets(max_tracks=6, graph_buckets=(8, 2)) == (2, 6)
     with pytest.raises(ValueError, match="graph_buckets"):
         ActionStageConfig(graph_buckets=(0, 4))
+
+
+@pytest.mark.parametrize("mode", ["causal", "window"])
+@pytest.mark.parametrize("static", [False, True])
+def test_reset_mid_stream_forgets_everything(mode: str, static: bool) -> None:
+    # per-track state derived from the set of tracks is cached between frames: after reset() the stage
+    # must behave as a fresh one, also when the next frame has the same tracks as the last one
+    eager, fresh = twins(mode, **POW2)
+    if not static:
+        fresh = ActionStage(eager.model, eager.cfg, eager.random_weights)
+    used = ActionStage(fresh.model, fresh.cfg, fresh.random_weights)
+    stream = list(scripted_stream(STEPS))
+    for tracks, people, f, _ in stream[:24]:
+        used.update(tracks, people, f)
+    used.reset()
+    published = 0
+    for tau, (tracks, people, f, _) in enumerate(stream[23:]):  # starts with the frame seen last
+        a, b = used.update(tracks, people, f), fresh.update(tracks, people, f)
+        assert a.track_id.tolist() == b.track_id.tolist(), f"step {tau}"
+        np.testing.assert_array_equal(a.scores, b.scores)
+        published += len(a)
+    assert published > 50
+
+
+class FakeEvent:
+    """A CUDA event on a model stream: ops run in order; synchronize() completes all before record()."""
+
+    ops = 0  # ops enqueued so far
+    done = 0  # ops known complete
+
+    def __init__(self) -> None:
+        self.at = 0
+
+    def record(self) -> None:
+        self.at = FakeEvent.ops
+
+    def synchronize(self) -> None:
+        FakeEvent.done = max(FakeEvent.done, self.at)
+
+
+def test_staging_hands_out_no_host_buffer_a_copy_may_still_read() -> None:
+    from realtime.actions import _Staging
+
+    st = _Staging(8, [8], (2, 3), torch.device("cpu"))
+    st._copied, st._done = [FakeEvent(), FakeEvent()], FakeEvent()
+    FakeEvent.ops = FakeEvent.done = 0
+    last_upload = [0, 0]  # op id of the last upload from each host buffer
+    upload, download = st.upload, st.download
+
+    def counted_upload(n: int, wait: bool) -> None:
+        FakeEvent.ops += 1
+        last_upload[st._i] = FakeEvent.ops
+        upload(n, wait)
+
+    def counted_download(out: torch.Tensor, rows: int) -> np.ndarray:
+        FakeEvent.ops += 1
+        return download(out, rows)
+
+    rng = np.random.default_rng(0)
+    waits = 0
+    for _ in range(200):  # frames that publish (upload + download) or not (upload only), at random
+        buf = st.next()
+        assert last_upload[st._i] <= FakeEvent.done, "host buffer handed out while its upload may run"
+        buf[:] = 1
+        publish = rng.random() < 0.5
+        counted_upload(8, wait=publish)
+        if publish:
+            counted_download(torch.zeros(2, 3), 2)
+            waits += 1
+    assert 50 < waits < 150
+
+
+class CountingGraph(EagerGraph):
+    """EagerGraph whose replays are not counted by a CountCalls mode."""
+
+    counter = None
+
+    def launch(self) -> None:
+        c = CountingGraph.counter
+        if c is None:
+            return super().launch()
+        c.paused = True
+        try:
+            super().launch()
+        finally:
+            c.paused = False
+
+
+def test_static_frame_touches_torch_only_to_upload_replay_and_download(monkeypatch) -> None:
+    from torch.overrides import TorchFunctionMode
+
+    class CountCalls(TorchFunctionMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.paused, self.calls = False, []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            if not self.paused:
+                self.calls.append(getattr(func, "__name__", str(func)))
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.setattr(ActionStage, "_graph_cls", CountingGraph)
+    monkeypatch.setattr(CountingGraph, "counter", None)
+    eager, static = twins("causal", stride=2)
+    static.warmup()
+    counted = 0
+    prev: set[int] | None = None
+    for tau, (tracks, people, f, _) in enumerate(scripted_stream(STEPS)):
+        e = eager.update(tracks, people, f)
+        now = set(tracks.track_id.tolist())
+        CountingGraph.counter = counter = CountCalls()
+        with counter:
+            s = static.update(tracks, people, f)
+        assert s.track_id.tolist() == e.track_id.tolist()
+        np.testing.assert_allclose(s.scores, e.scores, rtol=0, atol=2e-6)
+        if now == prev and now:  # the same tracks as the last frame: no membership work
+            want = ["copy_", "copy_"] if tau % 2 == 0 else ["copy_"]  # upload (+ download when publishing)
+            assert counter.calls == want, f"step {tau}: {counter.calls}"
+            counted += 1
+        prev = now
+    assert counted > 25
+
+
+def test_failed_capture_runs_the_bucket_eagerly_on_the_same_buffers(monkeypatch, caplog) -> None:
+    class Failing(EagerGraph):
+        def __init__(self, fn, static_in, axes, warmup: int = 3, pool=None) -> None:  # noqa: ANN001
+            if static_in[-1].shape[0] == 2:
+                raise RuntimeError("operation not permitted when stream is capturing")
+            super().__init__(fn, static_in, axes, warmup, pool)
+
+    monkeypatch.setattr(ActionStage, "_graph_cls", Failing)
+    eager, static = twins("causal", **POW2)
+    with caplog.at_level(logging.WARNING):
+        assert_same_stream(eager, static)
+    assert "capture of bucket 2 failed" in caplog.text
+    assert sorted(s[0] for s in EagerGraph.shapes) == [1, 4, 8]

@@ -13,7 +13,10 @@ T x N tokens) and T = 125 frames, tiny and official (MViT-style, 51 M parameters
               synchronize per frame: "eager" = cuda_graphs=False, "graph" = cuda_graphs=True (static
               buffers, graphs captured by stage.warmup()), max_tracks = N; graph-eager = max |score
               difference| over the first 8 frames. stage-*/pow2 (official bf16): graph only,
-              max_tracks 16, graph_buckets 1, 2, 4, 8, 16: N tracks padded to the next bucket
+              max_tracks 16, graph_buckets 1, 2, 4, 8, 16: N tracks padded to the next bucket.
+              stage-*/host (official bf16, graph column): the static path with every replay skipped
+              (the graph's launch does nothing): the stage's own cost over the replay, i.e. host
+              bookkeeping + the upload + the read-back with its wait, on this machine's CPU
 Each model call is timed eager and as a CUDA graph replay (static inputs, captured after warm-up),
 with CUDA events and a synchronize per iteration: per-call latency, median and p10-p90 in ms.
 --cpu-smoke runs the stage's static path on the CPU with the capture replaced by plain calls.
@@ -131,10 +134,21 @@ def synthetic_frame(n: int, app_dim: int, rng: np.random.Generator) -> tuple[Tra
     return tracks, people
 
 
+class _NullGraph(_Graph):
+    """stage-*/host: the static path with the replay skipped (run once eagerly for the output shapes)."""
+
+    def __init__(self, fn, static_in, axes, warmup: int = 3, pool=None) -> None:  # noqa: ANN001
+        self.fn, self.static_in, self.axes = fn, static_in, list(axes)
+        self.static_out = fn(*static_in)
+
+    def launch(self) -> None:
+        pass
+
+
 class _EagerGraph(_Graph):
     """--cpu-smoke: TorchBackend's static-buffer path with the capture replaced by plain calls."""
 
-    def __init__(self, fn, static_in, axes) -> None:  # noqa: ANN001
+    def __init__(self, fn, static_in, axes, warmup: int = 3, pool=None) -> None:  # noqa: ANN001
         self.fn, self.static_in, self.axes = fn, static_in, list(axes)
         self.static_out = fn(*static_in)
 
@@ -144,15 +158,23 @@ class _EagerGraph(_Graph):
 
 
 def bench_stage(size: str, dtype_name: str, n: int, T: int, mode: str, args, device: str,
-                pow2: bool = False) -> dict:
+                pow2: bool = False, host: bool = False) -> dict:
     """ActionStage.update end to end, eager (cuda_graphs=False) and static + CUDA graphs (cuda_graphs=True,
     graphs captured by stage.warmup() first; a graph per track count, max_tracks = n). pow2: the graph
-    stage only, max_tracks 16 with buckets 1, 2, 4, 8, 16 (n tracks padded to the next one)."""
+    stage only, max_tracks 16 with buckets 1, 2, 4, 8, 16 (n tracks padded to the next one). host: the
+    graph stage with every replay skipped (what the stage costs over the replay)."""
+    if host:
+        graph_cls, ActionStage._graph_cls = ActionStage._graph_cls, _NullGraph
+        try:
+            return bench_stage(size, dtype_name, n, T, mode, args, device, pow2=pow2)
+        finally:
+            ActionStage._graph_cls = graph_cls
     cuda = device.startswith("cuda")
     cap = 16 if pow2 else max(n, 1)
+    host = ActionStage._graph_cls is _NullGraph
     row = dict(size=size, dtype=dtype_name, N=n, T=T, B=n, max_tracks=cap,
-               case=f"stage-{mode}" + ("/pow2" if pow2 else ""))
-    variants = [True] if pow2 else [False] + ([True] if (cuda and not args.no_graph) or args.cpu_smoke else [])
+               case=f"stage-{mode}" + ("/pow2" if pow2 else "/host" if host else ""))
+    variants = [True] if pow2 or host else [False] + ([True] if (cuda and not args.no_graph) or args.cpu_smoke else [])
     outs: dict[bool, list] = {}
     for graphs in variants:
         cfg = ActionStageConfig(size=size, mode=mode, window=T, max_people=n, device=device,
@@ -268,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                     if size == "official" and dt == "bf16" or args.cpu_smoke and size == "tiny":
                         # max_tracks 16, power-of-two buckets: what padding n tracks to a bucket costs
                         rows += guarded(bench_stage, size, dt, n, T, mode, args, device, True)
+                        rows += guarded(bench_stage, size, dt, n, T, mode, args, device, False, True)
                 print(f"  done {size} {dt} N={n} ({time.time() - t_start:.0f} s)", flush=True)
     env = dict(torch=torch.__version__, python=platform.python_version(), device=device,
                gpu=torch.cuda.get_device_name(0) if device == "cuda" else platform.processor(), tf32=args.tf32,
