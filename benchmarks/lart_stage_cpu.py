@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from realtime.actions import ActionStage, ActionStageConfig  # noqa: E402
-from realtime.backends import _Graph  # noqa: E402
+from realtime.backends import SkippedGraph, UncapturedGraph  # noqa: E402
 from realtime.records import People, Tracks  # noqa: E402
 from torch.overrides import TorchFunctionMode  # noqa: E402
 
@@ -48,25 +48,6 @@ class CountTorchCalls(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         self.calls[getattr(func, "__name__", str(func))] += 1
         return func(*args, **(kwargs or {}))
-
-
-class EagerGraph(_Graph):
-    """The static-buffer path with the capture replaced by plain calls (``--launch eager``)."""
-
-    def __init__(self, fn, static_in, axes, warmup: int = 3, pool=None) -> None:  # noqa: ANN001
-        self.fn, self.static_in, self.axes = fn, static_in, list(axes)
-        self.static_out = fn(*static_in)
-
-    def launch(self) -> None:
-        for dst, src in zip(self.static_out, self.fn(*self.static_in)):
-            dst.copy_(src)
-
-
-class NullGraph(EagerGraph):
-    """``--launch none``: the replay does nothing (outputs keep their capture-time values)."""
-
-    def launch(self) -> None:
-        pass
 
 
 def stream(n: int, frames: int, churn: int, app_dim: int, seed: int = 0) -> list[tuple[Tracks, People]]:
@@ -96,7 +77,7 @@ def stream(n: int, frames: int, churn: int, app_dim: int, seed: int = 0) -> list
 
 
 def make_stage(mode: str, n: int, size: str, launch: str) -> ActionStage:
-    ActionStage._graph_cls = NullGraph if launch == "none" else EagerGraph
+    ActionStage._graph_cls = SkippedGraph if launch == "none" else UncapturedGraph
     kw = dict(window=125, max_people=5) if size == "official" else {}
     cfg = ActionStageConfig(mode=mode, size=size, max_tracks=max(16, n), people_appearance=True, **kw)
     st = ActionStage.from_config(cfg)

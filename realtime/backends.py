@@ -258,6 +258,27 @@ class _Graph:
         return self.static_out
 
 
+class UncapturedGraph(_Graph):
+    """A ``_Graph`` whose capture is replaced by plain calls: the static-buffer path runs on the CPU
+    (parity tests, CPU benchmarks). ``launch`` recomputes into the static outputs."""
+
+    def __init__(self, fn: Callable[..., Any], static_in: list[torch.Tensor], axes: Sequence[int | None],
+                 warmup: int = 3, pool: Any = None) -> None:
+        self.fn, self.static_in, self.axes = fn, static_in, list(axes)
+        self.static_out = fn(*static_in)
+
+    def launch(self) -> None:
+        for dst, src in zip(self.static_out, self.fn(*self.static_in)):
+            dst.copy_(src)
+
+
+class SkippedGraph(UncapturedGraph):
+    """Like ``UncapturedGraph`` but ``launch`` does nothing: what is left is the host-side cost."""
+
+    def launch(self) -> None:
+        pass
+
+
 def _as_output_tuple(out: Any, names: Sequence[str]) -> tuple[torch.Tensor, ...]:
     if isinstance(out, torch.Tensor):
         out = (out,)

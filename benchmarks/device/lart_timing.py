@@ -45,7 +45,7 @@ from benchmarks.device.timing import quantiles, time_calls  # noqa: E402,F401
 
 from models.lart import LART, LARTConfig  # noqa: E402
 from realtime.actions import ActionStage, ActionStageConfig  # noqa: E402
-from realtime.backends import _Graph  # noqa: E402
+from realtime.backends import SkippedGraph, UncapturedGraph  # noqa: E402
 from realtime.records import People, Tracks  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -134,29 +134,6 @@ def synthetic_frame(n: int, app_dim: int, rng: np.random.Generator) -> tuple[Tra
     return tracks, people
 
 
-class _NullGraph(_Graph):
-    """stage-*/host: the static path with the replay skipped (run once eagerly for the output shapes)."""
-
-    def __init__(self, fn, static_in, axes, warmup: int = 3, pool=None) -> None:  # noqa: ANN001
-        self.fn, self.static_in, self.axes = fn, static_in, list(axes)
-        self.static_out = fn(*static_in)
-
-    def launch(self) -> None:
-        pass
-
-
-class _EagerGraph(_Graph):
-    """--cpu-smoke: TorchBackend's static-buffer path with the capture replaced by plain calls."""
-
-    def __init__(self, fn, static_in, axes, warmup: int = 3, pool=None) -> None:  # noqa: ANN001
-        self.fn, self.static_in, self.axes = fn, static_in, list(axes)
-        self.static_out = fn(*static_in)
-
-    def launch(self) -> None:
-        for dst, src in zip(self.static_out, self.fn(*self.static_in)):
-            dst.copy_(src)
-
-
 def bench_stage(size: str, dtype_name: str, n: int, T: int, mode: str, args, device: str,
                 pow2: bool = False, host: bool = False) -> dict:
     """ActionStage.update end to end, eager (cuda_graphs=False) and static + CUDA graphs (cuda_graphs=True,
@@ -164,14 +141,14 @@ def bench_stage(size: str, dtype_name: str, n: int, T: int, mode: str, args, dev
     stage only, max_tracks 16 with buckets 1, 2, 4, 8, 16 (n tracks padded to the next one). host: the
     graph stage with every replay skipped (what the stage costs over the replay)."""
     if host:
-        graph_cls, ActionStage._graph_cls = ActionStage._graph_cls, _NullGraph
+        graph_cls, ActionStage._graph_cls = ActionStage._graph_cls, SkippedGraph
         try:
             return bench_stage(size, dtype_name, n, T, mode, args, device, pow2=pow2)
         finally:
             ActionStage._graph_cls = graph_cls
     cuda = device.startswith("cuda")
     cap = 16 if pow2 else max(n, 1)
-    host = ActionStage._graph_cls is _NullGraph
+    host = ActionStage._graph_cls is SkippedGraph
     row = dict(size=size, dtype=dtype_name, N=n, T=T, B=n, max_tracks=cap,
                case=f"stage-{mode}" + ("/pow2" if pow2 else "/host" if host else ""))
     variants = [True] if pow2 or host else [False] + ([True] if (cuda and not args.no_graph) or args.cpu_smoke else [])
@@ -265,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cpu_smoke:
         device, T, people = "cpu", 8, (1, 2)
         args.iters, args.graph_iters, args.warmup, args.no_graph = 2, 2, 1, True
-        ActionStage._graph_cls = _EagerGraph  # the stage's static-buffer path runs, captures replaced by calls
+        ActionStage._graph_cls = UncapturedGraph  # the stage's static-buffer path runs, captures replaced by calls
         combos = [("tiny", "fp32"), ("official", "fp32")]
     else:
         if not torch.cuda.is_available():
