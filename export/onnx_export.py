@@ -287,11 +287,17 @@ def _key_bias(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
     return torch.where(choice == 0, 0.0, torch.where(choice == 1, -1e3, float("-inf")))
 
 
+def _given_or_built(model: nn.Module | None, size: str, checkpoint: str | Path | None,
+                    seed: int) -> tuple[nn.Module, bool]:
+    """The model passed in (its weights are the caller's: not flagged random), else one loaded or built."""
+    if model is not None:
+        return model, False
+    return _lart_model(size, checkpoint, seed)
+
+
 def lart_window_spec(size: str = "tiny", checkpoint: str | Path | None = None, seed: int = 0,
                      model: nn.Module | None = None) -> ExportSpec:
-    random = model is None and checkpoint is None
-    if model is None:
-        model, random = _lart_model(size, checkpoint, seed)
+    model, random = _given_or_built(model, size, checkpoint, seed)
     cfg = model.config
     io = lart_window_io(cfg)
     return ExportSpec("lart_window", LARTWindowExport(model, io.input_names), io, {}, random,
@@ -300,9 +306,7 @@ def lart_window_spec(size: str = "tiny", checkpoint: str | Path | None = None, s
 
 def lart_step_spec(size: str = "tiny", checkpoint: str | Path | None = None, seed: int = 0,
                    model: nn.Module | None = None) -> ExportSpec:
-    random = model is None and checkpoint is None
-    if model is None:
-        model, random = _lart_model(size, checkpoint, seed)
+    model, random = _given_or_built(model, size, checkpoint, seed)
     cfg = model.config
     io = lart_step_io(cfg)
     makers = {"positions": lambda shape, g: _positions(shape, g, cfg.window), "key_bias": _key_bias}

@@ -76,6 +76,19 @@ def features(c: LARTConfig, lead: tuple[int, ...], dtype, device):
     return g(229), (g(135) if c.has_joints else None), (g(c.app_dim) if c.has_appearance else None)
 
 
+def eager_and_graph(row: dict, fn, args, cuda: bool) -> dict:
+    """``row`` with fn's eager time and, on CUDA, its CUDA-graph time and graph-vs-eager difference."""
+    row["eager"] = time_calls(fn, args.iters, args.warmup, cuda)
+    if cuda and not args.no_graph:
+        ref = fn().float()
+        replay, out = graph_of(fn)
+        row["graph"] = time_calls(replay, args.graph_iters, 3, cuda)
+        replay()
+        torch.cuda.synchronize()
+        row["graph_vs_eager_maxabs"] = float((out.float() - ref).abs().max())
+    return row
+
+
 def bench_model(size: str, dtype_name: str, n: int, T: int, args, device: str) -> list[dict]:
     torch.manual_seed(0)
     cfg = LARTConfig.official_mvit() if size == "official" else LARTConfig.tiny()
@@ -92,15 +105,7 @@ def bench_model(size: str, dtype_name: str, n: int, T: int, args, device: str) -
         fn = lambda: model.forward_window(pose, joints, app, valid, exact=attn == "exact")  # noqa: E731
         row = dict(base, case=f"window-{attn}", tokens=B * T * n,
                    gflop=round(gflop(cfg, B * T * n, B * (T * n) ** 2), 2))
-        row["eager"] = time_calls(fn, args.iters, args.warmup, cuda)
-        if cuda and not args.no_graph:
-            ref = fn().float()
-            replay, out = graph_of(fn)
-            row["graph"] = time_calls(replay, args.graph_iters, 3, cuda)
-            replay()
-            torch.cuda.synchronize()
-            row["graph_vs_eager_maxabs"] = float((out.float() - ref).abs().max())
-        rows.append(row)
+        rows.append(eager_and_graph(row, fn, args, cuda))
     # causal step against a full cache (cost does not depend on how full it is)
     k, v, kb = model.new_cache(B, T, n)
     k.normal_()
@@ -112,15 +117,7 @@ def bench_model(size: str, dtype_name: str, n: int, T: int, args, device: str) -
     fn = lambda: model.step(spose, sjoints, sapp, svalid, positions, k, v, kb)[0]  # noqa: E731
     row = dict(base, case="step-sdpa", tokens=B * n, gflop=round(gflop(cfg, B * n, B * n * T * n), 3),
                cache_mib=round(2 * k.numel() * k.element_size() / 2 ** 20, 1))
-    row["eager"] = time_calls(fn, args.iters, args.warmup, cuda)
-    if cuda and not args.no_graph:
-        ref = fn().float()
-        replay, out = graph_of(fn)
-        row["graph"] = time_calls(replay, args.graph_iters, 3, cuda)
-        replay()
-        torch.cuda.synchronize()
-        row["graph_vs_eager_maxabs"] = float((out.float() - ref).abs().max())
-    rows.append(row)
+    rows.append(eager_and_graph(row, fn, args, cuda))
     return rows
 
 
