@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import report
-from benchmarks.scripted import ScriptedDetector, SyntheticSource, load_boxes, walking_boxes
-from realtime.engine import Pipeline, RollingStats, run
-from realtime.records import Detections, Frame, People
+from lart_stream.benchmarks import report
+from lart_stream.benchmarks.scripted import ScriptedDetector, SyntheticSource, load_boxes, walking_boxes
+from lart_stream.realtime.engine import Pipeline, RollingStats, run
+from lart_stream.realtime.records import Detections, Frame, People
 
 log = logging.getLogger("lart_stream.bench")
 
@@ -82,15 +82,15 @@ class PerPersonLifter:
 
 
 def build_stages(spec: RunSpec, device: str, args: argparse.Namespace):
-    from realtime.actions import ActionStage, ActionStageConfig
-    from realtime.lifting import HMRLifter, HMRLifterConfig
-    from realtime.tracking import TrackerConfig, build_tracker
+    from lart_stream.realtime.actions import ActionStage, ActionStageConfig
+    from lart_stream.realtime.lifting import HMRLifter, HMRLifterConfig
+    from lart_stream.realtime.tracking import TrackerConfig, build_tracker
 
     backend = {"torch-eager": "torch"}.get(spec.backend, spec.backend)
     graphs = spec.backend == "torch" and not spec.per_person
     export_dir = exported_models(spec.hmr_size, args) if backend in ("onnxruntime", "tensorrt") else None
     if backend == "onnxruntime" and device.startswith("cuda"):
-        from realtime.backends import onnxruntime_providers
+        from lart_stream.realtime.backends import onnxruntime_providers
 
         if not {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(onnxruntime_providers()):
             raise RuntimeError("onnxruntime has only CPU providers here: it would run HMR on the CPU")
@@ -118,7 +118,7 @@ def exported_models(size: str, args: argparse.Namespace) -> str:
     if size not in _EXPORTS:
         import tempfile
 
-        from export.cli import main as export_main
+        from lart_stream.export.cli import main as export_main
 
         out = tempfile.mkdtemp(prefix=f"lart-bench-{size}-")
         if export_main(["--out", out, "--models", "hmr2", "--size", size]) != 0:
@@ -130,7 +130,7 @@ def exported_models(size: str, args: argparse.Namespace) -> str:
 def _real_detector(args: argparse.Namespace, device: str):
     if args.detector == "none":
         return None
-    from realtime.detectors import DetectorConfig, build_detector
+    from lart_stream.realtime.detectors import DetectorConfig, build_detector
 
     return build_detector(DetectorConfig(model=args.detector, device=device, person_classes=args.person_classes))
 
@@ -139,7 +139,7 @@ def run_one(spec: RunSpec, args: argparse.Namespace, device: str, boxes: np.ndar
             real_detector) -> dict:
     import torch
 
-    from realtime.publisher import Publisher, PublisherConfig
+    from lart_stream.realtime.publisher import Publisher, PublisherConfig
 
     size = tuple(int(x) for x in args.size.split("x"))
     if boxes is None:
@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from realtime.build import BuildError, resolve_device
+    from lart_stream.realtime.build import BuildError, resolve_device
 
     try:
         device = resolve_device(args.device)

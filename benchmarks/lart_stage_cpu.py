@@ -23,16 +23,14 @@ import pstats
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from realtime.actions import ActionStage, ActionStageConfig  # noqa: E402
-from realtime.backends import SkippedGraph, UncapturedGraph  # noqa: E402
-from realtime.records import People, Tracks  # noqa: E402
+from lart_stream.realtime.actions import ActionStage, ActionStageConfig  # noqa: E402
+from lart_stream.realtime.backends import SkippedGraph, UncapturedGraph  # noqa: E402
+from lart_stream.realtime.records import People, Tracks  # noqa: E402
 from torch.overrides import TorchFunctionMode  # noqa: E402
 
 
@@ -134,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", action="store_true", help="list the torch calls of a steady-state frame")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    logging.getLogger("realtime.actions").setLevel(logging.ERROR)
-    logging.getLogger("models.lart").setLevel(logging.ERROR)
+    logging.getLogger("lart_stream.realtime.actions").setLevel(logging.ERROR)
+    logging.getLogger("lart_stream.models.lart").setLevel(logging.ERROR)
     print(f"ActionStage.update on the static path, CPU, {args.size}, launch={args.launch}, churn={args.churn}, "
           f"{args.frames} frames (ms per frame)")
     print(f"{'mode':7} {'tracks':>6} {'p50':>8} {'p90':>8} {'p99':>8} {'torch calls/frame':>18}")

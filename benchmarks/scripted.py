@@ -16,7 +16,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from realtime.records import Detections, Frame
+from lart_stream.realtime.records import Detections, Frame
 
 
 def walking_boxes(people: int, frames: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:

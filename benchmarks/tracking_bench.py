@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.tracking import TrackerConfig, build_tracker
-from realtime.tracking.metrics import evaluate_tracker
-from benchmarks.report import cpu_name
-from realtime.tracking.synthetic import SUITE, make_scene
+from lart_stream.realtime.tracking import TrackerConfig, build_tracker
+from lart_stream.realtime.tracking.metrics import evaluate_tracker
+from lart_stream.benchmarks.report import cpu_name
+from lart_stream.realtime.tracking.synthetic import SUITE, make_scene
 
 KINDS = ("phalp", "iou")
 SCENES = SUITE + ("follow",)  # 'follow' is a known hard case for the 3D cost (see synthetic.py)

@@ -30,16 +30,15 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from realtime.publisher import Publisher, PublisherConfig  # noqa: E402
-from realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks  # noqa: E402
+from lart_stream.realtime.publisher import Publisher, PublisherConfig  # noqa: E402
+from lart_stream.realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks  # noqa: E402
 
 MEASURED = 1_000_000  # frame indices from here on are measured; lower ones are warm-up
 
 
 def make_factory(people: int, classes: int = 80):
-    from models.ava import AVA_ACTIONS_80
+    from lart_stream.models.ava import AVA_ACTIONS_80
 
     rng = np.random.default_rng(0)
     image = np.zeros((48, 64, 3), np.uint8)  # frames topic off: the image size does not matter
@@ -64,7 +63,7 @@ def make_factory(people: int, classes: int = 80):
 
 
 def run_subscriber(args: argparse.Namespace) -> int:
-    from realtime.subscriber import Subscriber
+    from lart_stream.realtime.subscriber import Subscriber
 
     last = MEASURED + args.count - 1
     lat: list[int] = []
@@ -88,7 +87,7 @@ def run_subscriber(args: argparse.Namespace) -> int:
 
 
 def run_stalled(args: argparse.Namespace) -> int:
-    from realtime.subscriber import Subscriber
+    from lart_stream.realtime.subscriber import Subscriber
 
     sub = Subscriber(args.address, ("actions",), hwm=10)
     sub.recv(timeout=60)
@@ -184,7 +183,7 @@ def run_case(name: str, address: str, people: int, count: int, rate: float, warm
 
 def codec_cost(make, n: int = 200) -> tuple[int, float, float]:
     """Payload bytes and median in-process encode / decode ms of one message (no sockets)."""
-    from realtime import protocol
+    from lart_stream.realtime import protocol
 
     result = make(0)
     enc, dec = [], []

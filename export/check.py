@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from realtime.backends import Backend, to_numpy
+from lart_stream.realtime.backends import Backend, to_numpy
 
 TOLERANCES = {"fp32": (1e-4, 1e-3), "fp16": (1e-3, 3e-2), "bf16": (2e-3, 6e-2)}
 

@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from realtime.backends import BACKEND_NAMES, BackendUnavailable
+from lart_stream.realtime.backends import BACKEND_NAMES, BackendUnavailable
 
 MODEL_CHOICES = ("hmr2", "lart_window", "lart_step")
 
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from export import onnx_export as ox
+    from lart_stream.export import onnx_export as ox
 
     if args.models == "all":
         models = list(MODEL_CHOICES)
@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
         if path and not Path(path).is_file():
             raise UserError(f"--{flag.replace('_', '-')}: no such file: {path}")
     if args.tensorrt or "tensorrt" in check_backends:
-        from export.tensorrt_build import require_tensorrt
+        from lart_stream.realtime.tensorrt_engine import require_tensorrt
 
         require_tensorrt()  # fail before any export work, with the install hint
         if not args.device.startswith("cuda"):
@@ -116,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if not args.check:
         return 0
-    from export.check import format_report
+    from lart_stream.export.check import format_report
 
     rows = []
     for spec in specs:
@@ -126,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _build_specs(kind: str, args: argparse.Namespace) -> list:
-    from export import onnx_export as ox
+    from lart_stream.export import onnx_export as ox
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the random-weights warning is printed once by _run
@@ -139,8 +139,8 @@ def _build_specs(kind: str, args: argparse.Namespace) -> list:
 
 
 def _build_engines(specs: list, args: argparse.Namespace, out: Path) -> None:
-    from export import tensorrt_build as tb
-    from realtime.backends import io_from_onnx
+    from lart_stream.realtime import tensorrt_engine as tb
+    from lart_stream.realtime.backends import io_from_onnx
 
     cache = tb.EngineCache(args.engine_cache or out / "engines")
     for spec in specs:
@@ -154,8 +154,8 @@ def _build_engines(specs: list, args: argparse.Namespace, out: Path) -> None:
 
 
 def _check_spec(spec, out: Path, backend_names: list[str], batches: list[int], args: argparse.Namespace) -> list:
-    from export.check import check_backend, fp32_copy, reference_outputs
-    from realtime.backends import resolve_backend
+    from lart_stream.export.check import check_backend, fp32_copy, reference_outputs
+    from lart_stream.realtime.backends import resolve_backend
 
     ref_module = fp32_copy(spec.module)
     rows = []

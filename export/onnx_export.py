@@ -12,7 +12,7 @@ Files written by :func:`export_model` (one per model kind):
 - ``lart_step.onnx``   the LART causal streaming step with the key/value cache as explicit
                        inputs and outputs, dynamic number of tracks
 - ``*.fp16.onnx``      (optional) FP16 twins for TensorRT >= 11, which builds FP16 only from a
-                       typed graph (export/tensorrt_build.py)
+                       typed graph (realtime/tensorrt_engine.py)
 
 ``manifest.json`` records, per file, its ModelIO, the fixed sizes of the non-batch symbols, the
 SHA-256 of the file, the config and whether the weights are random.
@@ -21,7 +21,6 @@ SHA-256 of the file, the config and whether the weights are random.
 from __future__ import annotations
 
 import dataclasses
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +30,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from realtime.backends import BATCH, ModelIO, TensorSpec, file_sha256, io_from_onnx
+from lart_stream.realtime.backends import BATCH, ModelIO, io_from_onnx
+from lart_stream.realtime.model_io import LART_CACHE_PAIRS, hmr2_io, lart_step_io, lart_window_io  # noqa: F401
+from lart_stream.realtime.manifest import (MANIFEST, io_from_json, io_to_json, onnx_sha256, read_manifest,  # noqa: F401
+                                          write_manifest)
 
 OPSET = 17
-MANIFEST = "manifest.json"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,18 +120,6 @@ def export_onnx(module: nn.Module, example: Sequence[torch.Tensor], io: ModelIO,
     return path
 
 
-def onnx_sha256(path: str | Path) -> str:
-    """SHA-256 of an ONNX file and, when present, its ``.data`` weights (engine cache key input)."""
-    import hashlib
-
-    path = Path(path)
-    h = hashlib.sha256(file_sha256(path).encode())
-    data = path.with_name(path.name + ".data")
-    if data.is_file():
-        h.update(file_sha256(data).encode())
-    return h.hexdigest()
-
-
 def example_inputs(io: ModelIO, dims: Mapping[str, int], *, seed: int = 0,
                    makers: Mapping[str, Callable[[tuple[int, ...], torch.Generator], torch.Tensor]] | None = None
                    ) -> tuple[torch.Tensor, ...]:
@@ -173,21 +162,9 @@ class ExportSpec:
         return example_inputs(self.io, {**self.fixed_dims, BATCH: batch}, seed=seed, makers=self.input_makers)
 
 
-def hmr2_io(cfg: Any, output_fields: Sequence[str]) -> ModelIO:
-    """crops (batch, 3, H, W) -> HMR2Output fields; shapes of the known fields written out."""
-    known = {"global_orient": (BATCH, 3, 3), "body_pose": (BATCH, cfg.num_body_joints, 3, 3),
-             "betas": (BATCH, 10), "pred_cam": (BATCH, 3), "pred_cam_t": (BATCH, 3),
-             "appearance": (BATCH, cfg.embed_dim)}
-    missing = [f for f in output_fields if f not in known]
-    if missing:
-        raise ValueError(f"hmr2: output fields {missing} have no export shape; add them to export.onnx_export.hmr2_io")
-    return ModelIO("hmr2", (TensorSpec("crops", (BATCH, 3, cfg.image_height, cfg.image_width)),),
-                   tuple(TensorSpec(f, known[f]) for f in output_fields))
-
-
 def hmr2_spec(size: str = "tiny", checkpoint: str | Path | None = None, seed: int = 0) -> ExportSpec:
     """HMR 2.0 from models/hmr2.py: the official checkpoint when given, else random weights (loudly)."""
-    from models import hmr2 as H
+    from lart_stream.models import hmr2 as H
 
     cfg = H.HMR2Config.from_size(size)
     if checkpoint is not None:
@@ -233,38 +210,8 @@ class LARTStepExport(nn.Module):
 
 
 # the step's cache outputs and the inputs they feed on the next frame
-LART_CACHE_PAIRS = {"k_cache_out": "k_cache", "v_cache_out": "v_cache", "key_bias_out": "key_bias"}
-
-
-def _lart_features(cfg: Any, lead: tuple[int | str, ...]) -> tuple[TensorSpec, ...]:
-    specs = [TensorSpec("pose", (*lead, 229))]
-    if cfg.has_joints:
-        specs.append(TensorSpec("joints", (*lead, 135)))
-    if cfg.has_appearance:
-        specs.append(TensorSpec("appearance", (*lead, cfg.app_dim)))
-    specs.append(TensorSpec("valid", lead, "bool"))
-    return tuple(specs)
-
-
-def lart_window_io(cfg: Any) -> ModelIO:
-    """Trailing window of T = cfg.window frames x N = cfg.max_people slots per track; batch = tracks."""
-    lead = (BATCH, cfg.window, cfg.max_people)
-    return ModelIO("lart_window", _lart_features(cfg, lead), (TensorSpec("logits", (BATCH, cfg.window, cfg.ava_classes)),))
-
-
-def lart_step_io(cfg: Any) -> ModelIO:
-    """One new frame per track against a ring cache of window x N keys per layer; batch = tracks."""
-    rows = cfg.window * cfg.max_people
-    cache = (cfg.depth, BATCH, cfg.heads, rows, cfg.dim_head)
-    ins = (*_lart_features(cfg, (BATCH, cfg.max_people)), TensorSpec("positions", (BATCH,), "int64"),
-           TensorSpec("k_cache", cache), TensorSpec("v_cache", cache), TensorSpec("key_bias", (BATCH, rows)))
-    outs = (TensorSpec("logits", (BATCH, cfg.ava_classes)), TensorSpec("k_cache_out", cache),
-            TensorSpec("v_cache_out", cache), TensorSpec("key_bias_out", (BATCH, rows)))
-    return ModelIO("lart_step", ins, outs)
-
-
 def _lart_model(size: str, checkpoint: str | Path | None, seed: int) -> tuple[nn.Module, bool]:
-    from models import lart as L
+    from lart_stream.models import lart as L
 
     if checkpoint is not None:
         model, _ = L.load_lart(checkpoint)
@@ -344,7 +291,7 @@ def lart_streaming_rows(spec: ExportSpec, backend: Any, *, frames: int | None = 
     past one window so the ring wraps around."""
     import copy
 
-    from export.check import check_streaming
+    from lart_stream.export.check import check_streaming
 
     model = copy.deepcopy(spec.module.model).float().cpu().eval()
     cfg = model.config
@@ -373,19 +320,6 @@ SPEC_BUILDERS: dict[str, Callable[..., ExportSpec]] = {
 # files and manifest
 
 
-def io_to_json(io: ModelIO) -> dict[str, Any]:
-    return {"kind": io.kind,
-            "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in io.inputs],
-            "outputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in io.outputs]}
-
-
-def io_from_json(d: Mapping[str, Any]) -> ModelIO:
-    def spec(e: Mapping[str, Any]) -> TensorSpec:
-        return TensorSpec(e["name"], tuple(e["shape"]), e.get("dtype", "float32"))
-
-    return ModelIO(d["kind"], tuple(spec(e) for e in d["inputs"]), tuple(spec(e) for e in d["outputs"]))
-
-
 def export_model(spec: ExportSpec, out_dir: str | Path, *, fp16_twin: bool = False, batch: int = 2) -> dict[str, Any]:
     """Write ``<kind>.onnx`` (and ``<kind>.fp16.onnx``); return its manifest entry."""
     out_dir = Path(out_dir)
@@ -396,33 +330,12 @@ def export_model(spec: ExportSpec, out_dir: str | Path, *, fp16_twin: bool = Fal
     if fp16_twin:
         import copy
 
-        from export.tensorrt_build import fp16_onnx_path
+        from lart_stream.realtime.tensorrt_engine import fp16_onnx_path
 
         twin = Fp16Twin(copy.deepcopy(spec.module))
         p16 = export_onnx(twin, spec.example(batch), spec.io, fp16_onnx_path(path))
         entry["fp16_file"] = p16.name
     return entry
-
-
-def write_manifest(out_dir: str | Path, entries: Mapping[str, Mapping[str, Any]]) -> Path:
-    p = Path(out_dir) / MANIFEST
-    old = json.loads(p.read_text()) if p.is_file() else {}
-    old.update(entries)
-    p.write_text(json.dumps(old, indent=2, default=str) + "\n")
-    return p
-
-
-def read_manifest(out_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """``{kind: entry}`` with ``entry["path"]`` (Path) and ``entry["model_io"]`` (ModelIO) added."""
-    p = Path(out_dir) / MANIFEST
-    if not p.is_file():
-        raise FileNotFoundError(f"no {MANIFEST} in {out_dir}: run `lart-stream export --out {out_dir}` first")
-    entries = json.loads(p.read_text())
-    for kind, e in entries.items():
-        e["path"] = Path(out_dir) / e["file"]
-        if "io" in e:
-            e["model_io"] = io_from_json(e["io"])
-    return entries
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,7 +367,7 @@ def inspect_detector(path: str | Path) -> DetectorInfo:
 
     import onnx
 
-    from realtime.onnx_detector import detect_format
+    from lart_stream.realtime.onnx_detector import detect_format
 
     model = onnx.load(str(path), load_external_data=False)
     onnx.checker.check_model(model)

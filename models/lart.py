@@ -69,7 +69,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.blocks import FeedForward
+from lart_stream.models.blocks import FeedForward
 
 log = logging.getLogger(__name__)
 

@@ -75,10 +75,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.ava import AVA_EVAL_IDS, AVA_EVAL_NAMES
-from models.lart import JOINTS_DIM, LART, LARTConfig, POSE_DIM, load_lart, load_pose_stats
-from realtime.backends import _Graph
-from realtime.records import ActionPredictions, People, Tracks
+from lart_stream.models.ava import AVA_EVAL_IDS, AVA_EVAL_NAMES
+from lart_stream.models.lart import JOINTS_DIM, LART, LARTConfig, POSE_DIM, load_lart, load_pose_stats
+from lart_stream.realtime.backends import _Graph
+from lart_stream.realtime.records import ActionPredictions, People, Tracks
 
 log = logging.getLogger(__name__)
 

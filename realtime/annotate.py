@@ -12,9 +12,9 @@ from pathlib import Path
 
 import cv2
 
-from realtime.protocol import FrameMessage, actions_message, seconds_to_ns
-from realtime.records import FrameResult
-from realtime.transport_cli import draw
+from lart_stream.realtime.protocol import FrameMessage, actions_message, seconds_to_ns
+from lart_stream.realtime.records import FrameResult
+from lart_stream.realtime.drawing import draw
 
 log = logging.getLogger(__name__)
 

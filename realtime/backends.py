@@ -12,7 +12,7 @@ tensors out (on the device of the first input).
 
 Backends:
 
-- ``tensorrt``    FP16 engine built from the exported ONNX (export/tensorrt_build.py), cached per
+- ``tensorrt``    FP16 engine built from the exported ONNX (realtime/tensorrt_engine.py), cached per
                   GPU, TensorRT version and ONNX hash. Needs the ``tensorrt`` package and CUDA.
 - ``onnxruntime`` the exported ONNX with the best present provider: TensorRT, CUDA, then CPU.
 - ``torch``       the PyTorch module itself. Eager on the CPU; on CUDA one CUDA graph per
@@ -514,7 +514,7 @@ class TensorRTBackend(Backend):
     def __init__(self, onnx_path: str | Path, io: ModelIO, device: str = "cuda", *,
                  cache_dir: str | Path | None = None, max_batch: int = 32, opt_batch: int = 8,
                  fixed_dims: Mapping[str, int] | None = None) -> None:
-        from export import tensorrt_build as tb  # lazy: needs tensorrt at build/run time only
+        from lart_stream.realtime import tensorrt_engine as tb  # lazy: needs tensorrt at build/run time only
 
         if not str(device).startswith("cuda"):
             raise BackendUnavailable(f"tensorrt: needs a CUDA device, got {device}")
@@ -727,7 +727,7 @@ def resolve_exported(requested: str, model_kind: str, device: str, export_dir: s
     path and ModelIO come from its manifest.json (no export dir or no entry: torch only)."""
     onnx_path, io = None, kw.pop("io", None)
     if export_dir is not None and (Path(export_dir) / "manifest.json").is_file():
-        from export.onnx_export import read_manifest  # lazy: the runtime needs export/ only here
+        from lart_stream.realtime.manifest import read_manifest
 
         entry = read_manifest(export_dir).get(model_kind)
         if entry is not None:

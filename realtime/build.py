@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from realtime.config import AppConfig
-from realtime.detectors import DetectorError, build_detector
-from realtime.engine import Pipeline
+from lart_stream.realtime.config import AppConfig
+from lart_stream.realtime.detectors import DetectorError, build_detector
+from lart_stream.realtime.engine import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def build_pipeline(cfg: AppConfig) -> Pipeline:
     actions = _build_actions(cfg, device) if cfg.actions.enabled and lifter is not None else None
     sinks = _build_sinks(cfg)
     if cfg.runtime.annotate:
-        from realtime.annotate import AnnotatedVideoWriter, AnnotationError
+        from lart_stream.realtime.annotate import AnnotatedVideoWriter, AnnotationError
 
         try:
             sinks.append(AnnotatedVideoWriter(cfg.runtime.annotate, fps=_source_fps(cfg)))
@@ -88,7 +88,7 @@ def _replace(obj, **changes):
 
 def _build_lifter(cfg: AppConfig, device: str):
     try:
-        from realtime.lifting import HMRLifter, HMRLifterConfig
+        from lart_stream.realtime.lifting import HMRLifter, HMRLifterConfig
     except ImportError as exc:
         log.info("HMR stage not available (%s): tracking in 2D, no actions", exc)
         return None
@@ -103,7 +103,7 @@ def _build_lifter(cfg: AppConfig, device: str):
 
 def _build_tracker(cfg: AppConfig, lifter):
     try:
-        from realtime.tracking import TrackerConfig, build_tracker
+        from lart_stream.realtime.tracking import TrackerConfig, build_tracker
     except ImportError as exc:
         log.info("tracking stage not available (%s)", exc)
         return None
@@ -118,7 +118,7 @@ def _build_tracker(cfg: AppConfig, lifter):
 
 def _build_actions(cfg: AppConfig, device: str):
     try:
-        from realtime.actions import ActionStage, ActionStageConfig
+        from lart_stream.realtime.actions import ActionStage, ActionStageConfig
     except ImportError as exc:
         log.info("action stage not available (%s)", exc)
         return None
@@ -147,7 +147,7 @@ def _build_sinks(cfg: AppConfig) -> list:
     if p.address.lower() == "none":
         return []
     try:
-        from realtime.publisher import Publisher, PublisherConfig
+        from lart_stream.realtime.publisher import Publisher, PublisherConfig
     except ImportError as exc:
         log.info("publisher not available (%s)", exc)
         return []

@@ -24,11 +24,11 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # Subcommands live in their own modules and are imported only when used.
 SUBCOMMANDS = {
-    "listen": ("realtime.transport_cli", "listen_main", "print predictions from a publisher"),
-    "view": ("realtime.transport_cli", "view_main", "draw predictions on the frames topic"),
-    "keys": ("realtime.transport_cli", "keys_main", "make CURVE key pairs"),
-    "export": ("export.cli", "main", "export models to ONNX / TensorRT and check parity"),
-    "bench": ("benchmarks.bench", "main", "latency benchmark of the pipeline"),
+    "listen": ("lart_stream.realtime.transport_cli", "listen_main", "print predictions from a publisher"),
+    "view": ("lart_stream.realtime.transport_cli", "view_main", "draw predictions on the frames topic"),
+    "keys": ("lart_stream.realtime.transport_cli", "keys_main", "make CURVE key pairs"),
+    "export": ("lart_stream.export.cli", "main", "export models to ONNX / TensorRT and check parity"),
+    "bench": ("lart_stream.benchmarks.bench", "main", "latency benchmark of the pipeline"),
 }
 
 log = logging.getLogger("lart_stream")
@@ -106,7 +106,7 @@ FLAG_TO_SETTING = {
 
 
 def resolve_config(args: argparse.Namespace):
-    from realtime.config import AppConfig, apply_overrides, load_file
+    from lart_stream.realtime.config import AppConfig, apply_overrides, load_file
 
     cfg = AppConfig()
     if args.config:
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_main(argv: list[str]) -> int:
-    from realtime.config import ConfigError, to_toml
+    from lart_stream.realtime.config import ConfigError, to_toml
 
     args = build_parser().parse_args(argv)
     try:
@@ -153,9 +153,9 @@ def run_main(argv: list[str]) -> int:
 
 
 def _run(cfg) -> int:
-    from realtime.build import BuildError, build_pipeline
-    from realtime.engine import StatusLine, run
-    from realtime.sources import SourceError, open_source
+    from lart_stream.realtime.build import BuildError, build_pipeline
+    from lart_stream.realtime.engine import StatusLine, run
+    from lart_stream.realtime.sources import SourceError, open_source
 
     stop = threading.Event()
     if cfg.runtime.threads > 0:

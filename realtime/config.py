@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from realtime.detectors import DetectorConfig
-from realtime.sources import SourceConfig
+from lart_stream.realtime.detectors import DetectorConfig
+from lart_stream.realtime.sources import SourceConfig
 
 
 class ConfigError(Exception):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from realtime.records import Detections, Frame
+from lart_stream.realtime.records import Detections, Frame
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def build_detector(cfg: DetectorConfig):
     if not path.is_file():
         raise DetectorError(f"detector model not found: {path}")
     try:
-        from realtime.onnx_detector import OnnxDetector, OnnxDetectorConfig
+        from lart_stream.realtime.onnx_detector import OnnxDetector, OnnxDetectorConfig
     except ImportError as exc:  # pragma: no cover - lands with the export issue
         raise DetectorError(f"ONNX detectors are not available in this build: {exc}") from exc
     try:

@@ -23,9 +23,9 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from realtime.records import Detections, FrameResult, Frame, People, Tracks
-from realtime.sources import FrameSource
-from realtime.stages import ActionRecognizer, Detector, Lifter, ResultSink, Tracker
+from lart_stream.realtime.records import Detections, FrameResult, Frame, People, Tracks
+from lart_stream.realtime.sources import FrameSource
+from lart_stream.realtime.stages import ActionRecognizer, Detector, Lifter, ResultSink, Tracker
 
 log = logging.getLogger(__name__)
 

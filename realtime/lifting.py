@@ -35,12 +35,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.hmr2 import (HMR2, HMR2Config, HMR2Output, body_origin_location, cam_crop_to_full, check_state_dict,
+from lart_stream.models.hmr2 import (HMR2, HMR2Config, HMR2Output, body_origin_location, cam_crop_to_full, check_state_dict,
                          config_for_state_dict, full_frame_focal, load_hmr2_with_smpl, pose_vector, project_to_frame,
                          read_checkpoint, split_state_dict)
-from models.hmr2_crop import (CropConfig, blur_radius, blur_rows, blur_sigma, box_center_size, crop_people,
+from lart_stream.models.hmr2_crop import (CropConfig, blur_radius, blur_rows, blur_sigma, box_center_size, crop_people,
                               crop_people_static, image_to_tensor, normalisation, radius_bucket)
-from realtime.records import Detections, Frame, People
+from lart_stream.realtime.records import Detections, Frame, People
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class HMRLifterConfig:
 
 
 class HMRLifter:
-    """realtime.stages.Lifter: HMR 2.0 on all people of a frame at once.
+    """lart_stream.realtime.stages.Lifter: HMR 2.0 on all people of a frame at once.
 
     ``model`` is the torch network (None when an exported engine runs: then ``runner`` is required);
     ``runner`` maps crops to the HMR2Output fields (None: call ``model`` eagerly).
@@ -234,8 +234,8 @@ def _resolve_runner(cfg: HMRLifterConfig, model_cfg: HMR2Config, build: Callable
                     dtype: torch.dtype) -> tuple[Runner | None, str, bool]:
     """(runner or None for eager torch on the CPU, one line saying what runs, whether an engine's
     weights are random). Backends are realtime/backends.py's; ``build`` makes the torch module."""
-    from export.onnx_export import hmr2_io
-    from realtime.backends import BackendUnavailable, resolve_exported
+    from lart_stream.realtime.model_io import hmr2_io
+    from lart_stream.realtime.backends import BackendUnavailable, resolve_exported
 
     fields = HMR2Output._fields
     precision = {v: k for k, v in PRECISIONS.items()}[dtype]
@@ -249,7 +249,7 @@ def _resolve_runner(cfg: HMRLifterConfig, model_cfg: HMR2Config, build: Callable
     info = f"{backend.describe()} [{reason}]"
     engine_random = True
     if backend.name != "torch":
-        from export.onnx_export import read_manifest
+        from lart_stream.realtime.manifest import read_manifest
 
         entry = read_manifest(cfg.export_dir).get("hmr2", {})
         engine_random = bool(entry.get("random_weights", True))
@@ -270,7 +270,7 @@ def _build_smpl(cfg: HMRLifterConfig, smpl_sd: dict[str, torch.Tensor] | None) -
     """SMPL from the given file, else from the checkpoint's smpl.* buffers, else None (no joints)."""
     if not cfg.smpl_path and not (cfg.checkpoint and cfg.smpl_from_checkpoint):
         return None
-    from models.smpl import SMPL  # smplx only when 3D joints are wanted
+    from lart_stream.models.smpl import SMPL  # smplx only when 3D joints are wanted
 
     if cfg.smpl_path:
         smpl = SMPL.from_files(cfg.smpl_path, cfg.smpl_joint_regressor)
@@ -314,7 +314,7 @@ def people_fields(out: HMR2Output, center: torch.Tensor, side: torch.Tensor, ima
 
 def smpl_joints_static(smpl: torch.nn.Module, parents: Sequence[int], global_orient: torch.Tensor,
                        body_pose: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
-    """models.smpl.SMPL's joints (B, J, 3), the same smplx operations in the same order, with the
+    """lart_stream.models.smpl.SMPL's joints (B, J, 3), the same smplx operations in the same order, with the
     kinematic chain walked over host ints: smplx indexes a Python list with a device tensor (a host
     sync, which a CUDA-graph capture refuses). ``parents`` = smpl.parents.tolist()."""
     from smplx.lbs import blend_shapes, transform_mat, vertices2joints

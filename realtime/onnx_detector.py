@@ -31,8 +31,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from realtime.backends import Backend, ModelIO, TorchBackend, io_from_onnx, resolve_backend, to_numpy
-from realtime.records import Detections, Frame
+from lart_stream.realtime.backends import Backend, ModelIO, TorchBackend, io_from_onnx, resolve_backend, to_numpy
+from lart_stream.realtime.records import Detections, Frame
 
 OUTPUT_FORMATS = ("auto", "yolo", "nms")
 
@@ -199,7 +199,7 @@ def postprocess(out: np.ndarray, fmt: str, lb: Letterbox, frame_size: tuple[int,
 
 
 class OnnxDetector:
-    """realtime.stages.Detector over a user's ONNX file."""
+    """lart_stream.realtime.stages.Detector over a user's ONNX file."""
 
     def __init__(self, config: OnnxDetectorConfig, backend: Backend | None = None) -> None:
         if config.output_format not in OUTPUT_FORMATS:
@@ -231,7 +231,7 @@ class OnnxDetector:
         """The I/O with the image input's shape made concrete (a static graph for graphs/engines)."""
         spec = self.io.inputs[0]
         shape = (1, 3, *self.input_size)
-        from realtime.backends import TensorSpec
+        from lart_stream.realtime.backends import TensorSpec
 
         return ModelIO("detector", (TensorSpec(spec.name, shape, spec.dtype),), self.io.outputs)
 

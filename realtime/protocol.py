@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Sequence, Union
 import msgpack
 import numpy as np
 
-from realtime.records import FrameResult, TrackState
+from lart_stream.realtime.records import FrameResult, TrackState
 
 SCHEMA_VERSION = 1
 TOPICS = ("actions", "stats", "frames")

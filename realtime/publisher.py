@@ -33,9 +33,9 @@ import msgpack
 import numpy as np
 import zmq
 
-from realtime import protocol
-from realtime.protocol import FrameMessage, StatsMessage, Summary
-from realtime.records import FrameResult
+from lart_stream.realtime import protocol
+from lart_stream.realtime.protocol import FrameMessage, StatsMessage, Summary
+from lart_stream.realtime.records import FrameResult
 
 log = logging.getLogger(__name__)
 

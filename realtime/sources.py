@@ -21,7 +21,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from realtime.records import Frame
+from lart_stream.realtime.records import Frame
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks
+from lart_stream.realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks
 
 
 @runtime_checkable

@@ -27,8 +27,8 @@ from typing import Iterator, Sequence
 
 import zmq
 
-from realtime import protocol
-from realtime.protocol import Message, ProtocolError
+from lart_stream.realtime import protocol
+from lart_stream.realtime.protocol import Message, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class Subscriber:
     # -- internals ---------------------------------------------------------------------------
 
     def _setup_curve(self, server_key: str, secret_key: str | None) -> None:
-        from realtime.publisher import load_curve_key
+        from lart_stream.realtime.publisher import load_curve_key
 
         server_public, _ = load_curve_key(server_key, secret=False)
         if secret_key is None:

@@ -21,7 +21,7 @@ VTEST = REPO.parent / "shared" / "data" / "vtest.avi"  # full clip, only where .
 def lart_stream_cmd() -> list[str]:
     """The installed console script, else the module (same code)."""
     exe = shutil.which("lart-stream")
-    return [exe] if exe else [sys.executable, "-m", "realtime.cli"]
+    return [exe] if exe else [sys.executable, "-m", "lart_stream.realtime.cli"]
 
 
 def run_cli(*args: str, timeout: float = 240, **kw) -> subprocess.CompletedProcess:

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.ava import AVA_EVAL_IDS, AVA_EVAL_NAMES
-from models.lart import LART, LARTConfig
-from realtime.actions import ActionStage, ActionStageConfig
-from realtime.records import ActionPredictions, People, Tracks
-from realtime.stages import ActionRecognizer
+from lart_stream.models.ava import AVA_EVAL_IDS, AVA_EVAL_NAMES
+from lart_stream.models.lart import LART, LARTConfig
+from lart_stream.realtime.actions import ActionStage, ActionStageConfig
+from lart_stream.realtime.records import ActionPredictions, People, Tracks
+from lart_stream.realtime.stages import ActionRecognizer
 
 torch.set_grad_enabled(False)
 T, N, K, H = 8, 3, 2, 6  # window, slots, lookahead, pooling half-width

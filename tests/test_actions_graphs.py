@@ -18,9 +18,9 @@ import pytest
 import torch
 
 import test_actions
-from realtime import backends as B
-from realtime.actions import ActionStage, ActionStageConfig
-from realtime.records import People, Tracks
+from lart_stream.realtime import backends as B
+from lart_stream.realtime.actions import ActionStage, ActionStageConfig
+from lart_stream.realtime.records import People, Tracks
 from test_actions import scripted_stream, stage
 
 # tracks come and go (slots freed and reused, sequences swap-removed), 9 at once at steps 35-36
@@ -207,7 +207,7 @@ class FakeEvent:
 
 
 def test_staging_hands_out_no_host_buffer_a_copy_may_still_read() -> None:
-    from realtime.actions import _Staging
+    from lart_stream.realtime.actions import _Staging
 
     st = _Staging(8, [8], (2, 3), torch.device("cpu"))
     st._copied, st._done = [FakeEvent(), FakeEvent()], FakeEvent()

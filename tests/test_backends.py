@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from realtime import backends as B
-from realtime.backends import BATCH, Availability, ModelIO, TensorSpec
+from lart_stream.realtime import backends as B
+from lart_stream.realtime.backends import BATCH, Availability, ModelIO, TensorSpec
 
 
 IO = ModelIO("lart_step", (TensorSpec("x", (BATCH, 6)), TensorSpec("cache", (2, 3, BATCH))),
@@ -108,7 +108,7 @@ def test_resolve_explicit_unavailable_raises_one_line(tmp_path) -> None:
 
 
 def _export(path) -> None:
-    from export.onnx_export import export_onnx
+    from lart_stream.export.onnx_export import export_onnx
 
     x = _inputs(2)
     export_onnx(Mod(), (torch.from_numpy(x["x"]), torch.from_numpy(x["cache"])), IO, path)
@@ -233,7 +233,7 @@ def test_ort_tensorrt_provider_gets_our_profile_and_fp16(tmp_path) -> None:
 def test_host_buffers_stay_on_the_host_after_the_backend_moves_the_module(monkeypatch):
     from torch import nn
 
-    from realtime.backends import ModelIO, TensorSpec, TorchBackend, keep_on_host
+    from lart_stream.realtime.backends import ModelIO, TensorSpec, TorchBackend, keep_on_host
 
     class Reshaper(nn.Module):
         def __init__(self):
@@ -246,7 +246,7 @@ def test_host_buffers_stay_on_the_host_after_the_backend_moves_the_module(monkey
             return (x * self.scale).reshape(self.shape.tolist())
 
     # No GPU here to watch .to("cuda") move the buffer, so check that the backend asks for it to move back.
-    import realtime.backends as rb
+    import lart_stream.realtime.backends as rb
 
     asked = []
     monkeypatch.setattr(rb, "keep_on_host", lambda module: asked.append(module) or keep_on_host(module))

@@ -7,8 +7,8 @@ import json
 import jsonschema
 import numpy as np
 
-from benchmarks.report import RESULT_SCHEMA
-from benchmarks.scripted import SyntheticSource, load_boxes, save_boxes, walking_boxes
+from lart_stream.benchmarks.report import RESULT_SCHEMA
+from lart_stream.benchmarks.scripted import SyntheticSource, load_boxes, save_boxes, walking_boxes
 from conftest import run_cli
 
 

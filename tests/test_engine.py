@@ -6,9 +6,9 @@ import threading
 
 import numpy as np
 
-from realtime.detectors import HOGDetector
-from realtime.engine import Pipeline, run
-from realtime.sources import SourceConfig, open_source
+from lart_stream.realtime.detectors import HOGDetector
+from lart_stream.realtime.engine import Pipeline, run
+from lart_stream.realtime.sources import SourceConfig, open_source
 
 
 class Recorder:
@@ -36,6 +36,10 @@ def _run(pedestrians, overlap: bool, detector) -> tuple[Recorder, object]:
     return sink, summary
 
 
+def _rows_sorted(xyxy: np.ndarray) -> np.ndarray:
+    return xyxy[np.lexsort(xyxy.T[::-1])] if len(xyxy) else xyxy
+
+
 def test_overlapped_detection_matches_sequential(pedestrians):
     hog = HOGDetector()
     seq, s1 = _run(pedestrians, False, hog)
@@ -43,7 +47,8 @@ def test_overlapped_detection_matches_sequential(pedestrians):
     assert s1.frames == s2.frames == 15 and s2.reason == "max frames"
     assert [i for i, _ in ovl.seen] == list(range(15))  # in order, none skipped
     for (i, a), (j, b) in zip(seq.seen, ovl.seen):
-        np.testing.assert_array_equal(a, b)
+        # OpenCV's HOG scans scales in parallel: the same boxes can come back in another order.
+        np.testing.assert_array_equal(_rows_sorted(a), _rows_sorted(b))
     assert sum(len(b) for _, b in ovl.seen) > 0  # HOG found the pedestrians
     assert s2.stages_ms["detect"]["n"] == 15
 

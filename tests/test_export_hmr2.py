@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from export import onnx_export as ox
-from export.check import check_backend, compare, format_report, fp32_copy, reference_outputs
-from export.cli import main
-from realtime.backends import BATCH, OnnxRuntimeBackend, io_from_onnx
+from lart_stream.export import onnx_export as ox
+from lart_stream.export.check import check_backend, compare, format_report, fp32_copy, reference_outputs
+from lart_stream.export.cli import main
+from lart_stream.realtime.backends import BATCH, OnnxRuntimeBackend, io_from_onnx
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from export import onnx_export as ox
-from export.check import check_backend, format_report, fp32_copy, reference_outputs
-from realtime.backends import BATCH, OnnxRuntimeBackend, TorchBackend
+from lart_stream.export import onnx_export as ox
+from lart_stream.export.check import check_backend, format_report, fp32_copy, reference_outputs
+from lart_stream.realtime.backends import BATCH, OnnxRuntimeBackend, TorchBackend
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_io_names_shapes_and_manifest(exported: dict) -> None:
     assert window.inputs[0].shape == (BATCH, cfg.window, cfg.max_people, 229)
     assert window.outputs[0].shape == (BATCH, cfg.window, cfg.ava_classes)
     # the ONNX files carry the same names and the symbolic track dimension
-    from realtime.backends import io_from_onnx
+    from lart_stream.realtime.backends import io_from_onnx
 
     assert io_from_onnx(exported["dir"] / "lart_step.onnx").inputs[5].shape == cache
 
@@ -104,7 +104,7 @@ def test_fp16_twin_for_tensorrt_11_runs_close_to_fp32(tmp_path) -> None:
     """The *.fp16.onnx twin (half weights and compute, FP32 I/O) that TensorRT >= 11 builds from."""
     import warnings
 
-    from export.tensorrt_build import fp16_onnx_path
+    from lart_stream.realtime.tensorrt_engine import fp16_onnx_path
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -124,7 +124,7 @@ def test_fp16_twin_for_tensorrt_11_runs_close_to_fp32(tmp_path) -> None:
 
 
 def test_runtime_resolves_backends_from_the_export_folder(exported: dict) -> None:
-    from realtime.backends import describe_backends, resolve_exported
+    from lart_stream.realtime.backends import describe_backends, resolve_exported
 
     spec = exported["specs"]["lart_window"]
     backend, reason = resolve_exported("auto", "lart_window", "cpu", exported["dir"], module=spec.module)

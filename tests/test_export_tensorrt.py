@@ -1,4 +1,4 @@
-"""export/tensorrt_build.py without TensorRT: profiles, binding plans, cache keys, the cache, errors."""
+"""realtime/tensorrt_engine.py without TensorRT: profiles, binding plans, cache keys, the cache, errors."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
-from export import tensorrt_build as tb
-from realtime.backends import BATCH, ModelIO, TensorSpec
+from lart_stream.realtime import tensorrt_engine as tb
+from lart_stream.realtime.backends import BATCH, ModelIO, TensorSpec
 
 HMR = ModelIO("hmr2", (TensorSpec("crops", (BATCH, 3, 256, 192)),),
               (TensorSpec("betas", (BATCH, 10)), TensorSpec("body_pose", (BATCH, 23, 3, 3))))
@@ -80,7 +80,7 @@ def test_fp16_strategy_per_tensorrt_version() -> None:
 def test_missing_tensorrt_is_a_clear_error(tmp_path, capsys) -> None:
     with pytest.raises(tb.TensorRTUnavailable, match="TensorRT is not installed: `pip install tensorrt`"):
         tb.require_tensorrt()
-    from export.cli import main
+    from lart_stream.export.cli import main
 
     assert main(["--out", str(tmp_path), "--models", "none", "--tensorrt"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -15,10 +15,10 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from hmr2_reference_keys import discriminator_keys, official_network_keys, official_smpl_keys
-from models.hmr2 import (HMR2, CheckpointError, HMR2Config, HMR2Output, body_origin_location, cam_crop_to_full,
+from lart_stream.models.hmr2 import (HMR2, CheckpointError, HMR2Config, HMR2Output, body_origin_location, cam_crop_to_full,
                          check_state_dict, crop_cam_t, full_frame_focal, load_hmr2, load_hmr2_with_smpl, pose_vector, read_checkpoint,
                          rot6d_to_rotmat, split_state_dict)
-from models.hmr2_crop import IMAGE_MEAN, IMAGE_STD, CropConfig, blur_sigma, box_center_size, crop_people, image_to_tensor
+from lart_stream.models.hmr2_crop import IMAGE_MEAN, IMAGE_STD, CropConfig, blur_sigma, box_center_size, crop_people, image_to_tensor
 
 
 def _save_lightning(path, state_dict, with_config_object=True):

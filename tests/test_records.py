@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from realtime.engine import RollingStats
-from realtime.records import ActionPredictions, Detections, People, Tracks
+from lart_stream.realtime.engine import RollingStats
+from lart_stream.realtime.records import ActionPredictions, Detections, People, Tracks
 
 
 def test_detections_shape_errors_name_the_field():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hmr2_reference_keys import official_smpl_keys
-from models.smpl import SMPL, SMPL_TO_OPENPOSE, SMPLFileError, load_smpl_pickle
+from lart_stream.models.smpl import SMPL, SMPL_TO_OPENPOSE, SMPLFileError, load_smpl_pickle
 from smpl_synthetic import smpl_arrays, write_smpl_pickle
 
 

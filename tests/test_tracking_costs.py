@@ -5,12 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from realtime.records import People
-from realtime.tracking import TrackerConfig, build_tracker
-from realtime.tracking.costs import (cosine_appearance_cost, depth_cost, get_appearance_cost, linear_assignment,
+from lart_stream.realtime.records import People
+from lart_stream.realtime.tracking import TrackerConfig, build_tracker
+from lart_stream.realtime.tracking.costs import (cosine_appearance_cost, depth_cost, get_appearance_cost, linear_assignment,
                                      location_cost, location_from_cam_t, normalise_location, phalp_cost,
                                      phalp_l2_appearance_cost, pose_cost)
-from realtime.tracking.iou import box_iou
+from lart_stream.realtime.tracking.iou import box_iou
 
 B0, B1, B2, B3 = 4.0536, 1.3070, 0.3792, 4.1658
 

@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from realtime.records import People, Tracks, TrackState
-from realtime.stages import Tracker
-from realtime.tracking import TrackerConfig, build_tracker
+from lart_stream.realtime.records import People, Tracks, TrackState
+from lart_stream.realtime.stages import Tracker
+from lart_stream.realtime.tracking import TrackerConfig, build_tracker
 
 KINDS = ["phalp", "iou"]
 SIZE = (1280, 720)

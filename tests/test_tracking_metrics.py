@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from realtime.records import Tracks
-from realtime.tracking import build_tracker
-from realtime.tracking.iou import box_iou
-from realtime.tracking.metrics import FrameBoxes, evaluate, ground_truth, hypotheses, run_tracker, trackeval_data
-from realtime.tracking.synthetic import make_scene
+from lart_stream.realtime.records import Tracks
+from lart_stream.realtime.tracking import build_tracker
+from lart_stream.realtime.tracking.iou import box_iou
+from lart_stream.realtime.tracking.metrics import FrameBoxes, evaluate, ground_truth, hypotheses, run_tracker, trackeval_data
+from lart_stream.realtime.tracking.synthetic import make_scene
 
 A = np.array([0.0, 0.0, 10.0, 20.0])
 B = np.array([50.0, 0.0, 60.0, 20.0])

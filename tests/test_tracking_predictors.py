@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from realtime.tracking import TrackerConfig
-from realtime.tracking.predictors import (LastPose, MeanPose, RidgeLocationPredictor, make_location_predictor,
+from lart_stream.realtime.tracking import TrackerConfig
+from lart_stream.realtime.tracking.predictors import (LastPose, MeanPose, RidgeLocationPredictor, make_location_predictor,
                                           make_pose_predictor, prediction_interval, ridge_line)
 
 

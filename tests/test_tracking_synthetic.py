@@ -11,10 +11,10 @@ import math
 import numpy as np
 import pytest
 
-from realtime.tracking import TrackerConfig, build_tracker
-from realtime.tracking.costs import location_from_cam_t
-from realtime.tracking.metrics import evaluate_tracker
-from realtime.tracking.synthetic import focal_px, make_scene
+from lart_stream.realtime.tracking import TrackerConfig, build_tracker
+from lart_stream.realtime.tracking.costs import location_from_cam_t
+from lart_stream.realtime.tracking.metrics import evaluate_tracker
+from lart_stream.realtime.tracking.synthetic import focal_px, make_scene
 
 SEEDS = {"crossing": range(5), "leave_return": range(2), "crowd": range(3)}
 

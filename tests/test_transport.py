@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 import zmq
 
-from realtime import protocol
-from realtime.protocol import ActionsMessage, FrameMessage, StatsMessage
-from realtime.publisher import Publisher, PublisherConfig
-from realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks
-from realtime.subscriber import Subscriber
-from realtime.transport_cli import keys_main
+from lart_stream.realtime import protocol
+from lart_stream.realtime.protocol import ActionsMessage, FrameMessage, StatsMessage
+from lart_stream.realtime.publisher import Publisher, PublisherConfig
+from lart_stream.realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks
+from lart_stream.realtime.subscriber import Subscriber
+from lart_stream.realtime.transport_cli import keys_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,9 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 PRELUDE = r'''
 import json, os, sys, threading, time
 import numpy as np
-from realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks
-from realtime.publisher import Publisher, PublisherConfig
-from realtime.subscriber import Subscriber
+from lart_stream.realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks
+from lart_stream.realtime.publisher import Publisher, PublisherConfig
+from lart_stream.realtime.subscriber import Subscriber
 
 def make_factory(people, classes=80, size=(64, 48)):
     rng = np.random.default_rng(0)
@@ -410,7 +410,7 @@ def test_malformed_messages_on_the_wire_are_skipped_with_a_warning(caplog):
     bad = [[b"actions", b"\xc1\xc1"], [b"actions", protocol.encode(good)[1][:40]], [b"actions", wrong_version],
            [b"actions"], [b"actions", b"", b"", b""]]
     try:
-        with caplog.at_level(logging.WARNING, logger="realtime.subscriber"), \
+        with caplog.at_level(logging.WARNING, logger="lart_stream.realtime.subscriber"), \
              Subscriber(f"tcp://127.0.0.1:{port}", ("actions",)) as sub:
             for seq in range(400):
                 for parts in bad:

@@ -15,11 +15,11 @@ from jsonschema import Draft202012Validator
 
 from conftest import read_frames
 
-from realtime import protocol
-from realtime.protocol import ActionScore, ActionsMessage, TrackAction, TrackPrediction
-from realtime.publisher import Publisher, PublisherConfig
-from realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks
-from realtime.transport_cli import format_actions, keys_main, listen_main, view_main
+from lart_stream.realtime import protocol
+from lart_stream.realtime.protocol import ActionScore, ActionsMessage, TrackAction, TrackPrediction
+from lart_stream.realtime.publisher import Publisher, PublisherConfig
+from lart_stream.realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks
+from lart_stream.realtime.transport_cli import format_actions, keys_main, listen_main, view_main
 
 
 def make_result(i: int, random_weights: bool) -> FrameResult:

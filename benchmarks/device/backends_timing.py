@@ -28,17 +28,15 @@ import time
 import traceback
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.device.timing import time_calls  # noqa: E402
+from lart_stream.benchmarks.device.timing import time_calls  # noqa: E402
 
-from export import onnx_export as ox  # noqa: E402
-from export.check import TOLERANCES, compare, fp32_copy  # noqa: E402
-from realtime import backends as B  # noqa: E402
+from lart_stream.export import onnx_export as ox  # noqa: E402
+from lart_stream.export.check import TOLERANCES, compare, fp32_copy  # noqa: E402
+from lart_stream.realtime import backends as B  # noqa: E402
 
 
 def time_call(fn, device: torch.device, warmup: int, iters: int) -> dict[str, float]:
@@ -117,8 +115,8 @@ def bench_spec(spec, args, device: torch.device, batches: list[int], rows: list,
 
 
 def bench_detector(path: str, args, device: torch.device, rows: list, notes: list) -> None:
-    from realtime.onnx_detector import OnnxDetector, OnnxDetectorConfig, letterbox, to_blob
-    from realtime.records import Frame
+    from lart_stream.realtime.onnx_detector import OnnxDetector, OnnxDetectorConfig, letterbox, to_blob
+    from lart_stream.realtime.records import Frame
 
     ok, why = B.onnx2torch_status()
     if not ok:

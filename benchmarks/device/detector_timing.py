@@ -26,8 +26,8 @@ def main() -> int:
     import cv2
     import torch
 
-    from realtime.onnx_detector import OnnxDetector, OnnxDetectorConfig, letterbox, postprocess, to_blob, to_blob_torch
-    from realtime.records import Frame
+    from lart_stream.realtime.onnx_detector import OnnxDetector, OnnxDetectorConfig, letterbox, postprocess, to_blob, to_blob_torch
+    from lart_stream.realtime.records import Frame
 
     det = OnnxDetector(OnnxDetectorConfig(onnx_path=args.onnx, backend=args.backend, device=args.device,
                                           person_classes=tuple(int(c) for c in args.person_classes.split(","))))

@@ -37,15 +37,13 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.device.timing import quantiles, time_calls  # noqa: E402,F401
+from lart_stream.benchmarks.device.timing import quantiles, time_calls  # noqa: E402,F401
 
-from models.hmr2 import HMR2, HMR2Config, HMR2Output  # noqa: E402
+from lart_stream.models.hmr2 import HMR2, HMR2Config, HMR2Output  # noqa: E402
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 BATCHES = (1, 5, 10)
@@ -145,8 +143,8 @@ STAGE_CASES = [(b, 0) for b in BATCHES] + [(1, 1), (5, 2)]  # (people, of which 
 
 
 def bench_stage(size: str, device: str, args) -> list[dict]:
-    from realtime.lifting import HMRLifter, HMRLifterConfig
-    from realtime.records import Detections, Frame
+    from lart_stream.realtime.lifting import HMRLifter, HMRLifterConfig
+    from lart_stream.realtime.records import Detections, Frame
 
     cuda = device.startswith("cuda")
     rng = np.random.default_rng(0)
@@ -205,7 +203,7 @@ def fused_warmup(lifter, frame_size, cuda: bool) -> dict:
 
 def breakdown(lifter, frame, dets, args, cuda: bool) -> dict:
     """The fused stage's parts (CUDA events) and its post-processing alone, at len(dets) people."""
-    from models.hmr2 import HMR2Output
+    from lart_stream.models.hmr2 import HMR2Output
 
     b = len(dets)
     lifter.profile(True)
@@ -236,7 +234,7 @@ def breakdown(lifter, frame, dets, args, cuda: bool) -> dict:
 
 def stage_parity(lifter, frame, dets, cuda: bool) -> dict:
     """On this device: fused crops vs crop_people, and fused vs eager stage outputs (max |diff|)."""
-    from models.hmr2_crop import (blur_radius, blur_rows, blur_sigma, box_center_size, crop_people,
+    from lart_stream.models.hmr2_crop import (blur_radius, blur_rows, blur_sigma, box_center_size, crop_people,
                                   crop_people_static, image_to_tensor, normalisation, radius_bucket)
 
     fs = lifter._fused

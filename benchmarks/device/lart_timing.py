@@ -35,18 +35,16 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.device.timing import quantiles, time_calls  # noqa: E402,F401
+from lart_stream.benchmarks.device.timing import quantiles, time_calls  # noqa: E402,F401
 
-from models.lart import LART, LARTConfig  # noqa: E402
-from realtime.actions import ActionStage, ActionStageConfig  # noqa: E402
-from realtime.backends import SkippedGraph, UncapturedGraph  # noqa: E402
-from realtime.records import People, Tracks  # noqa: E402
+from lart_stream.models.lart import LART, LARTConfig  # noqa: E402
+from lart_stream.realtime.actions import ActionStage, ActionStageConfig  # noqa: E402
+from lart_stream.realtime.backends import SkippedGraph, UncapturedGraph  # noqa: E402
+from lart_stream.realtime.records import People, Tracks  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -249,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         combos = [("tiny", "fp32"), ("official", "fp32"), ("official", "bf16")]
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
         torch.backends.cudnn.allow_tf32 = args.tf32
-    logging.getLogger("realtime.actions").setLevel(logging.ERROR)  # random-weight/zero-feature warnings
-    logging.getLogger("models.lart").setLevel(logging.ERROR)
+    logging.getLogger("lart_stream.realtime.actions").setLevel(logging.ERROR)  # random-weight/zero-feature warnings
+    logging.getLogger("lart_stream.models.lart").setLevel(logging.ERROR)
     t_start = time.time()
     rows: list[dict] = []
     with torch.inference_mode():

@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-from realtime.tracking.config import TrackerConfig
-from realtime.tracking.iou import IouTracker
-from realtime.tracking.phalp import PhalpTracker
+from lart_stream.realtime.tracking.config import TrackerConfig
+from lart_stream.realtime.tracking.iou import IouTracker
+from lart_stream.realtime.tracking.phalp import PhalpTracker
 
 TRACKERS = {"phalp": PhalpTracker, "iou": IouTracker}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from realtime.records import TrackState
+from lart_stream.realtime.records import TrackState
 
 
 class IdCounter:

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from realtime.tracking.config import APPEARANCE_COSTS
+from lart_stream.realtime.tracking.config import APPEARANCE_COSTS
 
 
 def location_from_cam_t(cam_t: np.ndarray, image_size: tuple[int, int], focal_length: float = 5000.0,

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from realtime.records import People, Tracks
-from realtime.tracking.base import IdCounter, TrackLifecycle, lifecycle_columns
-from realtime.tracking.config import TrackerConfig
-from realtime.tracking.costs import linear_assignment
-from realtime.tracking.predictors import ridge_line
+from lart_stream.realtime.records import People, Tracks
+from lart_stream.realtime.tracking.base import IdCounter, TrackLifecycle, lifecycle_columns
+from lart_stream.realtime.tracking.config import TrackerConfig
+from lart_stream.realtime.tracking.costs import linear_assignment
+from lart_stream.realtime.tracking.predictors import ridge_line
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

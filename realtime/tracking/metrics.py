@@ -14,9 +14,9 @@ from typing import Sequence
 
 import numpy as np
 
-from realtime.records import People, Tracks
-from realtime.stages import Tracker
-from realtime.tracking.iou import box_iou
+from lart_stream.realtime.records import People, Tracks
+from lart_stream.realtime.stages import Tracker
+from lart_stream.realtime.tracking.iou import box_iou
 
 try:  # optional: HOTA
     from trackeval.metrics import HOTA as _TrackEvalHOTA

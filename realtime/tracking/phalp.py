@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from realtime.records import POSE_DIM, People, Tracks
-from realtime.tracking.base import IdCounter, TrackLifecycle, lifecycle_columns
-from realtime.tracking.config import TrackerConfig
-from realtime.tracking.costs import (depth_cost, get_appearance_cost, linear_assignment, location_cost,
+from lart_stream.realtime.records import POSE_DIM, People, Tracks
+from lart_stream.realtime.tracking.base import IdCounter, TrackLifecycle, lifecycle_columns
+from lart_stream.realtime.tracking.config import TrackerConfig
+from lart_stream.realtime.tracking.costs import (depth_cost, get_appearance_cost, linear_assignment, location_cost,
                                      location_from_cam_t, normalise_location, phalp_cost, pose_cost)
-from realtime.tracking.predictors import LocationPrediction, make_location_predictor, make_pose_predictor
+from lart_stream.realtime.tracking.predictors import LocationPrediction, make_location_predictor, make_pose_predictor
 
 
 @dataclass

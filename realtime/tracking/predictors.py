@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from realtime.tracking.config import LOCATION_PREDICTORS, POSE_PREDICTORS, TrackerConfig
+from lart_stream.realtime.tracking.config import LOCATION_PREDICTORS, POSE_PREDICTORS, TrackerConfig
 
 
 @functools.lru_cache(maxsize=16)

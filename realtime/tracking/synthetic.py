@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from realtime.records import People
+from lart_stream.realtime.records import People
 
 SUITE = ("crossing", "leave_return", "crowd")
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The GPU benchmark run, as made through the device tool (repo root, $OUT set, wheels in .whl,
-# the detector ONNX in .carry/). Usage: bash benchmarks/device/run_h100.sh PART  (micro | bench | sweeps)
+# The GPU benchmark runs, as made through the device tool (repo root, $OUT set, wheels in .whl,
+# the detector ONNX in .carry/). Usage: bash benchmarks/device/run_device.sh PART  (micro | bench | sweeps)
+# Nothing is pip-installed there: the repo is put on the path as the lart_stream namespace by a link.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
-export PYTHONPATH=$PWD:/tmp/site
+mkdir -p /tmp/ns && ln -sfn "$PWD" /tmp/ns/lart_stream
+export PYTHONPATH=/tmp/ns:/tmp/site
 DET=.carry/yolov8_fall.onnx
 COMMON=(--model-size official --detector "$DET" --person-classes 0,1 --source tests/data/pedestrians.mp4 --size 1920x1080)
 quiet() { grep -v "^WARNING\|^=\+$\|RANDOM\|meaningless\|UserWarning\|x = x\[pos_axes"; }
@@ -14,9 +16,9 @@ case "${1:-micro}" in
     timeout 200 python3 benchmarks/device/hmr2_timing.py --out "$OUT/hmr2_timing.json" 2>&1 | tee "$OUT/hmr2.log" | quiet | tail -45
     timeout 280 python3 benchmarks/device/lart_timing.py --out "$OUT/lart_timing.json" 2>&1 | tee "$OUT/lart.log" | quiet | grep -i "stage\|wrote" ;;
   bench)
-    timeout 560 python3 -m realtime.cli bench "${COMMON[@]}" --sweep people,overlap,baselines --frames 150 --warmup 20 \
+    timeout 560 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --sweep people,overlap,baselines --frames 150 --warmup 20 \
       --out "$OUT/bench" 2>&1 | tee "$OUT/bench.log" | quiet | tail -40 ;;
   sweeps)
-    timeout 560 python3 -m realtime.cli bench "${COMMON[@]}" --sweep window,backend,size --frames 100 --warmup 15 \
+    timeout 560 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --sweep window,backend,size --frames 100 --warmup 15 \
       --out "$OUT/sweeps" 2>&1 | tee "$OUT/sweeps.log" | quiet | tail -40 ;;
 esac

@@ -8,7 +8,7 @@ one-line message when it is absent.
 FP16: TensorRT 10 builds an FP32 ONNX with ``BuilderFlag.FP16`` (weak typing: TensorRT picks FP16
 kernels where it likes). TensorRT 11 removed that flag: every network is strongly typed, so FP16
 must be in the graph. For TensorRT >= 11 we therefore build from the FP16 ONNX that
-``export.onnx_export`` writes next to the FP32 one (``*.fp16.onnx``: half weights and compute,
+``lart_stream.export.onnx_export`` writes next to the FP32 one (``*.fp16.onnx``: half weights and compute,
 FP32 inputs and outputs).
 
 Cache: ``<root>/<kind>-<gpu>-trt<version>-<key>.engine`` where key hashes the ONNX bytes, the GPU
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from realtime.backends import BATCH, BackendUnavailable, ModelIO
+from lart_stream.realtime.backends import BATCH, BackendUnavailable, ModelIO
 
 DEFAULT_MAX_BATCH = 32  # crops for HMR 2.0, tracks for LART
 DEFAULT_OPT_BATCH = 8
@@ -254,7 +254,7 @@ def get_or_build_engine(onnx_path: str | Path, io: ModelIO, cache: EngineCache, 
         if not source.is_file():
             raise TensorRTUnavailable(f"TensorRT {trt.__version__} builds FP16 only from an FP16 ONNX; "
                                       f"{source} is missing (run `lart-stream export --fp16-onnx`)")
-    from export.onnx_export import onnx_sha256
+    from lart_stream.realtime.manifest import onnx_sha256
 
     key = engine_cache_key(onnx_sha256(source), gpu_name, trt.__version__, precision, profiles)
     hit = cache.lookup(io.kind, gpu_name, trt.__version__, key)
