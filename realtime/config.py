@@ -51,6 +51,17 @@ class ActionsSection:
 
 
 @dataclass(frozen=True)
+class AppearanceSection:
+    # auto: run the MViT appearance stage for LART's appearance input; a tiny random MViT when neither
+    # checkpoint is given; none for a LART checkpoint without an MViT checkpoint (zeros, warned)
+    mode: str = "auto"  # auto | off
+    checkpoint: str | None = None  # PySlowFast MViTv2 + AVA head (mvit.pyth)
+    config: str | None = None  # its config (mvit.yaml); default: the yaml the checkpoint embeds
+    every: int = 6  # a keyframe pass every N frames (the demo's cadence)
+    lookahead: int = 0  # frames of future the clip may see (up to half the clip); output that much later
+
+
+@dataclass(frozen=True)
 class PublishSection:
     address: str = "tcp://127.0.0.1:5555"  # "none" disables publishing
     frames: bool = False  # also publish downscaled JPEG frames for viewers
@@ -82,6 +93,7 @@ class AppConfig:
     hmr: HMRSection = field(default_factory=HMRSection)
     tracker: TrackerSection = field(default_factory=TrackerSection)
     actions: ActionsSection = field(default_factory=ActionsSection)
+    appearance: AppearanceSection = field(default_factory=AppearanceSection)
     publish: PublishSection = field(default_factory=PublishSection)
     runtime: RuntimeSection = field(default_factory=RuntimeSection)
 

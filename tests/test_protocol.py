@@ -159,7 +159,8 @@ def test_every_message_validates_against_schema(schema, msg):
 
 @pytest.mark.parametrize("mutate, where", [
     (lambda d: d.pop("frame"), "frame"),
-    (lambda d: d.update(v=2), "v"),
+    (lambda d: d.update(v=3), "v"),
+    (lambda d: d["tracks"][1].update(appearance_age=-1), "appearance_age"),
     (lambda d: d.update(extra_field=1), "extra_field"),
     (lambda d: d["tracks"][1].update(box=[1.0, 2.0, 3.0]), "box"),
     (lambda d: d["tracks"][1].update(state="lost"), "state"),
@@ -214,7 +215,7 @@ def _wire(**changes) -> list[bytes]:
     ([b"actions", encode(hand_actions())[1][:-5]], "not valid msgpack"),
     ([b"actions", encode(hand_actions())[1] + b"\x00"], "not valid msgpack"),
     ([b"actions", msgpack.packb([1, 2])], "expected a map"),
-    (_wire(v=2), "schema version 2"),
+    (_wire(v=3), "schema version 3"),
     (_wire(v="1"), "schema version"),
     (_wire(frame=True), "actions.frame: expected an integer"),
     (_wire(frame=1.0), "actions.frame: expected an integer"),
