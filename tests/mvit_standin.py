@@ -27,6 +27,10 @@ class StandInConfig:
     def feature_dim(self) -> int:
         return self.num_frames + 4
 
+    @classmethod
+    def tiny(cls) -> "StandInConfig":
+        return cls()
+
 
 class StandInMViT(nn.Module):
     def __init__(self, config: StandInConfig, gate: threading.Event | None = None):
@@ -53,3 +57,16 @@ class StandInMViT(nn.Module):
 def decode_frames(feature, config: StandInConfig) -> list[int]:
     """The pixel values (= frame steps in the tests' clips) a stand-in feature says it saw."""
     return [int(round(float(v) * 255)) for v in feature[: config.num_frames]]
+
+
+def as_module():
+    """A module object standing in for lart_stream.models.mvit (for sys.modules)."""
+    import types
+
+    def load_mvit(path, config_path=None, device="cpu"):
+        raise ValueError(f"stand-in: cannot load {path}")
+
+    mod = types.ModuleType("lart_stream.models.mvit")
+    mod.MViT, mod.MViTConfig, mod.load_mvit = StandInMViT, StandInConfig, load_mvit
+    mod.MViTCheckpointError = ValueError
+    return mod

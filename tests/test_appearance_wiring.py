@@ -133,6 +133,41 @@ def test_cli_bad_appearance_flags_are_one_line(flags, message, pedestrians):
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("lookahead", [0, 4])
+def test_pipeline_feeds_lart_and_publishes_ages(pedestrians, monkeypatch, lookahead):
+    """The built pipeline (embedded defaults, the MViT replaced by the stand-in): the action stage
+    gets frame t - lookahead's features, the messages carry their ages."""
+    import sys
+
+    from conftest import read_frames
+    from lart_stream.realtime.build import build_pipeline
+    from lart_stream.realtime.config import AppConfig, apply_overrides
+    from mvit_standin import as_module
+
+    monkeypatch.setitem(sys.modules, "lart_stream.models.mvit", as_module())
+    cfg = apply_overrides(AppConfig(), {"publish": {"address": "none"}, "runtime": {"device": "cpu"},
+                                        "appearance": {"lookahead": lookahead}}, "test")
+    pipeline = build_pipeline(cfg)
+    try:
+        assert pipeline.appearance is not None and pipeline.random_weights
+        assert pipeline.actions.model.config.app_dim == pipeline.appearance.dim
+        results = [pipeline.process(Frame(i, 0.0, img)) for i, img in enumerate(read_frames(pedestrians)[:24])]
+    finally:
+        pipeline.close()
+    ages = []
+    for r in results:
+        if r.frame.index < lookahead:
+            assert r.appearance is None and r.actions is None
+            continue
+        assert r.appearance.frame_index == r.frame.index - lookahead
+        for age in r.appearance.age_of().values():  # a feature comes from a keyframe (every 6th frame)
+            assert 0 <= age <= r.appearance.frame_index and (r.appearance.frame_index - age) % 6 == 0
+        msg = actions_message(r, session=1, seq=0, t_publish_ns=0, t_wall_ns=0)
+        ages += [t.appearance_age for t in msg.tracks if t.appearance_age is not None]
+        assert all(t.action is None or t.action.frame <= r.frame.index - lookahead for t in msg.tracks)
+    assert ages, "HOG finds the pedestrians: some tracks get features"
+
+
 @pytest.mark.skipif(not HAVE_MVIT, reason="models/mvit.py not merged yet")
 def test_cli_embedded_default_runs_the_appearance_stage_and_publishes_ages(pedestrians, tmp_path):
     from lart_stream.realtime.subscriber import Subscriber
