@@ -257,3 +257,62 @@ def test_worker_error_reaches_the_caller():
             st.update(frame(1), scripted(1), people(1))
     finally:
         st.close()
+
+
+# ----------------------------------------------------------------------------- the real (tiny) MViT
+
+
+def _demo_clip(images: list[np.ndarray], box_xywh: np.ndarray, mcfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """The demo's computation, step by step as LART's SlowFastWrapper and SlowFast's Predictor write it:
+    crop each frame, BGR->RGB, short-side scale (float32 after resize), stack, /255, normalise, sample
+    with linspace; the box cast to int32 x, y, w, h, shifted, scaled by new_width / width."""
+    box = box_xywh.reshape(1, 4).astype(np.int32)
+    box = np.concatenate([box[:, :2], box[:, :2] + box[:, 2:4]], 1)
+    frames = []
+    for c, img in enumerate(images):
+        h, w = img.shape[:2]
+        if w / h > 1.2 and w > h:
+            left = int((w - h * 1.2) // 2)
+            img = img[:, left:-left, ::]
+            if c == 0:
+                box = np.array([[box[0][0] - left, box[0][1], box[0][2] - left, box[0][3]]])
+        frames.append(img)
+    height, width = frames[0].shape[:2]
+    size = mcfg.crop_size
+    new_w = int(np.floor((float(width) / height) * size))  # landscape
+    boxes = torch.from_numpy(box).float()
+    boxes *= float(new_w) / width
+    frames = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames]
+    frames = [cv2.resize(f, (new_w, size), interpolation=cv2.INTER_LINEAR).astype(np.float32) for f in frames]
+    x = torch.from_numpy(np.array(frames)).float() / 255
+    x = (x - torch.tensor(list(mcfg.mean))) / torch.tensor(list(mcfg.std))
+    x = x.permute(3, 0, 1, 2)
+    x = torch.index_select(x, 1, torch.linspace(0, x.shape[1] - 1, mcfg.num_frames).long())
+    return x.unsqueeze(0), torch.cat([torch.zeros(1, 1), boxes], dim=1)
+
+
+def test_stage_equals_the_demos_computation_with_the_tiny_mvit(pedestrians):
+    from conftest import read_frames
+    from lart_stream.models.mvit import MViT, MViTConfig
+
+    mcfg = MViTConfig.tiny(mean=(0.45, 0.42, 0.4), std=(0.225, 0.22, 0.23))
+    model = MViT(mcfg).init_random_(3).eval()
+    st = AppearanceStage(model, mcfg, AppearanceStageConfig(every=6, lookahead=4), random_weights=True)
+    images = read_frames(pedestrians)[:30]  # 768 x 576: the 1.2 crop applies
+    box = np.array([130.6, 101.3, 191.9, 260.4], np.float32)  # x1, y1, x2, y2; moves 3 px a frame below
+    out = []
+    for t, img in enumerate(images):
+        b = box + np.float32(3 * t) * np.array([1, 0, 1, 0], np.float32)
+        out.append(st.update(Frame(t, 0.0, img), tracks([(9, tuple(b), True)]), people(1)))
+    span = mcfg.num_frames * mcfg.sampling_rate  # 16: a clip of 17 frames
+    with torch.inference_mode():
+        for c in (0, 6, 12, 18, 24):
+            t = c + 4  # the pass for keyframe c runs once frame c + 4 arrived
+            clip_frames = [images[max(0, t - span + j)] for j in range(span + 1)]
+            b = box + np.float32(3 * c) * np.array([1, 0, 1, 0], np.float32)
+            xywh = np.concatenate([b[:2], b[2:] - b[:2]])
+            clip, rois = _demo_clip(clip_frames, xywh, mcfg)
+            want, _ = model(clip, rois)
+            got = out[t].features
+            assert got.frame_index == c and got.age[0] == 0
+            assert torch.equal(torch.from_numpy(got.feature), want), c
