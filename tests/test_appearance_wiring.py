@@ -197,3 +197,43 @@ def test_cli_embedded_default_runs_the_appearance_stage_and_publishes_ages(pedes
     assert stats["frames"] == 30 and stats["stages_ms"]["appearance"]["n"] == 30
     got = [a for a in ages if a is not None]
     assert got and all(0 <= a for a in got), ages
+
+
+def test_build_with_checkpoints_checks_the_width(tmp_path, caplog):
+    """A PySlowFast-format MViT file drives a random LART of its width; with a LART checkpoint of
+    another width the build fails with one line; a LART checkpoint without --appearance-checkpoint
+    gets no (random) appearance stage and keeps its zeros warning."""
+    import logging
+
+    from lart_stream.models.mvit import MViT, MViTConfig, save_mvit
+    from lart_stream.realtime.build import BuildError, build_pipeline
+    from lart_stream.realtime.config import AppConfig, apply_overrides
+
+    mcfg = MViTConfig.tiny()
+    mvit = save_mvit(MViT(mcfg).init_random_(1), tmp_path / "mvit.pyth")
+    src = LART(LARTConfig.tiny(heads=1, dim_head=64))  # appearance width 24
+    torch.save({"state_dict": {"encoder." + k: v for k, v in src.state_dict().items()}}, tmp_path / "lart.ckpt")
+
+    def build(**sections):
+        base = {"publish": {"address": "none"}, "runtime": {"device": "cpu"}}
+        return build_pipeline(apply_overrides(AppConfig(), {**base, **sections}, "test"))
+
+    p = build(appearance={"checkpoint": str(mvit), "every": 3})
+    try:
+        assert not p.appearance.random_weights and p.appearance.cfg.every == 3
+        assert p.actions.model.config.app_dim == mcfg.feature_dim
+    finally:
+        p.close()
+    with pytest.raises(BuildError, match=rf"takes 24-d appearance .* gives {mcfg.feature_dim}-d"):
+        build(appearance={"checkpoint": str(mvit)}, actions={"checkpoint": str(tmp_path / "lart.ckpt")})
+    with caplog.at_level(logging.INFO):
+        p = build(actions={"checkpoint": str(tmp_path / "lart.ckpt")})
+    try:
+        assert p.appearance is None and "no MViT features for the LART checkpoint" in caplog.text
+    finally:
+        p.close()
+    p = build(appearance={"mode": "off"})
+    try:
+        assert p.appearance is None and not p.actions.model.config.has_appearance  # the pose-only default
+    finally:
+        p.close()
