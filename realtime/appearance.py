@@ -229,9 +229,12 @@ class _Worker:
         self.queue: queue.Queue = queue.Queue()
         self.newest_pass = -1  # step of the newest pass queued (written by the caller's thread)
         self.skipped = 0
+        self.closing = False  # set by close(): what is still queued is dropped
         self.error: BaseException | None = None
         # The lowest priority there is (0; more negative is higher): per-frame kernels go first.
         self.stream = torch.cuda.Stream(device, priority=0) if device.type == "cuda" else None
+        if self.stream is not None:
+            torch.cuda.synchronize(device)  # the weights' copies and init ran on another stream
         self.thread = threading.Thread(target=self._loop, name="appearance", daemon=True)
         self.thread.start()
 
@@ -243,6 +246,8 @@ class _Worker:
                 try:
                     if item is None:
                         return
+                    if self.closing:
+                        continue
                     if isinstance(item, _Pass) and item.step < self.newest_pass:
                         self.skipped += 1  # behind: a newer pass is queued, this one would be stale
                         continue
@@ -258,6 +263,7 @@ class _Worker:
         self.queue.put(item)
 
     def close(self) -> None:
+        self.closing = True
         self.queue.put(None)
         self.thread.join(timeout=30.0)
 
