@@ -316,3 +316,11 @@ def test_stage_equals_the_demos_computation_with_the_tiny_mvit(pedestrians):
             got = out[t].features
             assert got.frame_index == c and got.age[0] == 0
             assert torch.equal(torch.from_numpy(got.feature), want), c
+
+
+def test_latency_note_and_description():
+    assert stage().latency_note(30.0) is None
+    st = stage(lookahead=3)
+    assert st.latency_note(30.0) == "appearance lookahead: actions are published 3 frames late = 0.10 s at 30 fps"
+    assert st.latency_note(0.0) == "appearance lookahead: actions are published 3 frames late"
+    assert "lookahead 3 frames" in st.describe() and "inline" in st.describe()
