@@ -400,31 +400,68 @@ def test_stats_counts_drops_and_merges_runtime_values():
         assert sub.recv(timeout=10).stage_ms["detect"].mean == 99.0
 
 
-def test_malformed_messages_on_the_wire_are_skipped_with_a_warning(caplog):
+def _raw_publisher() -> tuple[zmq.Context, zmq.Socket, str]:
+    """A bare PUB socket on a random loopback port: sends whatever bytes a test gives it."""
     ctx = zmq.Context()
     raw = ctx.socket(zmq.PUB)
     raw.setsockopt(zmq.LINGER, 0)
     port = raw.bind_to_random_port("tcp://127.0.0.1")
+    return ctx, raw, f"tcp://127.0.0.1:{port}"
+
+
+def _handshake(raw: zmq.Socket, sub: Subscriber, session: int = 77) -> None:
+    """Slow-joiner handshake: send valid probes until the subscriber has received one, then drain.
+
+    A PUB socket drops what it sends before the subscription reaches it; once one probe
+    has arrived, everything sent afterwards on this connection arrives, in order.
+    """
+    probe = protocol.actions_message(_result(0, people=0), session=session, seq=0, t_publish_ns=0, t_wall_ns=0)
+    wire = protocol.to_wire(probe)
+    for seq in range(100_000):
+        raw.send_multipart([b"actions", msgpack.packb({**wire, "seq": seq}, use_single_float=True)])
+        try:
+            sub.recv(timeout=0.05)
+            break
+        except TimeoutError:
+            continue
+    else:
+        raise AssertionError("the subscriber never received a probe")
+    while True:  # probes still queued: received and returned, never counted as skipped
+        try:
+            sub.recv(timeout=0.2)
+        except TimeoutError:
+            return
+
+
+def _recv_until(sub: Subscriber, done, guard_s: float = 60.0) -> list:
+    """Messages until ``done(msg)``; the timeout only guards against a hang."""
+    got = []
+    end = time.monotonic() + guard_s
+    while time.monotonic() < end:
+        msg = sub.recv(timeout=max(0.01, end - time.monotonic()))
+        got.append(msg)
+        if done(msg):
+            return got
+    raise AssertionError(f"gave up after {guard_s} s with {len(got)} messages")
+
+
+def test_malformed_messages_on_the_wire_are_skipped_with_a_warning(caplog):
+    ctx, raw, address = _raw_publisher()
     good = protocol.actions_message(_result(3), session=1, seq=0, t_publish_ns=0, t_wall_ns=0)
     wrong_version = msgpack.packb({**protocol.to_wire(good), "v": 99})
     bad = [[b"actions", b"\xc1\xc1"], [b"actions", protocol.encode(good)[1][:40]], [b"actions", wrong_version],
            [b"actions"], [b"actions", b"", b"", b""]]
     try:
         with caplog.at_level(logging.WARNING, logger="lart_stream.realtime.subscriber"), \
-             Subscriber(f"tcp://127.0.0.1:{port}", ("actions",)) as sub:
-            for seq in range(400):
-                for parts in bad:
-                    raw.send_multipart(parts)
-                good_parts = protocol.encode(protocol.actions_message(_result(3), session=1, seq=seq,
-                                                                      t_publish_ns=0, t_wall_ns=0))
-                raw.send_multipart(good_parts)
-                try:
-                    msg = sub.recv(timeout=0.05)
-                    break
-                except TimeoutError:
-                    continue
-            assert msg.frame == 3
-            assert sub.stats.skipped >= len(bad)
+             Subscriber(address, ("actions",)) as sub:
+            _handshake(raw, sub)
+            assert sub.stats.skipped == 0
+            for parts in bad:
+                raw.send_multipart(parts)
+            raw.send_multipart(protocol.encode(good))
+            got = _recv_until(sub, lambda m: m.session == 1)
+            assert [m.frame for m in got] == [3]  # the valid one, after every malformed one
+            assert sub.stats.skipped == len(bad)
     finally:
         raw.close(0)
         ctx.term()
