@@ -25,7 +25,7 @@ from lart_stream.realtime import protocol
 from lart_stream.realtime.protocol import ActionsMessage, FrameMessage, StatsMessage
 from lart_stream.realtime.publisher import Publisher, PublisherConfig
 from lart_stream.realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks
-from lart_stream.realtime.subscriber import Subscriber
+from lart_stream.realtime.subscriber import MAX_SESSIONS, SeqTracker, Subscriber
 from lart_stream.realtime.transport_cli import keys_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ import json, os, sys, threading, time
 import numpy as np
 from lart_stream.realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks
 from lart_stream.realtime.publisher import Publisher, PublisherConfig
-from lart_stream.realtime.subscriber import Subscriber
+from lart_stream.realtime.subscriber import MAX_SESSIONS, SeqTracker, Subscriber
 
 def make_factory(people, classes=80, size=(64, 48)):
     rng = np.random.default_rng(0)
@@ -401,10 +401,11 @@ def test_stats_counts_drops_and_merges_runtime_values():
 
 
 def _raw_publisher() -> tuple[zmq.Context, zmq.Socket, str]:
-    """A bare PUB socket on a random loopback port: sends whatever bytes a test gives it."""
+    """A bare PUB socket on a random loopback port: sends whatever bytes a test gives it, never drops."""
     ctx = zmq.Context()
     raw = ctx.socket(zmq.PUB)
     raw.setsockopt(zmq.LINGER, 0)
+    raw.setsockopt(zmq.SNDHWM, 0)
     port = raw.bind_to_random_port("tcp://127.0.0.1")
     return ctx, raw, f"tcp://127.0.0.1:{port}"
 
@@ -502,3 +503,78 @@ def test_ipc_transport(tmp_path):
         _connected(pub, sub)
         pub.send(_result(7))
         assert sub.recv(timeout=10).frame == 7
+
+
+@pytest.fixture
+def raw_pub():
+    ctx, raw, address = _raw_publisher()
+    yield raw, address
+    raw.close(0)
+    ctx.term()
+
+
+def _wire_actions(session: int, seq: int, random_weights: bool = True) -> list[bytes]:
+    msg = protocol.actions_message(_result(seq, people=1), session=session, seq=seq, t_publish_ns=0, t_wall_ns=0)
+    parts = protocol.encode(msg)
+    if not random_weights:
+        parts[1] = msgpack.packb({**protocol.to_wire(msg), "weights": "official"}, use_single_float=True)
+    return parts
+
+
+def test_one_far_seq_jump_does_not_make_later_messages_duplicates(raw_pub, caplog):
+    raw, address = raw_pub
+    session = 12345
+    with Subscriber(address, ("actions",), hwm=0) as sub:
+        _handshake(raw, sub)
+        raw.send_multipart(_wire_actions(session, 0))
+        raw.send_multipart(_wire_actions(session, 2 ** 62))  # forged or corrupt, with the live session id
+        for seq in range(1, 201):
+            raw.send_multipart(_wire_actions(session, seq))
+        raw.send_multipart(_wire_actions(session, 1))  # a genuine re-send is still a duplicate
+        raw.send_multipart(_wire_actions(session, 201))
+        got = _recv_until(sub, lambda m: m.session == session and m.seq == 201)
+        assert [m.seq for m in got if m.seq < 2 ** 62] == list(range(0, 202))
+        assert sub.stats.duplicates == 1 and sub.stats.missed == 0
+    assert "seq jumped from 0 to 4611686018427387904" in caplog.text
+
+
+def test_seq_tracker_trusts_a_far_jump_once_it_is_continued():
+    t = SeqTracker(10)
+    assert t.accept(11) == (True, 0, False)
+    assert t.accept(14) == (True, 2, False)  # two missed on the way
+    assert t.accept(14)[0] is False and t.accept(5)[0] is False  # re-sends
+    assert t.accept(10 ** 9) == (True, 0, True)  # delivered, not trusted
+    assert t.accept(15) == (True, 0, False) and t.last == 15  # genuine stream goes on
+    assert t.accept(10 ** 9) == (True, 0, True)
+    assert t.accept(10 ** 9 + 1) == (True, 0, False) and t.last == 10 ** 9 + 1  # continued: a real restart of seq
+    assert t.accept(16) == (True, 0, True)  # now the old numbers are the far jump
+
+
+def test_many_sessions_warn_once_and_state_stays_bounded(raw_pub, caplog):
+    raw, address = raw_pub
+    wire = protocol.to_wire(protocol.actions_message(_result(0, people=0), session=0, seq=0, t_publish_ns=0,
+                                                     t_wall_ns=0))
+    assert wire["weights"] == "random"
+    with caplog.at_level(logging.WARNING, logger="lart_stream.realtime.subscriber"), \
+         Subscriber(address, ("actions",), hwm=0) as sub:
+        _handshake(raw, sub)
+        for session in range(1000, 21_000):
+            raw.send_multipart([b"actions", msgpack.packb({**wire, "session": session}, use_single_float=True)])
+        got = _recv_until(sub, lambda m: m.session == 20_999, guard_s=120)
+        assert len(got) == 20_000 and sub.stats.duplicates == 0
+        assert sub.stats.sessions <= MAX_SESSIONS
+    assert caplog.text.count("RANDOM action weights") == 1
+
+
+def test_oversized_message_is_dropped_with_a_warning_and_the_stream_goes_on(raw_pub, caplog):
+    raw, address = raw_pub
+    with caplog.at_level(logging.WARNING, logger="lart_stream.realtime.subscriber"), \
+         Subscriber(address, ("actions",), hwm=0) as sub:
+        _handshake(raw, sub)
+        raw.send_multipart([b"actions", bytes(65 << 20)])  # over the 64 MiB default limit
+        for seq in range(1000):
+            raw.send_multipart(_wire_actions(5, seq, random_weights=False))
+        got = _recv_until(sub, lambda m: m.seq == 999, guard_s=120)
+        assert [m.seq for m in got] == list(range(1000))
+        assert sub.stats.skipped == 1
+    assert "over the 67108864-byte limit" in caplog.text
