@@ -150,7 +150,8 @@ def _build_appearance(cfg: AppConfig, device: str):
         from lart_stream.realtime.appearance import AppearanceStage, AppearanceStageConfig
 
         stage = AppearanceStage.from_config(AppearanceStageConfig(
-            checkpoint=a.checkpoint, config=a.config, every=a.every, lookahead=a.lookahead, device=device))
+            checkpoint=a.checkpoint, config=a.config, every=a.every, lookahead=a.lookahead, device=device,
+            threaded=a.threaded, dtype=a.dtype))
     except ImportError as exc:
         log.info("appearance stage not available (%s)", exc)
         return None

@@ -59,6 +59,8 @@ class AppearanceSection:
     config: str | None = None  # its config (mvit.yaml); default: the yaml the checkpoint embeds
     every: int = 6  # a keyframe pass every N frames (the demo's cadence)
     lookahead: int = 0  # frames of future the clip may see (up to half the clip); output that much later
+    threaded: str = "auto"  # auto (on with CUDA: worker thread, own stream) | on | off (inline, deterministic)
+    dtype: str = "float32"  # float32 (the reference's) | bfloat16 | float16
 
 
 @dataclass(frozen=True)

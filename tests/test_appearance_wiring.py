@@ -51,14 +51,21 @@ def _stage(**kw) -> ActionStage:
     return st
 
 
+@pytest.mark.parametrize("static", [False, True], ids=["eager", "static-buffers"])
 @pytest.mark.parametrize("mode", ["causal", "window"])
-def test_features_reach_lart_as_declared_appearance_would(mode):
+def test_features_reach_lart_as_declared_appearance_would(mode, static, monkeypatch):
     """AppearanceFeatures give the same scores as the same vectors passed as People.appearance (zeros
-    where a track has none); other features give other scores."""
+    where a track has none); other features give other scores. Eager and the CUDA-graph path's static
+    buffers (captures replaced by plain calls)."""
+    if static:
+        from lart_stream.realtime.backends import UncapturedGraph
+
+        monkeypatch.setattr(ActionStage, "_graph_cls", UncapturedGraph)
     via_people = _stage(mode=mode, people_appearance=True)
     via_stage = _stage(mode=mode)
     shuffled = _stage(mode=mode)
     assert via_stage.model.config.app_dim == D and not via_stage.model.config.has_joints
+    assert via_stage.static == static
     n_pred = 0
     for t, (tracks, people, f) in enumerate(_stream()):
         a = via_people.update(tracks, people, t)
