@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmark runs, as made through the device tool (repo root, $OUT set, wheels in .whl,
-# the detector ONNX in .carry/). Usage: bash benchmarks/device/run_device.sh PART  (micro | bench | sweeps)
+# the detector ONNX in .carry/). Usage: bash benchmarks/device/run_device.sh PART  (micro | bench | sweeps | appearance)
 # Nothing is pip-installed there: the repo is put on the path as the lart_stream namespace by a link.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -18,6 +18,9 @@ case "${1:-micro}" in
   bench)
     timeout 560 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --sweep people,overlap,baselines --frames 150 --warmup 20 \
       --out "$OUT/bench" 2>&1 | tee "$OUT/bench.log" | quiet | tail -40 ;;
+  appearance)
+    timeout 290 python3 benchmarks/device/appearance_stage.py --out "$OUT/appearance_stage.json" 2>&1 \
+      | tee "$OUT/appearance.log" | quiet | tail -20 ;;
   sweeps)
     timeout 560 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --sweep window,backend,size --frames 100 --warmup 15 \
       --out "$OUT/sweeps" 2>&1 | tee "$OUT/sweeps.log" | quiet | tail -40 ;;
