@@ -340,6 +340,18 @@ class AppearanceStage:
         secs = f" = {n / fps:.2f} s at {fps:g} fps" if fps > 0 else ""
         return f"appearance lookahead: actions are published {n} frames late{secs}"
 
+    def warmup(self) -> None:
+        """One pass on a blank square clip before the stream (CUDA kernels loaded, memory pools grown),
+        on the stream the passes will use. Changes no state."""
+        size, dtype = self.mcfg.crop_size, _DTYPES[self.cfg.dtype]
+        clip = torch.zeros(1, 3, self.mcfg.num_frames, size, size, device=self.device, dtype=dtype)
+        rois = torch.tensor([[0.0, 0.0, 0.0, size / 2, size / 2]], device=self.device, dtype=dtype)
+        stream = self._worker.stream if self._worker is not None else None
+        with torch.inference_mode(), (torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
+            self.model(clip, rois)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     # -- per frame
 
     @torch.inference_mode()

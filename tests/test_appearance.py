@@ -149,6 +149,8 @@ def run(st: AppearanceStage, steps: int, flush_each: bool = False):
 
 def test_causal_cadence_ages_and_born_between_passes():
     st = stage()
+    st.warmup()  # a pass on a blank clip: no state
+    assert len(st.model.calls) == 1 and st.model.calls[0][0].shape == (1, 3, 4, 20, 20)
     out = run(st, 20)
     assert st.passes == 4  # keyframes 0, 6, 12, 18
     for t, step in enumerate(out):
