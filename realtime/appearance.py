@@ -193,7 +193,8 @@ class _ClipRing:
         slots = torch.from_numpy(steps % self.slots).to(self.device)
         clip = self.frames.index_select(0, slots).permute(1, 0, 2, 3).unsqueeze(0).to(self.dtype)
         b = torch.from_numpy(np.ascontiguousarray(boxes, np.float32))
-        rois = torch.cat([torch.zeros(len(b), 1), b], dim=1).to(self.device, self.dtype)
+        # float32 boxes whatever the model's dtype (bfloat16 would round x = 300 to a 2 px grid)
+        rois = torch.cat([torch.zeros(len(b), 1), b], dim=1).to(self.device)
         feats, _ = self.model(clip, rois)
         return feats.float().cpu().numpy()
 
@@ -345,7 +346,7 @@ class AppearanceStage:
         on the stream the passes will use. Changes no state."""
         size, dtype = self.mcfg.crop_size, _DTYPES[self.cfg.dtype]
         clip = torch.zeros(1, 3, self.mcfg.num_frames, size, size, device=self.device, dtype=dtype)
-        rois = torch.tensor([[0.0, 0.0, 0.0, size / 2, size / 2]], device=self.device, dtype=dtype)
+        rois = torch.tensor([[0.0, 0.0, 0.0, size / 2, size / 2]], device=self.device)
         stream = self._worker.stream if self._worker is not None else None
         with torch.inference_mode(), (torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
             self.model(clip, rois)
