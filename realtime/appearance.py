@@ -15,7 +15,9 @@ shared/reference/appearance_backbone.md §1 and §7), made live:
   the stage's device. The resize runs on the host with cv2 and the uint8 result is uploaded: torch's
   bilinear interpolation rounds differently from cv2's fixed-point uint8 path (off by one grey level
   at many pixels), and the resized uint8 frame is ~6x smaller to upload than the full one. BGR->RGB,
-  /255 and mean/std run on the device (the same float32 operations as the reference, so equal).
+  /255 and mean/std run on the device as one lookup in a 3 x 256 table computed on the CPU with the
+  reference's float32 operations: bit-equal to the reference on any device (CUDA's division by a
+  scalar is a multiplication by its reciprocal, one bit off at some levels: measured on an H200).
 - Keyframe passes every ``every`` frames (K, default 6 as the demo): ONE backbone pass over the clip
   of the last S+1 frames (S = num_frames * sampling_rate), sampled with
   ``torch.linspace(0, S, num_frames).long()`` as SlowFast's ``process_cv2_inputs``, clamped at the
@@ -133,9 +135,26 @@ def crop_resize(image: np.ndarray, geom: ClipGeometry) -> np.ndarray:
 
 
 def normalise(frame_bgr: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """(h, w, 3) uint8 BGR -> (3, h, w) float32 RGB, (x / 255 - mean) / std as SlowFast computes it."""
+    """(h, w, 3) uint8 BGR -> (3, h, w) float32 RGB, (x / 255 - mean) / std as SlowFast computes it
+    (on the CPU: CUDA divides by a Python scalar as a multiplication by its reciprocal, which differs
+    in the last bit; the device path uses ``level_table`` instead)."""
     x = frame_bgr.flip(-1).permute(2, 0, 1).float() / 255
     return (x - mean[:, None, None]) / std[:, None, None]
+
+
+def level_table(mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """(3, 256) float32: the normalised value of every uint8 level per RGB channel, computed on the
+    CPU with the reference's operations. A lookup gives the reference's values bit for bit on any
+    device (a uint8 frame has only 256 levels per channel)."""
+    levels = torch.arange(256, dtype=torch.uint8).view(1, 256, 1).expand(1, 256, 3)  # as a 1 x 256 BGR image
+    return normalise(levels, torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32))[:, 0]
+
+
+def normalise_by_table(frame_bgr: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """(h, w, 3) uint8 BGR -> (3, h, w) float32 RGB through ``level_table`` (on the table's device)."""
+    h, w, _ = frame_bgr.shape
+    idx = frame_bgr.flip(-1).permute(2, 0, 1).reshape(3, h * w).long()
+    return table.gather(1, idx).view(3, h, w)
 
 
 def clip_boxes(xyxy: np.ndarray, geom: ClipGeometry) -> np.ndarray:
@@ -176,8 +195,7 @@ class _ClipRing:
     def __init__(self, model: torch.nn.Module, mcfg: Any, device: torch.device, dtype: torch.dtype):
         self.model, self.device, self.dtype = model, device, dtype
         self.slots = mcfg.num_frames * mcfg.sampling_rate + 1
-        self.mean = torch.tensor(mcfg.mean, dtype=torch.float32, device=device)
-        self.std = torch.tensor(mcfg.std, dtype=torch.float32, device=device)
+        self.table = level_table(mcfg.mean, mcfg.std).to(device)
         self.frames: torch.Tensor | None = None  # (slots, 3, h, w) float32
 
     def prepare(self, step: int, image: np.ndarray, geom: ClipGeometry) -> None:
@@ -185,7 +203,7 @@ class _ClipRing:
         h, w = small.shape[:2]
         if self.frames is None or self.frames.shape[2:] != (h, w):
             self.frames = torch.zeros(self.slots, 3, h, w, dtype=torch.float32, device=self.device)
-        self.frames[step % self.slots] = normalise(torch.from_numpy(small).to(self.device), self.mean, self.std)
+        self.frames[step % self.slots] = normalise_by_table(torch.from_numpy(small).to(self.device), self.table)
 
     def features(self, steps: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """One pass over the frames at ``steps`` with RoIs ``boxes`` (n, 4) -> (n, D) float32."""

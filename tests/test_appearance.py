@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from lart_stream.realtime.appearance import (AppearanceStage, AppearanceStageConfig, clip_boxes, clip_geometry,
-                                             clip_steps, crop_resize, keyframe_at, normalise)
+                                             clip_steps, crop_resize, keyframe_at, level_table, normalise,
+                                             normalise_by_table)
 from lart_stream.realtime.records import AppearanceFeatures, Frame, People, Tracks
 from mvit_standin import StandInConfig, StandInMViT, decode_frames
 
@@ -78,6 +79,17 @@ def test_normalise_hand_values_and_reference_ops():
     ref = (torch.from_numpy(np.array([frame[..., ::-1]])).float() / 255 - torch.tensor(mean)) / torch.tensor(std)
     got = normalise(torch.from_numpy(frame), torch.tensor(mean), torch.tensor(std))
     assert torch.equal(got, ref[0].permute(2, 0, 1))
+
+
+def test_level_table_equals_the_reference_for_every_level():
+    mean, std = (0.45, 0.42, 0.4), (0.225, 0.22, 0.23)
+    table = level_table(mean, std)
+    levels = np.stack(np.meshgrid(np.arange(256), np.arange(256), indexing="ij"), -1).astype(np.uint8)
+    frame = np.concatenate([levels, levels[..., :1]], axis=-1)  # every level in every channel
+    ref = (torch.from_numpy(np.array([frame[..., ::-1]])).float() / 255 - torch.tensor(list(mean))) \
+        / torch.tensor(list(std))
+    assert torch.equal(normalise_by_table(torch.from_numpy(frame), table), ref[0].permute(2, 0, 1))
+    assert torch.equal(table[0, :3], (torch.tensor([0.0, 1, 2]) / 255 - mean[0]) / std[0])
 
 
 def test_clip_boxes_truncate_shift_and_scale_y_by_the_width_factor():
