@@ -61,6 +61,7 @@ class AppearanceSection:
     lookahead: int = 0  # frames of future the clip may see (up to half the clip); output that much later
     threaded: str = "auto"  # auto (on with CUDA: worker thread, own stream) | on | off (inline, deterministic)
     dtype: str = "float32"  # float32 (the reference's) | bfloat16 | float16
+    graphs: str = "auto"  # auto (on with CUDA) | on | off: replay the backbone pass as a CUDA graph
 
 
 @dataclass(frozen=True)

@@ -305,13 +305,20 @@ def _demo_clip(images: list[np.ndarray], box_xywh: np.ndarray, mcfg) -> tuple[to
     return x.unsqueeze(0), torch.cat([torch.zeros(1, 1), boxes], dim=1)
 
 
-def test_stage_equals_the_demos_computation_with_the_tiny_mvit(pedestrians):
+@pytest.mark.parametrize("graphs", ["off", "on"], ids=["eager", "graph-path"])
+def test_stage_equals_the_demos_computation_with_the_tiny_mvit(pedestrians, graphs, monkeypatch):
+    """Also through the CUDA-graph path (backbone replayed from static buffers, captures replaced by
+    plain calls on the CPU)."""
     from conftest import read_frames
     from lart_stream.models.mvit import MViT, MViTConfig
+    from lart_stream.realtime.appearance import _ClipRing
+    from lart_stream.realtime.backends import UncapturedGraph
+
+    monkeypatch.setattr(_ClipRing, "graph_cls", UncapturedGraph)
 
     mcfg = MViTConfig.tiny(mean=(0.45, 0.42, 0.4), std=(0.225, 0.22, 0.23))
     model = MViT(mcfg).init_random_(3).eval()
-    st = AppearanceStage(model, mcfg, AppearanceStageConfig(every=6, lookahead=4), random_weights=True)
+    st = AppearanceStage(model, mcfg, AppearanceStageConfig(every=6, lookahead=4, graphs=graphs), random_weights=True)
     images = read_frames(pedestrians)[:30]  # 768 x 576: the 1.2 crop applies
     box = np.array([130.6, 101.3, 191.9, 260.4], np.float32)  # x1, y1, x2, y2; moves 3 px a frame below
     out = []
@@ -330,6 +337,7 @@ def test_stage_equals_the_demos_computation_with_the_tiny_mvit(pedestrians):
             got = out[t].features
             assert got.frame_index == c and got.age[0] == 0
             assert torch.equal(torch.from_numpy(got.feature), want), c
+    assert st._ring.graphs == (graphs == "on") and len(st._ring._captured) == (graphs == "on")
 
 
 def test_latency_note_and_description():
