@@ -471,7 +471,7 @@ class ResNetRoIHead(nn.Module):
             raise ValueError(f"MViT head: feature map has {fmap.shape[2]} frames, the config's temporal pool "
                              f"takes {self.temporal_kernel} (NUM_FRAMES // patch stride): wrong clip length")
         x = F.avg_pool3d(fmap, (self.temporal_kernel, 1, 1), stride=1).squeeze(2)  # (B, C, H, W)
-        x = roi_align(x.float(), boxes, self.resolution, self.spatial_scale, 0, self.aligned).to(fmap.dtype)
+        x = roi_align(x, boxes, self.resolution, self.spatial_scale, 0, self.aligned)  # float32 inside for bf16/fp16
         feat = F.max_pool2d(x, self.resolution, stride=1).flatten(1)  # (R, C)
         logits = self.projection(feat)
         scores = torch.sigmoid(logits) if self.act == "sigmoid" else torch.softmax(logits, dim=1)

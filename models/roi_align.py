@@ -21,7 +21,7 @@ import torch
 
 
 def _axis_weights(start: torch.Tensor, bin_size: torch.Tensor, grid: torch.Tensor, out: int,
-                  length: int) -> torch.Tensor:
+                  length: int, dtype: torch.dtype) -> torch.Tensor:
     """(R, out, length) summed bilinear weights of each bin's samples along one axis.
 
     start, bin_size: (R,) float32; grid: (R,) int64 samples per bin (may be 0).
@@ -34,19 +34,19 @@ def _axis_weights(start: torch.Tensor, bin_size: torch.Tensor, grid: torch.Tenso
     pos = (start[:, None, None] + p[None, :, None] * bin_size[:, None, None]) \
         + (i[None, None, :] + 0.5) * bin_size[:, None, None] / gf  # (R, out, G)
     valid = (i[None, None, :] < grid[:, None, None]) & (pos >= -1.0) & (pos <= float(length))
-    clamped = pos.clamp(min=0.0, max=float(length - 1))
+    clamped = pos.clamp(min=0.0, max=float(length - 1)).to(dtype)  # weights in the accumulation dtype
     low = torch.floor(clamped)
     frac = clamped - low
-    cells = torch.arange(length, device=start.device).to(torch.float32)  # (L,)
-    w = (cells == low[..., None]).to(torch.float32) * (1.0 - frac)[..., None] \
-        + (cells == low[..., None] + 1.0).to(torch.float32) * frac[..., None]  # (R, out, G, L)
-    return (w * valid[..., None].to(torch.float32)).sum(dim=2)
+    cells = torch.arange(length, device=start.device).to(dtype)  # (L,)
+    w = (cells == low[..., None]).to(dtype) * (1.0 - frac)[..., None] \
+        + (cells == low[..., None] + 1.0).to(dtype) * frac[..., None]  # (R, out, G, L)
+    return (w * valid[..., None].to(dtype)).sum(dim=2)
 
 
 def roi_align(features: torch.Tensor, boxes: torch.Tensor, output_size: int, spatial_scale: float,
               sampling_ratio: int = 0, aligned: bool = True) -> torch.Tensor:
     """features (B, C, H, W), boxes (R, 5) [batch_index, x1, y1, x2, y2] in input pixels
-    -> (R, C, output_size, output_size) in features' dtype (computed in float32)."""
+    -> (R, C, output_size, output_size) in features' dtype (accumulated in at least float32)."""
     if boxes.dim() != 2 or boxes.shape[1] != 5:
         raise ValueError(f"roi_align: boxes must be (R, 5) [batch_index, x1, y1, x2, y2], got {tuple(boxes.shape)}")
     _, _, height, width = features.shape
@@ -66,11 +66,12 @@ def roi_align(features: torch.Tensor, boxes: torch.Tensor, output_size: int, spa
         grid_w = torch.ceil(roi_w / output_size).clamp(min=0).to(torch.int64)
         grid_h = torch.ceil(roi_h / output_size).clamp(min=0).to(torch.int64)
     count = (grid_h * grid_w).clamp(min=1).to(torch.float32)
-    ay = _axis_weights(y1, bin_h, grid_h, output_size, height)  # (R, out, H)
-    ax = _axis_weights(x1, bin_w, grid_w, output_size, width)  # (R, out, W)
-    f = features.to(torch.float32)[b[:, 0].to(torch.int64)]  # (R, C, H, W)
+    acc = torch.promote_types(features.dtype, torch.float32)  # float64 stays float64 (tests)
+    ay = _axis_weights(y1, bin_h, grid_h, output_size, height, acc)  # (R, out, H)
+    ax = _axis_weights(x1, bin_w, grid_w, output_size, width, acc)  # (R, out, W)
+    f = features.to(acc)[b[:, 0].to(torch.int64)]  # (R, C, H, W)
     out = torch.matmul(torch.matmul(ay[:, None], f), ax[:, None].transpose(-1, -2))  # (R, C, out, out)
-    return (out / count[:, None, None, None]).to(features.dtype)
+    return (out / count.to(acc)[:, None, None, None]).to(features.dtype)
 
 
 __all__ = ["roi_align"]
