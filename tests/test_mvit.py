@@ -126,8 +126,8 @@ def test_whole_tiny_model_on_non_square_clip_equals_hand_float64(dim_mul_in_att:
 
 def test_folded_equals_reference_in_float32_within_rounding() -> None:
     """fp32 folded (SDPA) and fp32 materialised against the float64 forward: both errors are
-    float32 rounding (bound: 2^12 eps32 of the output scale, ~5e-4 relative, over 4 blocks of
-    depth-wise sums of a few hundred terms), and they agree with each other to the same bound."""
+    float32 rounding (bound: 2^7 eps32 of the output scale: 4 blocks of dot products over a few
+    hundred terms; observed ~7 eps32), and they agree with each other to the same bound."""
     cfg = MViTConfig.tiny()
     m64 = _model(cfg, seed=4)
     clip = _clip(cfg, B=2, H=72, W=64, seed=9)
@@ -138,13 +138,13 @@ def test_folded_equals_reference_in_float32_within_rounding() -> None:
         m32.load_state_dict({k: v.float() for k, v in m64.state_dict().items()})
         got = {impl: m32.set_attention_impl(impl).backbone(clip.float()).double() for impl in ("folded", "reference")}
         feats = {impl: m32.set_attention_impl(impl)(clip.float(), boxes.float())[0] for impl in ("folded", "reference")}
-    bound = 2 ** 12 * EPS32 * float(f64.abs().max())
+    bound = 2 ** 7 * EPS32 * float(f64.abs().max())
     for impl, out in got.items():
         err = float((out - f64).abs().max())
         assert 0 < err <= bound, (impl, err, bound)
     assert float((got["folded"] - got["reference"]).abs().max()) <= bound
     torch.testing.assert_close(feats["folded"], feats["reference"], rtol=0,
-                               atol=2 ** 12 * EPS32 * float(feats["reference"].abs().max()))
+                               atol=2 ** 7 * EPS32 * float(feats["reference"].abs().max()))
 
 
 def test_folded_catches_a_missing_rel_pos_term() -> None:
@@ -158,7 +158,7 @@ def test_folded_catches_a_missing_rel_pos_term() -> None:
         for b in m.blocks:
             b.attn.rel_pos_t = None
         changed = m.backbone(clip)
-    assert float((changed - ref).abs().max()) > 100 * 2 ** 12 * EPS32 * float(ref.abs().max())
+    assert float((changed - ref).abs().max()) > 100 * 2 ** 7 * EPS32 * float(ref.abs().max())
 
 
 def test_head_refuses_a_clip_of_the_wrong_length() -> None:
