@@ -82,3 +82,18 @@ def test_bf16_features_computed_in_float32_and_empty_box_list() -> None:
     assert roi_align(f, torch.zeros(0, 5), 7, 1 / 16).shape == (0, 3, 7, 7)
     with pytest.raises(ValueError, match=r"\(R, 5\)"):
         roi_align(f, torch.zeros(3, 4), 7, 1 / 16)
+
+
+@pytest.mark.parametrize("sampling_ratio", [0, 5])
+def test_boxes_of_every_scale_take_every_sample(sampling_ratio: int) -> None:
+    """Boxes from sub-cell to 6x the map (up to ~12 samples per bin side): the static candidate
+    window of the implementation must never miss a sample."""
+    g = torch.Generator().manual_seed(11)
+    f = _fmap(1, 2, 6, 9, seed=4)
+    n = 40
+    scale = torch.exp(torch.rand(n, 1, generator=g) * 7 - 3.5)  # ~0.03x .. 33x a 16-px cell ... 6x map
+    wh = scale * torch.tensor([[30.0, 20.0]]) * (0.5 + torch.rand(n, 2, generator=g))
+    c = torch.rand(n, 2, generator=g) * torch.tensor([144.0, 96.0])
+    boxes = torch.cat([torch.zeros(n, 1), c - wh / 2, c + wh / 2], dim=1)
+    assert float(wh.max()) > 6 * 144
+    _check(f, boxes.tolist(), out=7, scale=1 / 16, sampling_ratio=sampling_ratio)
