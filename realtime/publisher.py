@@ -15,6 +15,10 @@ message (counted in ``dropped``) and a full subscriber queue makes ZeroMQ drop
 messages for that subscriber only (PUB semantics, without XPUB_NODROP), so a
 stalled or dead subscriber costs neither memory nor frame rate and never makes
 the others lose messages.
+
+Heartbeat and end: while no frame is sent for ``stats_interval_s`` (a stalled or
+reconnecting source), a heartbeat thread publishes `stats` with the source state
+(``watch_source``); ``close`` publishes a last `stats` with ``final=True``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
 import numpy as np
@@ -41,11 +45,13 @@ log = logging.getLogger(__name__)
 
 _FORWARD, _JPEG, _QUIT = b"M", b"J", b"Q"  # kinds of messages on the inproc pipe
 _WINDOW_MAX = 4096  # samples kept per stats window
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"  # loopback: nothing exposed unless asked
+_FINAL_LINGER_MS = 500  # on close, time given to the final message to leave the socket
 
 
 @dataclass(frozen=True)
 class PublisherConfig:
-    address: str = "tcp://127.0.0.1:5555"  # loopback by default: nothing exposed unless asked
+    address: str = DEFAULT_ADDRESS
     hwm: int = 100  # messages queued per subscriber (and on the inproc pipe) before dropping
     top_k: int = 5  # best classes sent per track, with names
     full_scores: bool = True  # also send every class's score per track
@@ -53,7 +59,7 @@ class PublisherConfig:
     frames_width: int = 640  # JPEG frames are downscaled to this width (never upscaled)
     jpeg_quality: int = 80
     frames_fps: float = 10.0  # at most this many frames per second, by capture time
-    stats_interval_s: float = 1.0  # automatic `stats` messages; 0 = only send_stats()
+    stats_interval_s: float = 1.0  # automatic `stats` (and heartbeat without frames); 0 = only send_stats()
     curve_secret_key: str | None = None  # server's .key_secret: turns CURVE encryption on
     curve_allowed_keys: str | None = None  # folder of client *.key public keys (allow-list)
 
@@ -110,6 +116,9 @@ class Publisher:
         self._stats = _StatsWindow()
         self._last_frame_t: float | None = None
         self._external_stats_ns = -(1 << 62)  # last send_stats() call
+        self._last_send_ns = time.monotonic_ns()  # last frame sent (the heartbeat fills silences)
+        self._source_state: Callable[[], str | None] | None = None
+        self._heartbeat_stop = threading.Event()
         self._ctx = zmq.Context()
         self._auth = None
         xpub = inner = None
@@ -145,6 +154,14 @@ class Publisher:
         self._sender = _Sender(xpub, inner, config.jpeg_quality)
         self._thread = threading.Thread(target=self._sender.run, name="lart-publisher", daemon=True)
         self._thread.start()
+        self._heartbeat: threading.Thread | None = None
+        if config.stats_interval_s > 0:
+            self._heartbeat = threading.Thread(target=self._beat, name="lart-heartbeat", daemon=True)
+            self._heartbeat.start()
+
+    def watch_source(self, state: Callable[[], str | None]) -> None:
+        """Every `stats` from now on carries ``state()`` (one of protocol.SOURCE_STATES) as ``source``."""
+        self._source_state = state
 
     # -- ResultSink --------------------------------------------------------------------------
 
@@ -154,6 +171,7 @@ class Publisher:
             if self._closed:
                 return
             t_ns, wall_ns = time.monotonic_ns(), time.time_ns()
+            self._last_send_ns = t_ns
             msg = protocol.actions_message(result, session=self.session, seq=self._next("actions"),
                                            t_publish_ns=t_ns, t_wall_ns=wall_ns, top_k=self.config.top_k,
                                            full_scores=self.config.full_scores)
@@ -184,14 +202,19 @@ class Publisher:
                 self._send_stats_locked(stats, t_ns)
 
     def close(self) -> None:
+        """Publish the final `stats` (``final=True``), let it leave, and release the sockets."""
         with self._lock:
             if self._closed:
                 return
+            self._send_stats_locked({}, time.monotonic_ns(), final=True)
             self._closed = True
             try:
                 self._push.send(_QUIT, zmq.NOBLOCK)  # behind everything queued: those go out first
             except zmq.ZMQError:
                 self._sender.stop.set()  # queue full: stop at the next poll instead
+        self._heartbeat_stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=5)
         self._thread.join(timeout=5)
         if self._thread.is_alive():
             self._sender.stop.set()
@@ -277,11 +300,33 @@ class Publisher:
         # JPEG encoding happens on the sender thread; the pixels travel as a raw buffer.
         self._queue([_JPEG, b"frames", protocol.encode_frame(header)[1], np.ascontiguousarray(small)])
 
-    def _send_stats_locked(self, given: dict[str, Any], t_ns: int) -> None:
+    def _send_stats_locked(self, given: dict[str, Any], t_ns: int, final: bool = False) -> None:
         msg = self._stats.message(given, t_ns, session=self.session, seq=self._next("stats"),
                                   published=self._sender.sent,
-                                  publish_dropped=self.dropped + self._sender.dropped)
+                                  publish_dropped=self.dropped + self._sender.dropped,
+                                  source=self._current_source_state(), final=final)
         self._queue([_FORWARD, *protocol.encode_stats(msg)])
+
+    def _current_source_state(self) -> str | None:
+        if self._source_state is None:
+            return None
+        try:
+            state = self._source_state()
+        except Exception as e:  # a broken callback must not stop the stats
+            log.debug("source state: %s", e)
+            return None
+        return state if state in protocol.SOURCE_STATES else None
+
+    def _beat(self) -> None:
+        """Heartbeat thread: `stats` while no frame is sent, so subscribers can tell stalled from gone."""
+        interval_ns = self.config.stats_interval_s * 1e9
+        while not self._heartbeat_stop.wait(self.config.stats_interval_s / 4):
+            with self._lock:
+                if self._closed:
+                    return
+                t_ns = time.monotonic_ns()
+                if t_ns - self._last_send_ns >= interval_ns and t_ns - self._stats.last_sent_ns >= interval_ns:
+                    self._send_stats_locked({}, t_ns)
 
 
 class _Sender:
@@ -298,18 +343,20 @@ class _Sender:
         poller = zmq.Poller()
         poller.register(self.inner, zmq.POLLIN)
         poller.register(self.xpub, zmq.POLLIN)
+        linger = 0
         try:
             while not self.stop.is_set():
                 ready = dict(poller.poll(100))
                 if self.xpub in ready:
                     self._answer_subscriptions()
                 if self.inner in ready and not self._forward_queued():
+                    linger = _FINAL_LINGER_MS  # asked to quit: let the final message leave
                     break
         except zmq.ZMQError as e:
             if e.errno != zmq.ETERM:
                 log.error("publisher thread stopped: %s", e)
         finally:
-            self.xpub.close(0)
+            self.xpub.close(linger)
             self.inner.close(0)
 
     def _answer_subscriptions(self) -> None:
@@ -398,7 +445,7 @@ class _StatsWindow:
         self._stages.setdefault(name, deque(maxlen=_WINDOW_MAX)).append(ms)
 
     def message(self, given: dict[str, Any], t_ns: int, *, session: int, seq: int, published: int,
-                publish_dropped: int) -> StatsMessage:
+                publish_dropped: int, source: str | None = None, final: bool = False) -> StatsMessage:
         window_s = max(0.0, (t_ns - self.last_sent_ns) / 1e9)
         fields: dict[str, Any] = dict(
             window_s=window_s, fps=self._frames_in_window / window_s if window_s > 0 else 0.0,
@@ -428,7 +475,7 @@ class _StatsWindow:
         self._frames_in_window = 0
         return StatsMessage(session=session, seq=seq, stream=self.stream, t_publish_ns=t_ns,
                             t_wall_ns=time.time_ns(), weights=self.weights, published=published,
-                            publish_dropped=publish_dropped, extra=extra, **fields)
+                            publish_dropped=publish_dropped, extra=extra, source=source, final=final, **fields)
 
 
 def _is_number(x: Any) -> bool:

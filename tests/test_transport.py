@@ -578,3 +578,19 @@ def test_oversized_message_is_dropped_with_a_warning_and_the_stream_goes_on(raw_
         assert [m.seq for m in got] == list(range(1000))
         assert sub.stats.skipped == 1
     assert "over the 67108864-byte limit" in caplog.text
+
+
+def test_heartbeat_stats_without_frames_carry_the_source_state_and_close_sends_final():
+    state = ["live"]
+    with Publisher(PublisherConfig(address="tcp://127.0.0.1:*", stats_interval_s=0.05)) as pub, \
+         Subscriber(pub.endpoint, ("stats",)) as sub:
+        pub.watch_source(lambda: state[0])
+        first = sub.recv(timeout=60)  # no frame was ever sent: only the heartbeat publishes
+        assert first.fps == 0.0 and first.frame_count == 0 and not first.final
+        state[0] = "stalled"
+        stalled = _recv_until(sub, lambda m: m.source == "stalled")[-1]
+        assert stalled.seq > first.seq
+        state[0] = "ended"
+        pub.close()
+        last = _recv_until(sub, lambda m: m.final)[-1]
+        assert last.source == "ended"
