@@ -39,6 +39,7 @@ import zmq
 
 from lart_stream.realtime import protocol
 from lart_stream.realtime.protocol import FrameMessage, StatsMessage, Summary
+from lart_stream.realtime.ratelimit import RateLimit
 from lart_stream.realtime.records import FrameResult
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,14 @@ _FORWARD, _JPEG, _QUIT = b"M", b"J", b"Q"  # kinds of messages on the inproc pip
 _WINDOW_MAX = 4096  # samples kept per stats window
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"  # loopback: nothing exposed unless asked
 _FINAL_LINGER_MS = 500  # on close, time given to the final message to leave the socket
+REFUSED_LOG_PERIOD_S = 10.0  # refused CURVE clients retry every 100 ms: one log line per period
+_NO_CURVE = "no valid CURVE handshake (a client without --curve-server-key, or with another server's key)"
+_HANDSHAKE_FAILURES = {  # socket monitor events -> why a client was refused
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "its key is not in the allow-list (--curve-allowed-keys)",
+    # A client without CURVE, or with another server's key, ends in either of these two.
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: _NO_CURVE,
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: _NO_CURVE,
+}
 
 
 @dataclass(frozen=True)
@@ -151,7 +160,10 @@ class Publisher:
         if config.curve_secret_key is None and not is_loopback(config.address):
             log.warning("publishing on %s without CURVE: predictions are readable, unencrypted, by anyone "
                         "who can reach this address (see `lart-stream keys`)", config.address)
-        self._sender = _Sender(xpub, inner, config.jpeg_quality)
+        monitor = None
+        if config.curve_secret_key is not None:  # refused clients are logged, not silently ignored
+            monitor = xpub.get_monitor_socket(sum(_HANDSHAKE_FAILURES))
+        self._sender = _Sender(xpub, inner, config.jpeg_quality, monitor)
         self._thread = threading.Thread(target=self._sender.run, name="lart-publisher", daemon=True)
         self._thread.start()
         self._heartbeat: threading.Thread | None = None
@@ -332,8 +344,11 @@ class Publisher:
 class _Sender:
     """Runs on the publisher thread: forwards queued messages, answers new subscriptions."""
 
-    def __init__(self, xpub: zmq.Socket, inner: zmq.Socket, jpeg_quality: int) -> None:
-        self.xpub, self.inner, self.jpeg_quality = xpub, inner, jpeg_quality
+    def __init__(self, xpub: zmq.Socket, inner: zmq.Socket, jpeg_quality: int,
+                 monitor: zmq.Socket | None = None) -> None:
+        self.xpub, self.inner, self.jpeg_quality, self.monitor = xpub, inner, jpeg_quality, monitor
+        self.refused = 0  # CURVE clients refused since start
+        self._refused_log = RateLimit(REFUSED_LOG_PERIOD_S)
         self.stop = threading.Event()
         self.sent = 0
         self.dropped = 0
@@ -343,10 +358,14 @@ class _Sender:
         poller = zmq.Poller()
         poller.register(self.inner, zmq.POLLIN)
         poller.register(self.xpub, zmq.POLLIN)
+        if self.monitor is not None:
+            poller.register(self.monitor, zmq.POLLIN)
         linger = 0
         try:
             while not self.stop.is_set():
                 ready = dict(poller.poll(100))
+                if self.monitor is not None and self.monitor in ready:
+                    self._log_refused()
                 if self.xpub in ready:
                     self._answer_subscriptions()
                 if self.inner in ready and not self._forward_queued():
@@ -356,8 +375,28 @@ class _Sender:
             if e.errno != zmq.ETERM:
                 log.error("publisher thread stopped: %s", e)
         finally:
+            if self.monitor is not None:
+                self.xpub.disable_monitor()
+                self.monitor.close(0)
             self.xpub.close(linger)
             self.inner.close(0)
+
+    def _log_refused(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            why = _HANDSHAKE_FAILURES.get(event["event"])
+            if why is None:
+                continue
+            self.refused += 1
+            if self._refused_log.ready():
+                more = self._refused_log.take_suppressed()
+                log.warning("refused a subscriber on %s: %s%s", event["endpoint"].decode(errors="replace"), why,
+                            f" ({more} more refusals since the last report)" if more else "")
 
     def _answer_subscriptions(self) -> None:
         while True:

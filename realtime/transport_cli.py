@@ -282,7 +282,7 @@ def _keys(args: argparse.Namespace) -> int:
               " (their --curve-server-key)")
     else:
         print(f"client: --curve-secret-key {secret} ; copy {public} into the publisher's "
-              "--curve-allowed-clients folder")
+              "--curve-allowed-keys folder")
     return 0
 
 
