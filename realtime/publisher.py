@@ -75,6 +75,8 @@ class PublisherConfig:
     def __post_init__(self) -> None:
         if not self.address.startswith(("tcp://", "ipc://", "inproc://")):
             raise ValueError(f"publish address {self.address!r}: expected tcp://HOST:PORT or ipc://PATH")
+        if self.address.startswith("tcp://"):
+            _check_tcp_port(self.address)
         if self.hwm < 1:
             raise ValueError(f"hwm must be >= 1, got {self.hwm}")
         if self.top_k < 0:
@@ -87,6 +89,15 @@ class PublisherConfig:
         if self.curve_allowed_keys and not self.curve_secret_key:
             raise ValueError("an allow-list of client keys (curve_allowed_keys) needs the server secret key "
                              "(curve_secret_key)")
+
+
+def _check_tcp_port(address: str) -> None:
+    """libzmq takes any number as a port and silently binds it modulo 65536: refuse that here."""
+    host, sep, port = address[len("tcp://"):].rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"publish address {address!r}: expected tcp://HOST:PORT (PORT 1-65535, or * for any)")
+    if port != "*" and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"publish address {address!r}: port {port!r} is not in 1-65535 (or * for any free port)")
 
 
 def is_loopback(address: str) -> bool:
@@ -140,8 +151,13 @@ class Publisher:
             try:
                 xpub.bind(config.address)
             except zmq.ZMQError as e:
-                raise ValueError(f"cannot publish on {config.address}: {e}") from None
+                hint = ""
+                if e.errno == zmq.EADDRINUSE:
+                    hint = ("; another program (another lart-stream?) uses it: publish on another port "
+                            "(--publish tcp://127.0.0.1:PORT) or turn publishing off (--publish none)")
+                raise ValueError(f"cannot publish on {config.address}: {e.strerror}{hint}") from None
             self.endpoint = xpub.getsockopt_string(zmq.LAST_ENDPOINT)
+            log.info("publishing on %s", self.endpoint)
             inner = self._ctx.socket(zmq.PAIR)
             inner.setsockopt(zmq.LINGER, 0)
             inner.setsockopt(zmq.RCVHWM, config.hwm)
