@@ -20,12 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import cv2
-import numpy as np
+# FFmpeg's and OpenCV's own messages ("[h264 @ 0x...] error while decoding MB", "moov atom not
+# found", "[ WARN:0] ... Stream timeout") would sit next to our one-line errors and warnings. FFmpeg's
+# level is read when the first capture opens; set either variable to see them again when debugging.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from lart_stream.realtime.records import Frame
+import cv2  # noqa: E402  (after the environment above)
+import numpy as np  # noqa: E402
+
+from lart_stream.realtime.records import Frame  # noqa: E402
 
 log = logging.getLogger(__name__)
+if os.environ["OPENCV_LOG_LEVEL"].upper() == "ERROR":  # cv2 may have been imported before this module
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 SOURCE_STATES = ("live", "stalled", "reconnecting", "ended")  # the protocol's stats.source values
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import free_port, lart_stream_cmd
+from conftest import free_port, lart_stream_cmd, run_cli
 from lart_stream.realtime.publisher import Publisher, PublisherConfig
 from lart_stream.realtime.sources import LiveSource, SourceConfig, SourceError, open_source
 from lart_stream.realtime.subscriber import Subscriber
@@ -217,3 +217,26 @@ def _recv_state(sub: Subscriber, want: str) -> str:
         if (state := sub.recv(timeout=60).source) == want:
             return state
     raise AssertionError(f"no stats with source {want!r}")
+
+
+def test_broken_file_gives_exactly_one_line_on_stderr(tmp_path, pedestrians):
+    """FFmpeg's own "moov atom not found" and decoder messages stay out of the user's terminal."""
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(pedestrians.read_bytes()[:20_000])  # the index (moov) is cut off
+    r = run_cli("--source", str(truncated), "--publish", "none")
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [f"lart-stream: cannot open video {truncated}: not a video file OpenCV can "
+                                     "decode"], r.stderr
+
+
+def test_corrupt_frames_do_not_leak_decoder_messages(tmp_path, pedestrians):
+    data = bytearray(pedestrians.read_bytes())
+    for i in range(5000, len(data), 997):  # damage the H.264 payload, keep the container readable
+        data[i] = 0
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(bytes(data))
+    r = run_cli("--source", str(corrupt), "--publish", "none", "--max-frames", "5", "--status", "off",
+                "--log-level", "WARNING")
+    assert r.returncode == 0, r.stderr
+    native = [line for line in r.stderr.splitlines() if line.startswith("[") or " @ 0x" in line]
+    assert not native, "\n".join(native[:5])
