@@ -45,7 +45,17 @@ def build_pipeline(cfg: AppConfig) -> Pipeline:
     for path, what in ((cfg.hmr.checkpoint, "HMR checkpoint"), (cfg.hmr.smpl, "SMPL model file"),
                        (cfg.actions.checkpoint, "LART checkpoint"), (cfg.actions.mean_std, "LART mean_std file")):
         _need_file(path, what)
+    # Bind the publish address before any model loads: a port in use is found in a moment, not after 10 s.
+    sinks = _build_sinks(cfg)
+    try:
+        return _build_stages(cfg, device, sinks)
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
 
+
+def _build_stages(cfg: AppConfig, device: str, sinks: list) -> Pipeline:
     try:
         detector = build_detector(_replace(cfg.detector, device=device, backend=cfg.runtime.backend))
     except DetectorError as exc:
@@ -54,7 +64,6 @@ def build_pipeline(cfg: AppConfig) -> Pipeline:
     lifter = _build_lifter(cfg, device)
     tracker = _build_tracker(cfg, lifter)
     actions = _build_actions(cfg, device) if cfg.actions.enabled and lifter is not None else None
-    sinks = _build_sinks(cfg)
     if cfg.runtime.annotate:
         from lart_stream.realtime.annotate import AnnotatedVideoWriter, AnnotationError
 
@@ -156,5 +165,7 @@ def _build_sinks(cfg: AppConfig) -> list:
                                           frames_width=p.frames_width,
                                           frames_fps=p.frames_fps, hwm=p.hwm, curve_secret_key=p.curve_secret_key,
                                           curve_allowed_keys=p.curve_allowed_keys))]
-    except Exception as exc:  # zmq errors (address in use, bad endpoint) are user errors here
+    except ValueError as exc:  # address in use, bad address or key files: the message says what to do
+        raise BuildError(str(exc)) from None
+    except Exception as exc:  # any other zmq error is a user error here too
         raise BuildError(f"cannot publish on {p.address}: {exc}") from exc

@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--realtime", action="store_true", default=None, help="pace files to their frame rate")
     src.add_argument("--fps", type=float, help="pacing rate for image folders with --realtime")
     src.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
+    src.add_argument("--stall-timeout", type=float, metavar="S",
+                     help="reopen a network stream that sends no frame for S seconds (default 5)")
     models = p.add_argument_group("models (random tiny weights unless checkpoints are given)")
     models.add_argument("--detector", metavar="hog|MODEL.onnx", help="person detector (default: OpenCV HOG)")
     models.add_argument("--detector-confidence", type=float, metavar="P")
@@ -89,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 # flag -> (section, key); flags left unset (None) don't override the file.
 FLAG_TO_SETTING = {
     "camera": ("source", "camera"), "source": ("source", "path"), "realtime": ("source", "realtime"),
-    "fps": ("source", "fps"), "max_frames": ("runtime", "max_frames"),
+    "fps": ("source", "fps"), "max_frames": ("runtime", "max_frames"), "stall_timeout": ("source", "stall_timeout_s"),
     "detector": ("detector", "model"), "detector_confidence": ("detector", "confidence"),
     "person_classes": ("detector", "person_classes"),
     "hmr_checkpoint": ("hmr", "checkpoint"), "hmr_size": ("hmr", "size"), "smpl": ("hmr", "smpl"),
@@ -193,6 +195,8 @@ def _run(cfg) -> int:
         status_on = {"on": True, "off": False}.get(cfg.runtime.status)
         status = StatusLine(enabled=status_on)
         publisher = next((s for s in pipeline.sinks if hasattr(s, "send_stats")), None)
+        if publisher is not None:
+            publisher.watch_source(lambda: source.state)  # heartbeat `stats` carry it, frames or not
         summary = run(source, pipeline, max_frames=cfg.runtime.max_frames, stop=stop, status=status,
                       on_stats=publisher.send_stats if publisher is not None else None,
                       overlap=cfg.runtime.overlap)
