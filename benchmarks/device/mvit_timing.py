@@ -7,7 +7,9 @@ Official MViTv2-L 40x3 config (models/mvit.py), RANDOM weights (speed does not d
 bf16 (weights cast once), clips 40 x 312 x 312 and 40 x 312 x 374 (the demo's non-square input):
   pass        ms per backbone+head pass, CUDA events around each call, median (p10-p90), with 1/5/10
               boxes, attention "folded" (rel-pos folded into q/k channels, one SDPA) and
-              "reference" (materialised scores + rel-pos adds; 1 box only, it is slow)
+              "reference" (materialised scores + rel-pos adds; 1 box only, it is slow);
+              "folded+graph": the folded pass captured as one CUDA graph and replayed (no host
+              launch overhead: what a live stage that captures its pass pays)
   profile     torch.profiler kernel time by category for folded at 312x374, 10 boxes
   parity      folded vs reference features (10 boxes): bf16 and fp32 (TF32 off), max abs diff and the
               feature scale; roi_align (models/roi_align.py) vs torchvision.ops.roi_align (CUDA
@@ -71,9 +73,36 @@ def bench_passes(model: MViT, sizes, boxes_list, args, device: str, rows: list) 
                 if cuda:
                     row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
                 rows.append(row)
-                print(f"pass {h}x{w} {impl:<9} {n:>2} boxes: {q['median']:8.2f} ms (p10 {q['p10']:.2f}, p90 {q['p90']:.2f})"
-                      + (f"  peak {row['peak_gib']} GiB" if cuda else ""), flush=True)
+                report(row)
+                if cuda and impl == "folded" and not args.no_graph:
+                    rows.append(graph_row(fn, row, args))
+                    report(rows[-1])
     model.set_attention_impl("folded")
+
+
+def report(row: dict) -> None:
+    q = row["ms"]
+    print(f"pass {row['size']} {row['impl']:<12} {row['boxes']:>2} boxes: {q['median']:8.2f} ms "
+          f"(p10 {q['p10']:.2f}, p90 {q['p90']:.2f})" + (f"  peak {row['peak_gib']} GiB" if "peak_gib" in row else ""),
+          flush=True)
+
+
+def graph_row(fn, row: dict, args) -> dict:
+    """The same pass captured as one CUDA graph (static clip and boxes), replayed: no launch overhead."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.no_grad(), torch.cuda.stream(s):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(g):
+        out = fn()
+    eager = fn()
+    g.replay()
+    torch.cuda.synchronize()
+    q = time_calls(g.replay, args.iters, 2, True)
+    return dict(row, impl="folded+graph", ms=q, graph_vs_eager_maxabs=float((out[0].float() - eager[0].float()).abs().max()))
 
 
 def parity_impls(model: MViT, h: int, w: int, n: int, device: str) -> dict:
@@ -156,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ref-iters", type=int, default=4)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph replay rows")
     p.add_argument("--budget-s", type=float, default=270.0, help="skip torch.compile when less than 90 s of this is left")
     args = p.parse_args(argv)
     start = time.perf_counter()
@@ -221,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n--- summary (ms per pass, median) ---")
     for r in result["rows"]:
-        print(f"{r['size']:>8} {r['impl']:<9} {r['boxes']:>2} boxes  {r['ms']['median']:8.2f} ms")
+        print(f"{r['size']:>8} {r['impl']:<12} {r['boxes']:>2} boxes  {r['ms']['median']:8.2f} ms")
     if result["profile"]:
         prof = result["profile"]
         print(f"\nkernel time, folded {h}x{w}, 10 boxes: {prof['total_ms']:.2f} ms")
