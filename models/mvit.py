@@ -103,7 +103,7 @@ class MViTConfig:
             raise ValueError(f"MViTConfig.attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
         if self.head_act not in ("sigmoid", "softmax"):
             raise ValueError(f"MViTConfig.head_act must be 'sigmoid' or 'softmax', got {self.head_act!r}")
-        if self.num_frames % self.patch_stride[0] and self.num_frames // self.patch_stride[0] < 1:
+        if self.num_frames // self.patch_stride[0] < 1:
             raise ValueError(f"MViTConfig: num_frames {self.num_frames} shorter than the patch stride")
 
     @classmethod
@@ -237,7 +237,8 @@ def _pool(x: torch.Tensor, pool: nn.Module | None, thw: tuple[int, int, int], ha
     T, H, W = thw
     x = pool(x.reshape(B * N, T, H, W, C).permute(0, 4, 1, 2, 3))  # (B*N, C, T', H', W')
     thw = (x.shape[2], x.shape[3], x.shape[4])
-    x = x.reshape(B, N, C, thw[0] * thw[1] * thw[2]).transpose(2, 3)
+    # = reshape(B, N, C, L).transpose(2, 3); free when the conv kept the channels-last layout
+    x = x.permute(0, 2, 3, 4, 1).reshape(B, N, thw[0] * thw[1] * thw[2], C)
     if has_cls:
         x = torch.cat((cls_tok, x), dim=2)
     if norm is not None:

@@ -225,6 +225,14 @@ def test_official_l_from_yaml_builds_on_meta_with_the_reference_shapes(dim_mul_i
     with torch.device("meta"):
         model = MViT(cfg)
     sd = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    # exactly PySlowFast's module names (shared/reference/appearance_backbone.md section 2), no others
+    import re
+
+    pattern = re.compile(r"(patch_embed\.proj\.(weight|bias)|cls_token|norm\.(weight|bias)|head\.projection\.(weight|bias)"
+                         r"|blocks\.\d+\.((norm1|norm2|proj|mlp\.fc1|mlp\.fc2|attn\.qkv|attn\.proj|attn\.norm_[qkv])\.(weight|bias)"
+                         r"|attn\.pool_[qkv]\.weight|attn\.rel_pos_[hwt]))")
+    assert [k for k in sd if not pattern.fullmatch(k)] == []
+    assert len(sd) == 7 + 48 * (2 * 9 + 3 + 3) + 3 * 2  # 9 weight+bias modules, 3 pools, 3 tables; 3 projs
     assert cfg.feature_dim == 1152 and sd["head.projection.weight"] == (80, 1152)
     assert sd["patch_embed.proj.weight"] == (144, 3, 3, 7, 7) and sd["cls_token"] == (1, 1, 144)
     rows = {i: sd[f"blocks.{i}.attn.rel_pos_h"][0] for i in (0, 1, 2, 7, 8, 44, 45, 47)}
