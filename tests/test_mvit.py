@@ -70,6 +70,8 @@ def test_rel_pos_index_keeps_the_reference_float32_rounding() -> None:
         idx = M.rel_pos_index(q, k)
         hand = np.array([[R.rel_index(i, j, q, k) for j in range(k)] for i in range(q)])
         np.testing.assert_array_equal(idx.numpy(), hand)
+    assert (M.rel_pos_index(16, 6).numpy() != [[int(i - j * Fraction(16, 6) + 5 * Fraction(16, 6)) for j in range(6)]
+                                                for i in range(16)]).sum() == 16  # the tiny test's case
     qr, kr = Fraction(1), Fraction(78, 10)
     exact = np.array([[int(i * qr - j * kr + 9 * kr) for j in range(10)] for i in range(78)])
     assert (M.rel_pos_index(78, 10).numpy() != exact).sum() > 50
@@ -87,11 +89,10 @@ def _hand_model(model: MViT, clip: torch.Tensor, boxes: torch.Tensor) -> tuple[n
     thw = x.shape[1:]
     tok = np.concatenate([P["cls_token"][0], x.reshape(x.shape[0], -1).T])
     # the tiny schedule written out: (heads, dim_out, stride_q, stride_kv) per block
-    sched = [(1, 16, (1, 1, 1), (1, 4, 4)), (2, 32, (1, 2, 2), (1, 2, 2)), (2, 32, (1, 1, 1), (1, 2, 2)),
-             (4, 64, (1, 2, 2), (1, 1, 1))]
-    if not cfg.dim_mul_in_att:
-        sched = [(1, 32, (1, 1, 1), (1, 4, 4)), (2, 32, (1, 2, 2), (1, 2, 2)), (2, 64, (1, 1, 1), (1, 2, 2)),
-                 (4, 64, (1, 2, 2), (1, 1, 1))]
+    widths = (16, 32, 32, 64) if cfg.dim_mul_in_att else (32, 32, 64, 64)
+    kv = {(1, 4, 4): [(1, 4, 4), (1, 2, 2), (1, 2, 2), (1, 1, 1)],
+          (1, 3, 3): [(1, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1)]}[cfg.pool_kv_stride_adaptive]
+    sched = list(zip((1, 2, 2, 4), widths, [(1, 1, 1), (1, 2, 2), (1, 1, 1), (1, 2, 2)], kv))
     for i, (heads, dim_out, sq, skv) in enumerate(sched):
         tok, thw = R.block_forward(P, f"blocks.{i}", tok, thw, heads=heads, dim_out=dim_out,
                                    dim_mul_in_att=cfg.dim_mul_in_att, stride_q=sq, stride_kv=skv)
@@ -107,9 +108,11 @@ BOXES = [[0, 8.0, 6.0, 50.0, 60.0], [0, -20.0, 10.0, 30.0, 90.0], [0, 20.0, 20.0
          [0, 60.0, 3.0, 95.0, 40.0]]
 
 
-@pytest.mark.parametrize("dim_mul_in_att", [True, False])
-def test_whole_tiny_model_on_non_square_clip_equals_hand_float64(dim_mul_in_att: bool) -> None:
-    cfg = MViTConfig.tiny(dim_mul_in_att=dim_mul_in_att)
+@pytest.mark.parametrize("dim_mul_in_att,kv", [(True, (1, 4, 4)), (False, (1, 4, 4)), (True, (1, 3, 3))])
+def test_whole_tiny_model_on_non_square_clip_equals_hand_float64(dim_mul_in_att: bool, kv: tuple) -> None:
+    """kv stride 3 makes the first blocks' h axis 16 queries x 6 keys, where the reference's
+    float32 index differs from exact arithmetic (16 of 96 pairs)."""
+    cfg = MViTConfig.tiny(dim_mul_in_att=dim_mul_in_att, pool_kv_stride_adaptive=kv)
     model = _model(cfg, seed=2)
     clip = _clip(cfg)  # 8 x 64 x 80: tokens 4 x 16 x 20, rel-pos w tables interpolated 31 -> 39 rows
     boxes = torch.tensor(BOXES, dtype=torch.float64)

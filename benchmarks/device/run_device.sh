@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmark runs, as made through the device tool (repo root, $OUT set, wheels in .whl,
-# the detector ONNX in .carry/). Usage: bash benchmarks/device/run_device.sh PART  (micro | bench | sweeps)
+# the detector ONNX in .carry/). Usage: bash benchmarks/device/run_device.sh PART  (micro | bench | sweeps | mvit)
 # Nothing is pip-installed there: the repo is put on the path as the lart_stream namespace by a link.
 # PART mvit: the MViTv2-L appearance backbone (benchmarks/device/mvit_timing.py), needs no wheels or carry.
 set -uo pipefail
