@@ -714,8 +714,10 @@ def load_mvit(path: str | Path, config_path: str | Path | None = None, device: s
     with torch.device("meta"):
         model = MViT(cfg)
     check_mvit_state(model, sd, where)
-    model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True, assign=True)
-    return model.to(device).eval(), cfg
+    # copies onto the device: the file is memory-mapped, the model must not keep pointing into it
+    model.load_state_dict({k: v.to(device=device, dtype=torch.float32, copy=True) for k, v in sd.items()},
+                          strict=True, assign=True)
+    return model.eval(), cfg
 
 
 def save_mvit(model: MViT, path: str | Path, cfg_yaml: str | None = None) -> Path:
