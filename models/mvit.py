@@ -614,7 +614,7 @@ def config_from_slowfast(text_or_dict: str | Mapping[str, Any], where: str = "MV
     d = _parse_yaml(text_or_dict, where) if isinstance(text_or_dict, str) else dict(text_or_dict)
     if "_BASE_" in d:
         raise MViTCheckpointError(f"{where}: has _BASE_ {d['_BASE_']!r}; pass the yaml file path so it can be resolved")
-    cfg = _merge(SLOWFAST_DEFAULTS, {k: v for k, v in d.items() if k in SLOWFAST_DEFAULTS})
+    cfg = _merge(SLOWFAST_DEFAULTS, {k: v for k, v in d.items() if k in SLOWFAST_DEFAULTS and v is not None})
 
     def get(section: str, key: str) -> Any:
         return _decode(cfg[section][key])
