@@ -103,7 +103,7 @@ class MViTConfig:
             raise ValueError(f"MViTConfig.attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
         if self.head_act not in ("sigmoid", "softmax"):
             raise ValueError(f"MViTConfig.head_act must be 'sigmoid' or 'softmax', got {self.head_act!r}")
-        if self.num_frames % self.patch_stride[0] and self.num_frames // self.patch_stride[0] < 1:
+        if self.num_frames // self.patch_stride[0] < 1:
             raise ValueError(f"MViTConfig: num_frames {self.num_frames} shorter than the patch stride")
 
     @classmethod
@@ -237,7 +237,8 @@ def _pool(x: torch.Tensor, pool: nn.Module | None, thw: tuple[int, int, int], ha
     T, H, W = thw
     x = pool(x.reshape(B * N, T, H, W, C).permute(0, 4, 1, 2, 3))  # (B*N, C, T', H', W')
     thw = (x.shape[2], x.shape[3], x.shape[4])
-    x = x.reshape(B, N, C, thw[0] * thw[1] * thw[2]).transpose(2, 3)
+    # = reshape(B, N, C, L).transpose(2, 3); free when the conv kept the channels-last layout
+    x = x.permute(0, 2, 3, 4, 1).reshape(B, N, thw[0] * thw[1] * thw[2], C)
     if has_cls:
         x = torch.cat((cls_tok, x), dim=2)
     if norm is not None:
@@ -613,7 +614,7 @@ def config_from_slowfast(text_or_dict: str | Mapping[str, Any], where: str = "MV
     d = _parse_yaml(text_or_dict, where) if isinstance(text_or_dict, str) else dict(text_or_dict)
     if "_BASE_" in d:
         raise MViTCheckpointError(f"{where}: has _BASE_ {d['_BASE_']!r}; pass the yaml file path so it can be resolved")
-    cfg = _merge(SLOWFAST_DEFAULTS, {k: v for k, v in d.items() if k in SLOWFAST_DEFAULTS})
+    cfg = _merge(SLOWFAST_DEFAULTS, {k: v for k, v in d.items() if k in SLOWFAST_DEFAULTS and v is not None})
 
     def get(section: str, key: str) -> Any:
         return _decode(cfg[section][key])
@@ -713,8 +714,10 @@ def load_mvit(path: str | Path, config_path: str | Path | None = None, device: s
     with torch.device("meta"):
         model = MViT(cfg)
     check_mvit_state(model, sd, where)
-    model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True, assign=True)
-    return model.to(device).eval(), cfg
+    # copies onto the device: the file is memory-mapped, the model must not keep pointing into it
+    model.load_state_dict({k: v.to(device=device, dtype=torch.float32, copy=True) for k, v in sd.items()},
+                          strict=True, assign=True)
+    return model.eval(), cfg
 
 
 def save_mvit(model: MViT, path: str | Path, cfg_yaml: str | None = None) -> Path:

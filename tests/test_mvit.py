@@ -70,6 +70,8 @@ def test_rel_pos_index_keeps_the_reference_float32_rounding() -> None:
         idx = M.rel_pos_index(q, k)
         hand = np.array([[R.rel_index(i, j, q, k) for j in range(k)] for i in range(q)])
         np.testing.assert_array_equal(idx.numpy(), hand)
+    assert (M.rel_pos_index(16, 6).numpy() != [[int(i - j * Fraction(16, 6) + 5 * Fraction(16, 6)) for j in range(6)]
+                                                for i in range(16)]).sum() == 16  # the tiny test's case
     qr, kr = Fraction(1), Fraction(78, 10)
     exact = np.array([[int(i * qr - j * kr + 9 * kr) for j in range(10)] for i in range(78)])
     assert (M.rel_pos_index(78, 10).numpy() != exact).sum() > 50
@@ -87,11 +89,10 @@ def _hand_model(model: MViT, clip: torch.Tensor, boxes: torch.Tensor) -> tuple[n
     thw = x.shape[1:]
     tok = np.concatenate([P["cls_token"][0], x.reshape(x.shape[0], -1).T])
     # the tiny schedule written out: (heads, dim_out, stride_q, stride_kv) per block
-    sched = [(1, 16, (1, 1, 1), (1, 4, 4)), (2, 32, (1, 2, 2), (1, 2, 2)), (2, 32, (1, 1, 1), (1, 2, 2)),
-             (4, 64, (1, 2, 2), (1, 1, 1))]
-    if not cfg.dim_mul_in_att:
-        sched = [(1, 32, (1, 1, 1), (1, 4, 4)), (2, 32, (1, 2, 2), (1, 2, 2)), (2, 64, (1, 1, 1), (1, 2, 2)),
-                 (4, 64, (1, 2, 2), (1, 1, 1))]
+    widths = (16, 32, 32, 64) if cfg.dim_mul_in_att else (32, 32, 64, 64)
+    kv = {(1, 4, 4): [(1, 4, 4), (1, 2, 2), (1, 2, 2), (1, 1, 1)],
+          (1, 3, 3): [(1, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1)]}[cfg.pool_kv_stride_adaptive]
+    sched = list(zip((1, 2, 2, 4), widths, [(1, 1, 1), (1, 2, 2), (1, 1, 1), (1, 2, 2)], kv))
     for i, (heads, dim_out, sq, skv) in enumerate(sched):
         tok, thw = R.block_forward(P, f"blocks.{i}", tok, thw, heads=heads, dim_out=dim_out,
                                    dim_mul_in_att=cfg.dim_mul_in_att, stride_q=sq, stride_kv=skv)
@@ -107,9 +108,11 @@ BOXES = [[0, 8.0, 6.0, 50.0, 60.0], [0, -20.0, 10.0, 30.0, 90.0], [0, 20.0, 20.0
          [0, 60.0, 3.0, 95.0, 40.0]]
 
 
-@pytest.mark.parametrize("dim_mul_in_att", [True, False])
-def test_whole_tiny_model_on_non_square_clip_equals_hand_float64(dim_mul_in_att: bool) -> None:
-    cfg = MViTConfig.tiny(dim_mul_in_att=dim_mul_in_att)
+@pytest.mark.parametrize("dim_mul_in_att,kv", [(True, (1, 4, 4)), (False, (1, 4, 4)), (True, (1, 3, 3))])
+def test_whole_tiny_model_on_non_square_clip_equals_hand_float64(dim_mul_in_att: bool, kv: tuple) -> None:
+    """kv stride 3 makes the first blocks' h axis 16 queries x 6 keys, where the reference's
+    float32 index differs from exact arithmetic (16 of 96 pairs)."""
+    cfg = MViTConfig.tiny(dim_mul_in_att=dim_mul_in_att, pool_kv_stride_adaptive=kv)
     model = _model(cfg, seed=2)
     clip = _clip(cfg)  # 8 x 64 x 80: tokens 4 x 16 x 20, rel-pos w tables interpolated 31 -> 39 rows
     boxes = torch.tensor(BOXES, dtype=torch.float64)
@@ -136,8 +139,9 @@ def test_folded_equals_reference_in_float32_within_rounding() -> None:
         f64 = m64.backbone(clip)
         m32 = MViT(cfg).eval()
         m32.load_state_dict({k: v.float() for k, v in m64.state_dict().items()})
-        got = {impl: m32.set_attention_impl(impl).backbone(clip.float()).double() for impl in ("folded", "reference")}
-        feats = {impl: m32.set_attention_impl(impl)(clip.float(), boxes.float())[0] for impl in ("folded", "reference")}
+        fmaps = {impl: m32.set_attention_impl(impl).backbone(clip.float()) for impl in ("folded", "reference")}
+        got = {impl: f.double() for impl, f in fmaps.items()}
+        feats = {impl: m32.head(f, boxes.float())[0] for impl, f in fmaps.items()}
     bound = 2 ** 7 * EPS32 * float(f64.abs().max())
     for impl, out in got.items():
         err = float((out - f64).abs().max())
@@ -225,6 +229,14 @@ def test_official_l_from_yaml_builds_on_meta_with_the_reference_shapes(dim_mul_i
     with torch.device("meta"):
         model = MViT(cfg)
     sd = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    # exactly PySlowFast's module names (shared/reference/appearance_backbone.md section 2), no others
+    import re
+
+    pattern = re.compile(r"(patch_embed\.proj\.(weight|bias)|cls_token|norm\.(weight|bias)|head\.projection\.(weight|bias)"
+                         r"|blocks\.\d+\.((norm1|norm2|proj|mlp\.fc1|mlp\.fc2|attn\.qkv|attn\.proj|attn\.norm_[qkv])\.(weight|bias)"
+                         r"|attn\.pool_[qkv]\.weight|attn\.rel_pos_[hwt]))")
+    assert [k for k in sd if not pattern.fullmatch(k)] == []
+    assert len(sd) == 7 + 48 * (2 * 9 + 3 + 3) + 3 * 2  # 9 weight+bias modules, 3 pools, 3 tables; 3 projs
     assert cfg.feature_dim == 1152 and sd["head.projection.weight"] == (80, 1152)
     assert sd["patch_embed.proj.weight"] == (144, 3, 3, 7, 7) and sd["cls_token"] == (1, 1, 144)
     rows = {i: sd[f"blocks.{i}.attn.rel_pos_h"][0] for i in (0, 1, 2, 7, 8, 44, 45, 47)}
