@@ -34,6 +34,7 @@ class LartTrackerConfig:
     history: int = 10
     ridge_alpha_s2: float = 0.02  # slope shrinkage, s^2 (a few frames of evidence before trusting a speed)
     horizon_s: float = 0.5
+    velocity_tau_s: float = 0.5  # observations this much older count e times less for the velocity
     # Prediction spread: sigma(dt) = sigma0 + rate * dt (dt = time since last seen).
     xy_sigma0: float = 0.12  # body heights
     xy_sigma_rate: float = 0.6  # body heights per second (turns, stops)

@@ -113,11 +113,12 @@ class LartTracker:
         times = np.array([tr.times for tr in self.tracks]).reshape(n, h) - t  # relative: well conditioned
         locations = np.array([tr.locations for tr in self.tracks]).reshape(n, h, 3)
         weights = np.array([tr.weights for tr in self.tracks]).reshape(n, h)
-        slope, intercept = weighted_ridge_line(times, locations, weights, c.ridge_alpha_s2)
         dt = -times[:, -1]  # seconds since last seen
-        # Extrapolate the line at most horizon_s past the last sighting: people turn and stop.
-        t_query = times[:, -1] + np.minimum(dt, c.horizon_s)
-        mean = intercept + slope * t_query[:, None]  # (T, 3)
+        # Velocity from a weighted ridge line, recent observations counting more (people turn and stop);
+        # the prediction starts at the last observation and extrapolates at most horizon_s.
+        recency = np.exp((times - times[:, -1:]) / c.velocity_tau_s)
+        slope, _ = weighted_ridge_line(times, locations, weights * recency, c.ridge_alpha_s2)
+        mean = locations[:, -1] + slope * np.minimum(dt, c.horizon_s)[:, None]  # (T, 3)
         height = body_height(mean[:, 2], c.focal_length, c.render_res, c.body_height_m)
         xy_sigma = spread(dt, c.xy_sigma0, c.xy_sigma_rate)  # body heights
         z_sigma = spread(dt, c.z_sigma0, c.z_sigma_rate)

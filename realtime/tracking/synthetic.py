@@ -43,6 +43,7 @@ class SceneConfig:
     # ``occluded_conf`` instead of the usual ~0.9 scaled by visibility (None: the usual one).
     occluded_conf: tuple[float, float] | None = None
     fp_near_hidden: float = 0.0  # per frame and hidden person: chance of a false positive beside it
+    dropout_p: float = 0.0  # chance that a person has one 20-40-frame gap without detections
 
 
 @dataclass
@@ -205,7 +206,8 @@ def _steady(cfg: SceneConfig, rng: np.random.Generator, n_people: int) -> list[W
 HARD_SUITE = ("hard_crossing", "hard_depth", "hard_leave")  # tuned on (seeds 0..)
 HELD_OUT = ("hard_crowd",)  # only evaluated, never tuned on (seeds HELD_OUT_SEED0..)
 HELD_OUT_SEED0 = 1000
-HARD_OVERRIDES = dict(n_frames=240, occluded_conf=(0.4, 0.6), fp_rate=0.22, fp_near_hidden=0.1)
+HARD_OVERRIDES = dict(n_frames=240, occluded_conf=(0.4, 0.6), fp_rate=0.22, fp_near_hidden=0.1, dropout_p=0.3,
+                      visibility_detect=(0.15, 0.4))
 LEAVE_FRAMES = 60  # the leaver's time out of view
 
 
@@ -245,7 +247,7 @@ def _side_to_side(cfg: SceneConfig, rng: np.random.Generator, z0: float, z1: flo
 
 def _toward_or_away(cfg: SceneConfig, rng: np.random.Generator, start: int, end: int) -> np.ndarray:
     """A walk whose depth changes 2-3x (towards or away from the camera)."""
-    near = rng.uniform(70, 90)
+    near = rng.uniform(80, 100)
     far = near * rng.uniform(2.0, 3.0)
     z0, z1 = (far, near) if rng.random() < 0.5 else (near, far)
     x0 = rng.uniform(-0.6, 0.6) * _half_view(cfg, z0)
@@ -269,12 +271,12 @@ def _leaver(cfg: SceneConfig, rng: np.random.Generator, away: int = LEAVE_FRAMES
     return np.where(np.isnan(first), second, first)
 
 
-def _add_dropouts(walkers: list[Walker], cfg: SceneConfig, rng: np.random.Generator, p: float = 0.6) -> None:
-    """Give each walker, with probability p, one 20-40-frame gap without detections while in view."""
+def _add_dropouts(walkers: list[Walker], cfg: SceneConfig, rng: np.random.Generator) -> None:
+    """Give each walker, with probability ``cfg.dropout_p``, one 20-40-frame gap without detections while in view."""
     for wk in walkers:
         inside = np.flatnonzero(~np.isnan(wk.path[:, 0]))
         wk.dropout = np.zeros(cfg.n_frames, bool)
-        if rng.random() < p and len(inside) > 80:
+        if rng.random() < cfg.dropout_p and len(inside) > 80:
             length = int(rng.integers(20, 41))
             start = int(rng.integers(inside[0] + 15, inside[-1] - length - 15))
             wk.dropout[start:start + length] = True
@@ -284,13 +286,13 @@ def _hard(name: str, cfg: SceneConfig, rng: np.random.Generator, n_people: int |
     n = cfg.n_frames
     walks = []
     if name == "hard_crossing":
-        for _ in range(n_people or 5):
+        for _ in range(n_people or 4):
             z = rng.uniform(90, 160)
             start = int(rng.integers(0, n // 3))
             walks.append(_side_to_side(cfg, rng, z, z * np.exp(rng.normal(0, 0.15)), start, start + int(rng.integers(n // 2, n))))
         walks[-1] = _toward_or_away(cfg, rng, int(rng.integers(0, 40)), n - int(rng.integers(1, 40)))
     elif name == "hard_depth":
-        for i in range(n_people or 4):
+        for i in range(n_people or 3):
             start = int(rng.integers(0, 40))
             if i < 2:
                 walks.append(_toward_or_away(cfg, rng, start, n - int(rng.integers(1, 40))))
