@@ -218,23 +218,23 @@ def _half_view(cfg: SceneConfig, z: float) -> float:
 
 def _wander(cfg: SceneConfig, rng: np.random.Generator, start: int, end: int, z0: float, z1: float,
             x0: float, x1: float, turns: int = 2, stop: bool = True) -> list[tuple[float, float, float]]:
-    """Waypoints from (x0, z0) to (x1, z1) between frames start and end, with ``turns`` random detours
-    inside the view and (when ``stop``) one stop of 15-40 frames."""
-    n_mid = turns + 1
-    ts = np.sort(rng.uniform(start, end, n_mid)) if end - start > 4 * n_mid else np.linspace(start, end, n_mid + 2)[1:-1]
+    """Waypoints from (x0, z0) to (x1, z1) between frames start and end, with ``turns`` detours inside
+    the view (evenly spaced, jittered: walking speeds stay human) and (when ``stop``) one stop of
+    15-40 frames at the first detour, which delays the rest."""
+    span = max(end - start, 1)
     wps = [(float(start), x0, z0)]
-    for k, t in enumerate(ts):
-        a = (t - start) / max(end - start, 1)
+    delay = 0.0
+    for k in range(turns):
+        a = (k + 1 + rng.uniform(-0.2, 0.2)) / (turns + 1)
         z = z0 + a * (z1 - z0)
-        x = x0 + a * (x1 - x0) + rng.normal(0, 0.35) * _half_view(cfg, z)
+        x = x0 + a * (x1 - x0) + rng.normal(0, 0.25) * _half_view(cfg, z)
         x = float(np.clip(x, -0.85 * _half_view(cfg, z), 0.85 * _half_view(cfg, z)))
-        wps.append((float(t), x, z))
+        wps.append((start + a * span + delay, x, z))
         if stop and k == 0:
-            hold = float(rng.integers(15, 41))
-            wps.append((float(t) + hold, x, z))
-    wps.append((float(end) + (hold if stop else 0.0), x1, z1))
-    wps = [w for w in wps if w[0] <= cfg.n_frames - 1] or wps[:1]
-    return sorted(wps)
+            delay = float(rng.integers(15, 41))
+            wps.append((start + a * span + delay, x, z))
+    wps.append((float(end) + delay, x1, z1))
+    return wps
 
 
 def _side_to_side(cfg: SceneConfig, rng: np.random.Generator, z0: float, z1: float, start: int, end: int,
