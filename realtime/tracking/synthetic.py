@@ -206,8 +206,8 @@ def _steady(cfg: SceneConfig, rng: np.random.Generator, n_people: int) -> list[W
 HARD_SUITE = ("hard_crossing", "hard_depth", "hard_leave")  # tuned on (seeds 0..)
 HELD_OUT = ("hard_crowd",)  # only evaluated, never tuned on (seeds HELD_OUT_SEED0..)
 HELD_OUT_SEED0 = 1000
-HARD_OVERRIDES = dict(n_frames=240, occluded_conf=(0.4, 0.6), fp_rate=0.22, fp_near_hidden=0.1, dropout_p=0.3,
-                      visibility_detect=(0.15, 0.4))
+HARD_OVERRIDES = dict(n_frames=240, occluded_conf=(0.4, 0.6), fp_rate=0.22, fp_near_hidden=0.1, dropout_p=0.25, p_miss=0.03,
+                      visibility_detect=(0.1, 0.3))
 LEAVE_FRAMES = 60  # the leaver's time out of view
 
 
