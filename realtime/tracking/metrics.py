@@ -163,7 +163,7 @@ class Absence:
     reidentified: bool
 
 
-def absences(scene, run: SceneRun, fps: float = 30.0, min_s: float = 1.0, max_s: float = 3.0,
+def absences(scene, run: SceneRun, fps: float = 30.0, min_s: float = 1.0, max_s: float = 4.0,
              settle_s: float = 1.0) -> list[Absence]:
     """Every gap of ``min_s``..``max_s`` seconds between detections of a person whom a confirmed track had
     just before; re-identified when the first track to take them within ``settle_s`` of return has the old id."""

@@ -302,7 +302,8 @@ def _hard(name: str, cfg: SceneConfig, rng: np.random.Generator, n_people: int |
     elif name == "hard_leave":
         walks.append(_leaver(cfg, rng))
         walks.append(_leaver(cfg, rng, away=int(rng.integers(30, 46))))  # a shorter absence, 1-1.5 s
-        for _ in range((n_people or 4) - 2):
+        walks.append(_toward_or_away(cfg, rng, int(rng.integers(0, 40)), n - int(rng.integers(1, 40))))
+        for _ in range((n_people or 4) - 3):
             z = rng.uniform(95, 150)
             start = int(rng.integers(0, n // 3))
             walks.append(_side_to_side(cfg, rng, z, z * np.exp(rng.normal(0, 0.2)), start, start + int(rng.integers(n // 2, n))))
