@@ -20,7 +20,7 @@ class LartTrackerConfig:
 
     fps: float = 30.0  # converts frame indices to seconds when update() gets no timestamp
     # Two-stage association (ByteTrack): scores >= high_conf go first and may start tracks (from
-    # new_track_conf); [low_conf, high_conf) only extend a confirmed, recently seen track.
+    # new_track_conf); [low_conf, high_conf) only extend a confirmed track, through a strict gate.
     high_conf: float = 0.6
     low_conf: float = 0.1
     new_track_conf: float = 0.7

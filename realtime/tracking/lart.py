@@ -2,7 +2,7 @@
 
 What it changes from ``phalp-reference`` (issue 15), each a numbered step of ``update``:
 - Two-stage association (ByteTrack): confident detections first; low-score ones (partial occlusions)
-  only extend confirmed, recently seen tracks through a strict gate; they never start a track.
+  only extend confirmed tracks through a strict gate; they never start a track.
 - State-aware gates: distances are measured in each track's own spread, which grows with the time it
   has been unseen, and the appearance gate tightens as it coasts, so a false positive beside a hidden
   person's predicted position does not pass on 2D location alone.
@@ -166,13 +166,14 @@ class LartTracker:
         #    a) confirmed, recently seen tracks x high detections;
         #    b) lost tracks x high detections (re-identification: the appearance gate is already the tightest);
         #    c) tentative tracks x high detections;
-        #    d) confirmed, recently seen tracks x low detections, under the strict low-score gate.
+        #    d) confirmed tracks (coasting or lost) x low detections, under the strict low-score gate: a person
+        #       partly hidden when they come back keeps their id (the lost ones' appearance gate is tightest).
         free_det = np.ones(len(rows), bool)
         free_track = np.ones(len(self.tracks), bool)
         matches: list[tuple[int, int]] = []
         low_gate = gate & (d_a <= c.app_gate_low) & (cost <= c.marginal_cost)
         for track_mask, det_mask, allowed in ((coasting, high, gate), (lost, high, gate), (tentative, high, gate),
-                                              (coasting, ~high, low_gate)):
+                                              (confirmed, ~high, low_gate)):
             m = gated_assignment(cost, allowed, np.flatnonzero(track_mask & free_track),
                                  np.flatnonzero(det_mask & free_det), c.max_cost)
             free_track[m[:, 0]] = False
