@@ -205,7 +205,7 @@ def plot(result: dict, path: Path) -> None:
     for ax, scene in zip(np.atleast_1d(axes), scenes):
         for kind, rows in result["metrics"][scene].items():
             color, marker = styles[kind]
-            ax.plot(range(len(rows)), [r["idf1"] for r in rows], marker=marker, color=color, linestyle="-",
+            ax.plot([r["seed"] for r in rows], [r["idf1"] for r in rows], marker=marker, color=color, linestyle="-",
                     linewidth=0.8, markersize=4, label=kind)
         held = " (held out)" if scene in HELD_OUT else ""
         ax.set_title(scene + held)

@@ -21,7 +21,7 @@ import numpy as np
 
 from lart_stream.realtime.records import POSE_DIM, People, Tracks, TrackState
 from lart_stream.realtime.tracking.base import IdCounter, lifecycle_columns
-from lart_stream.realtime.tracking.config import TrackerConfig
+from lart_stream.realtime.tracking.config import LartTrackerConfig, TrackerConfig
 from lart_stream.realtime.tracking.costs import (body_height, coasting_gate, coasting_weight, cosine_appearance_cost,
                                                  gated_assignment, lart_cost, lart_gate, scaled_squared_distance,
                                                  spread, squared_distance)
@@ -57,7 +57,7 @@ class LartTrack:
         self.cam_t = det.cam_t[j].copy()
 
     def observe(self, t: float, frame_index: int, det: DetectionFeatures, j: int, xyxy: np.ndarray,
-                person_index: int, strong: bool, d_a: float, cfg) -> None:
+                person_index: int, strong: bool, d_a: float, cfg: LartTrackerConfig) -> None:
         """Take detection j. A weak observation moves the motion history a little and nothing else."""
         for buf, value in ((self.times, t), (self.locations, det.location[j]),
                            (self.weights, 1.0 if strong else cfg.weak_weight)):
