@@ -119,10 +119,15 @@ def _build_tracker(cfg: AppConfig, lifter):
     kind = cfg.tracker.kind
     if kind == "auto":
         real_3d = lifter is not None and not lifter.random_weights
-        kind = "phalp" if real_3d else "iou"
+        kind = "lart" if real_3d else "iou"
         if not real_3d:
-            log.info("tracker: 2D IoU baseline (the 3D PHALP cost needs real HMR weights)")
-    return build_tracker(kind, TrackerConfig())
+            log.info("tracker: 2D IoU baseline (the 3D trackers need real HMR weights)")
+    try:
+        tracker = build_tracker(kind, TrackerConfig())
+    except ValueError as exc:  # an unknown tracker.kind in a config file
+        raise BuildError(f"tracker: {exc}") from exc
+    tracker.warmup()  # scipy's imports and first solve now, not on the first frame with people
+    return tracker
 
 
 def _build_actions(cfg: AppConfig, device: str):

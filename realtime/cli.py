@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--hmr-checkpoint", metavar="CKPT", help="4D-Humans HMR 2.0 checkpoint")
     models.add_argument("--hmr-size", choices=["auto", "tiny", "official"])
     models.add_argument("--smpl", metavar="SMPL_NEUTRAL.pkl", help="SMPL model file (joints and keypoints)")
-    models.add_argument("--tracker", choices=["auto", "phalp", "iou"])
+    models.add_argument("--tracker", choices=["auto", "lart", "phalp-reference", "phalp", "iou"],
+                        help="auto: lart with real HMR weights, iou without; phalp-reference: PHALP as published "
+                             "(phalp: its old name)")
     models.add_argument("--lart-checkpoint", metavar="CKPT", help="LART checkpoint")
     models.add_argument("--lart-mean-std", metavar="NPY", help="LART pose normalisation statistics (mean_std.npy)")
     models.add_argument("--lart-size", choices=["auto", "tiny", "official"])

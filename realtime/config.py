@@ -31,7 +31,7 @@ class HMRSection:
 
 @dataclass(frozen=True)
 class TrackerSection:
-    kind: str = "auto"  # auto: phalp with real HMR weights, iou (2D) with random ones
+    kind: str = "auto"  # auto: lart (3D) with real HMR weights, iou (2D) with random ones; or phalp-reference
 
 
 @dataclass(frozen=True)
