@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--stride", type=int, metavar="S", help="window mode: run every S frames")
     models.add_argument("--lookahead", type=int, metavar="K", help="window mode: predict frame t-K at frame t")
     models.add_argument("--top-k", type=int, metavar="K")
+    app = p.add_argument_group("appearance (MViT features for LART; a tiny random MViT without a checkpoint)")
+    app.add_argument("--appearance", choices=["auto", "off"], help="auto: when LART takes appearance features")
+    app.add_argument("--appearance-checkpoint", metavar="mvit.pyth", help="PySlowFast MViTv2 AVA checkpoint")
+    app.add_argument("--appearance-config", metavar="mvit.yaml", help="its config (default: the one it embeds)")
+    app.add_argument("--appearance-every", type=int, metavar="K", help="a keyframe pass every K frames (default 6)")
+    app.add_argument("--appearance-lookahead", type=int, metavar="N",
+                     help="let the clip see N future frames (up to half the clip): output N frames later")
     out = p.add_argument_group("output")
     out.add_argument("--publish", metavar="ADDR", help="ZeroMQ PUB address (default tcp://127.0.0.1:5555; 'none' to disable)")
     out.add_argument("--frames-topic", action="store_true", default=None, help="also publish JPEG frames for viewers")
@@ -101,6 +108,9 @@ FLAG_TO_SETTING = {
     "lart_checkpoint": ("actions", "checkpoint"), "lart_mean_std": ("actions", "mean_std"),
     "lart_size": ("actions", "size"), "action_mode": ("actions", "mode"), "window": ("actions", "window"),
     "stride": ("actions", "stride"), "lookahead": ("actions", "lookahead"), "top_k": ("actions", "top_k"),
+    "appearance": ("appearance", "mode"), "appearance_checkpoint": ("appearance", "checkpoint"),
+    "appearance_config": ("appearance", "config"), "appearance_every": ("appearance", "every"),
+    "appearance_lookahead": ("appearance", "lookahead"),
     "publish": ("publish", "address"), "frames_topic": ("publish", "frames"),
     "curve_secret_key": ("publish", "curve_secret_key"), "curve_allowed_keys": ("publish", "curve_allowed_keys"),
     "summary_json": ("runtime", "summary_json"), "annotate": ("runtime", "annotate"), "device": ("runtime", "device"), "backend": ("runtime", "backend"),
@@ -188,7 +198,7 @@ def _run(cfg) -> int:
             return EXIT_USAGE
         log.info("source: %s%s", source.name, " (live: newest frame only)" if source.live else "")
         log.info("pipeline: %s", pipeline.describe())
-        for stage in (pipeline.lifter, pipeline.actions):
+        for stage in (pipeline.lifter, pipeline.appearance, pipeline.actions):
             if stage is not None and hasattr(stage, "warmup"):
                 stage.warmup()  # CUDA graphs are captured here, not in the middle of the stream
         if pipeline.random_weights:

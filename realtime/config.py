@@ -51,6 +51,19 @@ class ActionsSection:
 
 
 @dataclass(frozen=True)
+class AppearanceSection:
+    # auto: run the MViT appearance stage for LART's appearance input; a tiny random MViT when neither
+    # checkpoint is given; none for a LART checkpoint without an MViT checkpoint (zeros, warned)
+    mode: str = "auto"  # auto | off
+    checkpoint: str | None = None  # PySlowFast MViTv2 + AVA head (mvit.pyth)
+    config: str | None = None  # its config (mvit.yaml); default: the yaml the checkpoint embeds
+    every: int = 6  # a keyframe pass every N frames (the demo's cadence)
+    lookahead: int = 0  # frames of future the clip may see (up to half the clip); output that much later
+    threaded: str = "auto"  # auto (on with CUDA: worker thread, own stream) | on | off (inline, deterministic)
+    dtype: str = "float32"  # float32 (the reference's) | bfloat16 | float16
+
+
+@dataclass(frozen=True)
 class PublishSection:
     address: str = "tcp://127.0.0.1:5555"  # "none" disables publishing
     frames: bool = False  # also publish downscaled JPEG frames for viewers
@@ -82,6 +95,7 @@ class AppConfig:
     hmr: HMRSection = field(default_factory=HMRSection)
     tracker: TrackerSection = field(default_factory=TrackerSection)
     actions: ActionsSection = field(default_factory=ActionsSection)
+    appearance: AppearanceSection = field(default_factory=AppearanceSection)
     publish: PublishSection = field(default_factory=PublishSection)
     runtime: RuntimeSection = field(default_factory=RuntimeSection)
 

@@ -1,7 +1,7 @@
 """The pipeline engine: chains the stages, times each one, and runs the frame loop.
 
     Frame -> detector -> Detections -> lifter -> People -> tracker -> Tracks
-          -> actions -> ActionPredictions -> sinks (publisher)
+          -> [appearance -> AppearanceStep] -> actions -> ActionPredictions -> sinks (publisher)
 
 A stage that is not available is None and left out: without a lifter, People
 carry 2D boxes only; without a tracker there are no tracks; without 3D people
@@ -25,11 +25,11 @@ import numpy as np
 
 from lart_stream.realtime.records import Detections, FrameResult, Frame, People, Tracks
 from lart_stream.realtime.sources import FrameSource
-from lart_stream.realtime.stages import ActionRecognizer, Detector, Lifter, ResultSink, Tracker
+from lart_stream.realtime.stages import ActionRecognizer, AppearanceExtractor, Detector, Lifter, ResultSink, Tracker
 
 log = logging.getLogger(__name__)
 
-STAGES = ("detect", "lift", "track", "actions", "publish", "annotate")
+STAGES = ("detect", "lift", "track", "appearance", "actions", "publish", "annotate")
 
 
 class RollingStats:
@@ -72,17 +72,21 @@ class Pipeline:
     actions: ActionRecognizer | None = None
     sinks: Sequence[ResultSink] = ()
     stats: RollingStats = field(default_factory=RollingStats)
+    # MViT features for LART (realtime/appearance.py); with a lookahead the action stage runs that many
+    # frames behind, on the frame the appearance stage hands back
+    appearance: AppearanceExtractor | None = None
 
     def describe(self) -> str:
         names = [self.detector.name]
-        for stage in (self.lifter, self.tracker, self.actions):
+        for stage in (self.lifter, self.tracker, self.appearance, self.actions):
             if stage is not None:
                 names.append(stage.name)
         return " -> ".join(names)
 
     @property
     def random_weights(self) -> bool:
-        return any(getattr(s, "random_weights", False) for s in (self.lifter, self.actions) if s is not None)
+        return any(getattr(s, "random_weights", False) for s in (self.lifter, self.appearance, self.actions)
+                   if s is not None)
 
     def process(self, frame: Frame, detected: tuple[Detections, float] | None = None) -> FrameResult:
         """Run every stage on ``frame``; ``detected`` = (detections, ms) when the detector already ran
@@ -108,12 +112,19 @@ class Pipeline:
         else:
             tracks = Tracks.empty()
 
-        actions = None
+        actions = appearance = None
         if self.actions is not None and people.has_3d:
-            actions = self.actions.update(tracks, people, frame.index)
+            if self.appearance is None:
+                actions = self.actions.update(tracks, people, frame.index)
+            else:
+                step = self.appearance.update(frame, tracks, people)
+                t = _lap(ms, "appearance", t)
+                if step is not None:  # None while a lookahead fills
+                    appearance = step.features
+                    actions = self.actions.update(step.tracks, step.people, step.frame_index, appearance)
             t = _lap(ms, "actions", t)
 
-        result = FrameResult(frame, detections, people, tracks, actions, ms, time.monotonic())
+        result = FrameResult(frame, detections, people, tracks, actions, ms, time.monotonic(), appearance)
         for sink in self.sinks:
             sink.send(result)
             t = _lap(ms, getattr(sink, "stage", "publish"), t)
@@ -125,6 +136,8 @@ class Pipeline:
         return result
 
     def close(self) -> None:
+        if self.appearance is not None:
+            self.appearance.close()
         for sink in self.sinks:
             try:
                 sink.close()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmark runs, as made through the device tool (repo root, $OUT set, wheels in .whl,
-# the detector ONNX in .carry/). Usage: bash benchmarks/device/run_device.sh PART  (micro | bench | sweeps | mvit)
+# the detector ONNX in .carry/). Usage: bash benchmarks/device/run_device.sh PART  (micro | bench | sweeps | mvit | appearance)
 # Nothing is pip-installed there: the repo is put on the path as the lart_stream namespace by a link.
 # PART mvit: the MViTv2-L appearance backbone (benchmarks/device/mvit_timing.py), needs no wheels or carry.
 set -uo pipefail
@@ -23,6 +23,9 @@ case "${1:-micro}" in
       --out "$OUT/bench" 2>&1 | tee "$OUT/bench.log" | quiet | tail -40 ;;
   mvit)
     timeout 290 python3 benchmarks/device/mvit_timing.py --out "$OUT/mvit_timing.json" 2>&1 | tee "$OUT/mvit.log" | tail -60 ;;
+  appearance)
+    timeout 290 python3 benchmarks/device/appearance_stage.py --out "$OUT/appearance_stage.json" 2>&1 \
+      | tee "$OUT/appearance.log" | quiet | tail -20 ;;
   sweeps)
     timeout 560 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --sweep window,backend,size --frames 100 --warmup 15 \
       --out "$OUT/sweeps" 2>&1 | tee "$OUT/sweeps.log" | quiet | tail -40 ;;
