@@ -1,0 +1,80 @@
+"""bf16 weights cast once (models/precision.py) instead of autocast: same arithmetic, no fp32 copies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lart_stream.models.hmr2 import FP32_READOUTS, HMR2, HMR2Config
+from lart_stream.models.precision import MATMUL_MODULES, cast_matmul_weights_, fp32_matmul_weights, parameter_bytes
+from lart_stream.realtime.lifting import HMRLifter, HMRLifterConfig
+from lart_stream.realtime.records import Detections, Frame
+
+H, W = 480, 640
+BOXES = np.array([[100, 60, 220, 400], [300, 20, 600, 470], [500, 300, 540, 380]], np.float32)
+FIELDS = ("pose_vector", "global_orient", "body_pose", "betas", "pred_cam", "cam_t", "location", "appearance")
+U_BF16 = 2.0 ** -8  # bf16 unit roundoff (8 significand bits)
+
+
+def _frame_dets():
+    image = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    return Frame(0, 0.0, image), Detections(BOXES, np.ones(len(BOXES), np.float32), np.zeros(len(BOXES), np.int32))
+
+
+def _lifter(**kw) -> HMRLifter:
+    return HMRLifter.from_config(HMRLifterConfig(seed=3, fused=True, **kw))
+
+
+def test_bf16_weights_within_bf16_rounding_of_fp32(monkeypatch):
+    frame, dets = _frame_dets()
+    ref = _lifter(precision="fp32")(frame, dets)
+    cast = _lifter(precision="bf16")
+    autocast = _lifter(precision="bf16", cast_weights=False)(frame, dets)
+
+    def no_autocast(*a, **k):
+        raise AssertionError("the bf16-weights path must not enter autocast")
+
+    monkeypatch.setattr(torch, "autocast", no_autocast)
+    out = cast(frame, dets)
+    # Every cast layer on the path rounds its input and its weight once to bf16: a first-order bound
+    # of 2 * layers * u relative to the output's scale.
+    layers = sum(isinstance(m, MATMUL_MODULES) for m in cast.model.modules()) - len(FP32_READOUTS)
+    for f in FIELDS:
+        x, r = getattr(out, f).astype(np.float64), getattr(ref, f).astype(np.float64)
+        err = np.abs(x - r).max()
+        assert err <= 2 * layers * U_BF16 * np.abs(r).max(), f
+    # bf16 really ran (fp32 would be exact here), and the backbone (appearance) does what autocast does
+    assert np.abs(out.appearance - ref.appearance).max() > 0
+    a = autocast.appearance.astype(np.float64)
+    assert np.abs(out.appearance - a).max() <= U_BF16 * np.abs(a).max()
+    assert "bf16 weights" in cast.backend_info
+
+
+def test_no_fp32_weight_copy_on_the_bf16_path():
+    lifter = _lifter(precision="bf16")
+    assert lifter.weights_cast
+    assert fp32_matmul_weights(lifter.model, FP32_READOUTS) == []
+    assert fp32_matmul_weights(lifter.model)  # the readouts are the fp32 ones left
+    cast_matmul_weights_(lifter.model, torch.bfloat16, keep=FP32_READOUTS)  # idempotent: one hook per layer
+    assert all(len(m._forward_pre_hooks) == 1 for m in lifter.model.modules()
+               if isinstance(m, MATMUL_MODULES) and m.weight.dtype == torch.bfloat16)
+    # autocast path keeps fp32 weights (the comparison point)
+    assert not _lifter(precision="bf16", cast_weights=False).weights_cast
+
+
+def test_official_size_holds_under_half_a_percent_fp32():
+    with torch.device("meta"):
+        model = HMR2(HMR2Config.official())
+    cast_matmul_weights_(model, torch.bfloat16, keep=FP32_READOUTS)
+    size = parameter_bytes(model)
+    assert size[torch.bfloat16] / 2 > 600e6  # the 630 M ViT-H weights and the head's matmuls
+    assert size[torch.float32] < 0.005 * size[torch.bfloat16]
+    assert fp32_matmul_weights(model, FP32_READOUTS) == []
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fp32_and_cpu_default_do_not_cast(precision):
+    lifter = _lifter(precision=precision)
+    assert lifter.weights_cast == (precision == "bf16")
+    assert (lifter.model.backbone.blocks[0].attn.qkv.weight.dtype == torch.bfloat16) == (precision == "bf16")
