@@ -77,8 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--export-dir", metavar="DIR", help="models exported by `lart-stream export` (onnxruntime/TensorRT)")
     rt.add_argument("--threads", type=int, metavar="N",
                     help="CPU threads for torch and OpenCV (default: one per core; 1 is steadier on a busy machine)")
-    rt.add_argument("--overlap", action="store_true", default=None,
-                    help="detect the next frame in its own thread (throughput up, up to one frame more latency)")
+    rt.add_argument("--inflight", type=int, metavar="N",
+                    help="frames in flight (1-3): 1 one frame at a time; 2 detection of the next frame beside "
+                         "the rest; 3 detection, lifting and tracking+actions+publishing of three frames at once "
+                         "(throughput up, latency up to N-1 frames)")
+    rt.add_argument("--overlap", action="store_true", default=None, help="same as --inflight 2")
     rt.add_argument("--config", metavar="FILE.toml", help="config file; flags override it")
     rt.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     rt.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -101,7 +104,7 @@ FLAG_TO_SETTING = {
     "curve_secret_key": ("publish", "curve_secret_key"), "curve_allowed_keys": ("publish", "curve_allowed_keys"),
     "summary_json": ("runtime", "summary_json"), "annotate": ("runtime", "annotate"), "device": ("runtime", "device"), "backend": ("runtime", "backend"),
     "export_dir": ("runtime", "export_dir"),
-    "log_level": ("runtime", "log_level"), "overlap": ("runtime", "overlap"), "threads": ("runtime", "threads"), "status": ("runtime", "status"),
+    "log_level": ("runtime", "log_level"), "overlap": ("runtime", "overlap"), "inflight": ("runtime", "inflight"), "threads": ("runtime", "threads"), "status": ("runtime", "status"),
 }
 
 
@@ -148,6 +151,9 @@ def run_main(argv: list[str]) -> int:
     if args.print_config:
         print(to_toml(cfg))
         return EXIT_OK
+    if not 1 <= cfg.runtime.inflight <= 3:
+        print(f"lart-stream: --inflight takes 1, 2 or 3, got {cfg.runtime.inflight}", file=sys.stderr)
+        return EXIT_USAGE
     logging.basicConfig(level=cfg.runtime.log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     return _run(cfg)
 
@@ -195,7 +201,7 @@ def _run(cfg) -> int:
         publisher = next((s for s in pipeline.sinks if hasattr(s, "send_stats")), None)
         summary = run(source, pipeline, max_frames=cfg.runtime.max_frames, stop=stop, status=status,
                       on_stats=publisher.send_stats if publisher is not None else None,
-                      overlap=cfg.runtime.overlap)
+                      overlap=cfg.runtime.overlap, inflight=cfg.runtime.inflight)
     finally:
         if pipeline is not None:
             pipeline.close()

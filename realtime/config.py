@@ -71,7 +71,8 @@ class RuntimeSection:
     log_level: str = "INFO"
     status: str = "auto"  # auto (on a TTY) | on | off
     summary_json: str | None = None
-    overlap: bool = False  # detect the next frame in its own thread: more fps, up to one frame more latency
+    overlap: bool = False  # older name for inflight = 2
+    inflight: int = 1  # frames in the pipeline at once (1-3): more fps, up to inflight-1 frames more latency
     annotate: str | None = None  # write an annotated video (boxes, track ids, top actions) here
 
 

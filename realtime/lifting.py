@@ -65,6 +65,11 @@ class HMRLifterConfig:
     # bf16/fp16: cast the matmul weights once (models/precision.py; LayerNorm, residual stream and the
     # pose/shape/camera readouts stay fp32), or False: fp32 weights under autocast, re-cast every call
     cast_weights: bool = True
+    # torch.compile the network (fused path), captured in our graphs per batch bucket; compiled
+    # artefacts cached on disk (realtime/compiled.py). Compiling takes minutes per bucket when cold.
+    compile: bool = False
+    compile_cache_dir: str | None = None  # None: ~/.cache/lart-stream/inductor
+    compile_backend: str = "inductor"  # "eager": the same path without compiling (CPU tests)
     cuda_graphs: bool = True  # torch backend on CUDA: replay a captured graph per batch bucket
     antialias: bool = True  # the reference's blur of large boxes before the crop
     backend: str = "auto"  # auto | torch | onnxruntime | tensorrt (realtime/backends.py)
@@ -107,6 +112,8 @@ class HMRLifter:
             model is not None and self.device.type == "cuda" and cfg.cuda_graphs)
         if fused and model is None:
             raise ValueError("HMR stage: the fused path needs the torch network (backend torch)")
+        if cfg.compile and not fused:
+            raise ValueError("HMR stage: --compile needs the fused torch path (backend torch, CUDA graphs on)")
         self._fused = _FusedStage(self, capture=self.device.type == "cuda" and cfg.cuda_graphs) if fused else None
         if self._fused is not None:  # "<backend> [<why chosen>]" -> "<fused path> [<why chosen>]"
             why = backend_info[backend_info.find(" ["):] if " [" in backend_info else ""
@@ -422,6 +429,14 @@ class _FusedStage:
         self.mc, self.cc, self.dtype = lifter.model_cfg, lifter.crop_cfg, lifter.dtype
         self.autocast = lifter._autocast
         self.weights_cast = lifter.weights_cast
+        self.network: Callable[[torch.Tensor], HMR2Output] = self.model  # type: ignore[assignment]
+        self.compiled = lifter.cfg.compile
+        self.compile_log: list = []  # CompileRecord per batch bucket (seconds, cold or warm)
+        if self.compiled:
+            from lart_stream.realtime.compiled import CompileConfig, compile_network
+
+            self.network = compile_network(self.model, CompileConfig(  # type: ignore[arg-type]
+                backend=lifter.cfg.compile_backend, cache_dir=lifter.cfg.compile_cache_dir))
         self.device = dev = lifter.device
         self.cuda = dev.type == "cuda"
         self.capture = capture
@@ -450,6 +465,8 @@ class _FusedStage:
         prec = {v: k for k, v in PRECISIONS.items()}[self.dtype]
         if self.dtype != torch.float32:
             prec += " weights" if self.weights_cast else " autocast"
+        if self.compiled:
+            prec += ", compiled"
         return (f"torch ({self.device}, fused crops + network + post, {mode} per batch "
                 f"{_ranges(self.buckets)}, {prec})")
 
@@ -514,13 +531,17 @@ class _FusedStage:
     def _net_step(self, B: int) -> _Step:
         if B not in self.net:
             crops, boxes = self.crops[:B], self._boxes_for(B)
+            if self.compiled:  # the compile happens here, timed (cold, or warm from the disk cache)
+                from lart_stream.realtime.compiled import timed_first_call
+
+                self.compile_log.append(timed_first_call(lambda: self._network_post(crops, boxes), f"batch {B}")[1])
             self.net[B] = self._step(lambda: self._network_post(crops, boxes), warmup=3)
         return self.net[B]
 
     def _network_post(self, crops: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """crops (B, 3, 256, 192), boxes (B, 5) -> packed (B, D) float32: everything People needs."""
         with self.autocast(cache=False):
-            out = self.model(crops)  # type: ignore[misc]
+            out = self.network(crops)
         return self.post_pack(out, boxes)
 
     def post_pack(self, out: HMR2Output, boxes: torch.Tensor) -> torch.Tensor:

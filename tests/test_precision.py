@@ -78,3 +78,23 @@ def test_fp32_and_cpu_default_do_not_cast(precision):
     lifter = _lifter(precision=precision)
     assert lifter.weights_cast == (precision == "bf16")
     assert (lifter.model.backbone.blocks[0].attn.qkv.weight.dtype == torch.bfloat16) == (precision == "bf16")
+
+
+def test_compiled_network_path_equals_plain_and_uses_the_cache_dir(tmp_path, monkeypatch):
+    """The --compile path (here torch.compile with the 'eager' backend: the same call path, nothing
+    compiled on a CPU) gives the plain path's numbers, records one first call per bucket, and points
+    inductor's cache at the configured folder."""
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    frame, dets = _frame_dets()
+    plain = _lifter(precision="bf16")(frame, dets)
+    cache = tmp_path / "inductor"
+    compiled = _lifter(precision="bf16", compile=True, compile_backend="eager", compile_cache_dir=str(cache))
+    out = compiled(frame, dets)
+    for f in FIELDS:
+        np.testing.assert_array_equal(getattr(out, f), getattr(plain, f), err_msg=f)
+    assert [r.what for r in compiled._fused.compile_log] == ["batch 3"]
+    assert cache.is_dir() and __import__("os").environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache)
+    assert "compiled" in compiled.backend_info
+    with pytest.raises(ValueError, match="compile"):
+        HMRLifter.from_config(HMRLifterConfig(compile=True))  # CPU default: eager path, not fused
