@@ -47,6 +47,7 @@ class RunSpec:
     inflight: int = 1  # frames in flight (engine.run): 1 sequential, 2 detect ahead, 3 detect/lift/finish threads
     hmr_weights: str = "cast"  # cast: bf16 weights cast once | autocast: fp32 weights under autocast (old path)
     compile: bool = False  # HMR network through torch.compile (max-autotune) inside our graphs
+    fp8: bool = False  # HMR's ViT linears in FP8 (row-wise scaled torch._scaled_mm)
 
 
 class TrackCounter:
@@ -99,7 +100,8 @@ def build_stages(spec: RunSpec, device: str, args: argparse.Namespace):
     lifter = HMRLifter.from_config(HMRLifterConfig(
         size=spec.hmr_size, device=device, backend=backend, cuda_graphs=graphs, export_dir=export_dir,
         precision="fp32" if spec.per_person else "auto", max_batch=max(16, spec.people),
-        cast_weights=spec.hmr_weights == "cast", compile=spec.compile, compile_cache_dir=args.compile_cache))
+        cast_weights=spec.hmr_weights == "cast", compile=spec.compile, compile_cache_dir=args.compile_cache,
+        fp8=spec.fp8))
     if spec.per_person:
         lifter = PerPersonLifter(lifter)
     kwargs = dict(size=spec.lart_size, mode=spec.mode, device=device, max_tracks=max(16, spec.people),
@@ -229,7 +231,7 @@ def plan(args: argparse.Namespace, device: str) -> list[RunSpec]:
     base = RunSpec("base", "ours", people=args.people, window=args.window, hmr_size=size, lart_size=size,
                    backend=args.backend, mode=args.mode, tracker=args.tracker,
                    inflight=max(args.inflight, 2 if args.overlap else 1), hmr_weights=args.hmr_weights,
-                   compile=args.compile)
+                   compile=args.compile, fp8=args.fp8)
     sweeps = set(args.sweep.split(",")) if args.sweep else set()
     if "all" in sweeps:
         sweeps = {"people", "window", "backend", "size", "baselines", "overlap", "inflight", "weights"}
@@ -245,7 +247,10 @@ def plan(args: argparse.Namespace, device: str) -> list[RunSpec]:
                                           inflight=k) for k in (1, 2, 3) if k != base.inflight]
     if "weights" in sweeps:
         other = "autocast" if args.hmr_weights == "cast" else "cast"
-        specs.append(dataclasses.replace(base, name=f"hmr-{other}", series=f"hmr-{other}", hmr_weights=other))
+        specs.append(dataclasses.replace(base, name=f"hmr-{other}", series=f"hmr-{other}", hmr_weights=other,
+                                         fp8=False))
+        if not args.fp8:
+            specs.append(dataclasses.replace(base, name="hmr-fp8", series="hmr-fp8", fp8=True))
     if "window" in sweeps:
         specs += [dataclasses.replace(base, name=f"T{t}-{m}", series=f"window-{m}", window=t, mode=m)
                   for t in (32, 64, 125) for m in ("causal", "window")]
@@ -265,7 +270,7 @@ def plan(args: argparse.Namespace, device: str) -> list[RunSpec]:
         specs.append(dataclasses.replace(base, name=f"full-window-recompute", series="window-full", mode="window"))
         specs.append(dataclasses.replace(base, name="per-person-eager", series="per-person-eager",
                                          per_person=True, backend="torch-eager", mode="window", inflight=1,
-                                         hmr_weights="autocast", compile=False))
+                                         hmr_weights="autocast", compile=False, fp8=False))
     return specs
 
 
@@ -274,6 +279,7 @@ def _name(name: str, spec: RunSpec) -> str:
     tags = [f"inflight{spec.inflight}"] if spec.inflight > 1 else []
     tags += ["autocast"] if spec.hmr_weights != "cast" else []
     tags += ["compiled"] if spec.compile else []
+    tags += ["fp8"] if spec.fp8 else []
     return "-".join([name, *tags])
 
 
@@ -349,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hmr-weights", choices=["cast", "autocast"], default="cast",
                    help="bf16 HMR: weights cast once (default) or fp32 weights under autocast (the old path)")
     p.add_argument("--compile", action="store_true", help="torch.compile the HMR network (minutes per batch size cold)")
+    p.add_argument("--fp8", action="store_true", help="HMR's ViT linears in FP8 (row-wise scales; Hopper/Ada)")
     p.add_argument("--compile-cache", help="inductor cache folder (default ~/.cache/lart-stream/inductor)")
     p.add_argument("--no-gpu-clock", action="store_true", help="no CUDA events around the stages")
     p.add_argument("--people-sweep", default="1,5,10,20", help="people counts of the people/inflight/overlap sweeps")

@@ -57,3 +57,57 @@ def parameter_bytes(model: nn.Module) -> dict[torch.dtype, int]:
     for t in (*model.parameters(), *model.buffers()):
         out[t.dtype] = out.get(t.dtype, 0) + t.numel() * t.element_size()
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# FP8 (e4m3) linears with row-wise scales: weights quantised once per output row, activations per
+# token on every call, one torch._scaled_mm (Hopper/Ada tensor cores) with a bf16 output.
+
+FP8_DTYPE = torch.float8_e4m3fn
+FP8_MAX = 448.0  # largest finite e4m3fn value
+
+
+def quantize_rowwise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (M, K) -> (q (M, K) e4m3, scale (M, 1) fp32) with x ~ q * scale, each row's max at FP8_MAX."""
+    amax = x.abs().amax(dim=-1, keepdim=True).float().clamp_min(1e-12)
+    scale = amax / FP8_MAX
+    return (x.float() / scale).clamp_(-FP8_MAX, FP8_MAX).to(FP8_DTYPE), scale
+
+
+class Fp8Linear(nn.Module):
+    """A Linear whose weight is e4m3 with a scale per output row; input quantised per row each call.
+    Off CUDA the same quantised numbers are multiplied in fp32 (an emulation for tests)."""
+
+    def __init__(self, linear: nn.Linear, out_dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        self.in_features, self.out_features, self.out_dtype = linear.in_features, linear.out_features, out_dtype
+        q, scale = quantize_rowwise(linear.weight.detach())
+        self.register_buffer("weight_fp8", q)  # (N, K) row-major: .t() is the column-major operand
+        self.register_buffer("weight_scale", scale.reshape(1, -1).contiguous())  # (1, N)
+        bias = linear.bias.detach().to(out_dtype) if linear.bias is not None else None
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        q, scale = quantize_rowwise(x.reshape(-1, self.in_features))
+        if q.is_cuda:
+            y = torch._scaled_mm(q, self.weight_fp8.t(), scale_a=scale, scale_b=self.weight_scale, bias=self.bias,
+                                 out_dtype=self.out_dtype)
+        else:
+            w = self.weight_fp8.float() * self.weight_scale.t()
+            y = (q.float() * scale) @ w.t()
+            y = (y + self.bias.float() if self.bias is not None else y).to(self.out_dtype)
+        return y.reshape(*lead, self.out_features)
+
+
+@torch.no_grad()
+def fp8_linears_(model: nn.Module, under: str, out_dtype: torch.dtype = torch.bfloat16) -> int:
+    """Replace every nn.Linear inside the submodule named ``under`` by an Fp8Linear; returns how many.
+    The fp32/bf16 weight goes with the replaced module (no copy stays)."""
+    root = model.get_submodule(under)
+    swaps = [(name, m) for name, m in root.named_modules() if isinstance(m, nn.Linear)]
+    for name, linear in swaps:
+        parent_name, _, child = name.rpartition(".")
+        parent = root.get_submodule(parent_name) if parent_name else root
+        setattr(parent, child, Fp8Linear(linear, out_dtype))
+    return len(swaps)

@@ -96,7 +96,9 @@ def _build_lifter(cfg: AppConfig, device: str):
     try:
         return HMRLifter.from_config(HMRLifterConfig(checkpoint=cfg.hmr.checkpoint, size=size, device=device,
                                                      smpl_path=cfg.hmr.smpl, backend=cfg.runtime.backend,
-                                                     export_dir=cfg.runtime.export_dir))
+                                                     export_dir=cfg.runtime.export_dir, precision=cfg.hmr.precision,
+                                                     compile=cfg.hmr.compile, compile_cache_dir=cfg.hmr.compile_cache,
+                                                     fp8=cfg.hmr.fp8))
     except (ValueError, KeyError, OSError) as exc:
         raise BuildError(f"HMR model: {exc}") from exc
 

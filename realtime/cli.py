@@ -77,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--export-dir", metavar="DIR", help="models exported by `lart-stream export` (onnxruntime/TensorRT)")
     rt.add_argument("--threads", type=int, metavar="N",
                     help="CPU threads for torch and OpenCV (default: one per core; 1 is steadier on a busy machine)")
+    rt.add_argument("--hmr-precision", choices=["auto", "fp32", "bf16", "fp16"],
+                    help="HMR network precision; bf16/fp16 cast the weights once (default on CUDA: bf16)")
+    rt.add_argument("--compile", action="store_true", default=None,
+                    help="torch.compile the HMR network inside its CUDA graphs (cold: minutes per batch size; "
+                         "cached on disk for the next start)")
+    rt.add_argument("--compile-cache", metavar="DIR", help="compile cache folder (default ~/.cache/lart-stream/inductor)")
+    rt.add_argument("--fp8", action="store_true", default=None,
+                    help="HMR's ViT linears in FP8 (Hopper/Ada GPUs; small accuracy cost, see the README)")
     rt.add_argument("--inflight", type=int, metavar="N",
                     help="frames in flight (1-3): 1 one frame at a time; 2 detection of the next frame beside "
                          "the rest; 3 detection, lifting and tracking+actions+publishing of three frames at once "
@@ -96,6 +104,8 @@ FLAG_TO_SETTING = {
     "detector": ("detector", "model"), "detector_confidence": ("detector", "confidence"),
     "person_classes": ("detector", "person_classes"),
     "hmr_checkpoint": ("hmr", "checkpoint"), "hmr_size": ("hmr", "size"), "smpl": ("hmr", "smpl"),
+    "hmr_precision": ("hmr", "precision"), "compile": ("hmr", "compile"), "compile_cache": ("hmr", "compile_cache"),
+    "fp8": ("hmr", "fp8"),
     "tracker": ("tracker", "kind"),
     "lart_checkpoint": ("actions", "checkpoint"), "lart_mean_std": ("actions", "mean_std"),
     "lart_size": ("actions", "size"), "action_mode": ("actions", "mode"), "window": ("actions", "window"),

@@ -27,6 +27,10 @@ class HMRSection:
     checkpoint: str | None = None  # 4D-Humans Lightning checkpoint (epoch=35-step=1000000.ckpt)
     size: str = "auto"  # auto: official with a checkpoint, tiny without
     smpl: str | None = None  # SMPL_NEUTRAL.pkl (3D joints and 2D keypoints)
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16: weights cast once
+    compile: bool = False  # torch.compile the network inside our CUDA graphs (minutes per batch size, cached)
+    compile_cache: str | None = None  # inductor cache folder (default ~/.cache/lart-stream/inductor)
+    fp8: bool = False  # the ViT's linears in FP8 e4m3, row-wise scales (Hopper/Ada; off by default)
 
 
 @dataclass(frozen=True)

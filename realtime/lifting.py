@@ -40,7 +40,7 @@ from lart_stream.models.hmr2 import (FP32_READOUTS, HMR2, HMR2Config, HMR2Output
                          read_checkpoint, split_state_dict)
 from lart_stream.models.hmr2_crop import (CropConfig, blur_radius, blur_rows, blur_sigma, box_center_size, crop_people,
                               crop_people_static, image_to_tensor, normalisation, radius_bucket)
-from lart_stream.models.precision import cast_matmul_weights_
+from lart_stream.models.precision import cast_matmul_weights_, fp8_linears_
 from lart_stream.realtime.records import Detections, Frame, People
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class HMRLifterConfig:
     # torch.compile the network (fused path), captured in our graphs per batch bucket; compiled
     # artefacts cached on disk (realtime/compiled.py). Compiling takes minutes per bucket when cold.
     compile: bool = False
+    fp8: bool = False  # the ViT's linears in FP8 e4m3 with row-wise scales (torch._scaled_mm; Hopper/Ada)
     compile_cache_dir: str | None = None  # None: ~/.cache/lart-stream/inductor
     compile_backend: str = "inductor"  # "eager": the same path without compiling (CPU tests)
     cuda_graphs: bool = True  # torch backend on CUDA: replay a captured graph per batch bucket
@@ -106,6 +107,11 @@ class HMRLifter:
         self.weights_cast = self.model is not None and self.dtype != torch.float32 and cfg.cast_weights
         if self.weights_cast:
             cast_matmul_weights_(self.model, self.dtype, keep=FP32_READOUTS)
+        self.fp8 = cfg.fp8
+        if cfg.fp8:
+            if not self.weights_cast or self.dtype != torch.bfloat16:
+                raise ValueError("HMR stage: --fp8 needs bf16 precision with the weights cast (the torch network)")
+            fp8_linears_(self.model, "backbone.blocks")
         self.runner = runner
         self.backend_info = backend_info
         fused = cfg.fused if cfg.fused is not None else (
@@ -429,6 +435,7 @@ class _FusedStage:
         self.mc, self.cc, self.dtype = lifter.model_cfg, lifter.crop_cfg, lifter.dtype
         self.autocast = lifter._autocast
         self.weights_cast = lifter.weights_cast
+        self.fp8 = lifter.fp8
         self.network: Callable[[torch.Tensor], HMR2Output] = self.model  # type: ignore[assignment]
         self.compiled = lifter.cfg.compile
         self.compile_log: list = []  # CompileRecord per batch bucket (seconds, cold or warm)
@@ -465,6 +472,8 @@ class _FusedStage:
         prec = {v: k for k, v in PRECISIONS.items()}[self.dtype]
         if self.dtype != torch.float32:
             prec += " weights" if self.weights_cast else " autocast"
+        if self.fp8:
+            prec += ", ViT linears fp8"
         if self.compiled:
             prec += ", compiled"
         return (f"torch ({self.device}, fused crops + network + post, {mode} per batch "

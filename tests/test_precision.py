@@ -98,3 +98,39 @@ def test_compiled_network_path_equals_plain_and_uses_the_cache_dir(tmp_path, mon
     assert "compiled" in compiled.backend_info
     with pytest.raises(ValueError, match="compile"):
         HMRLifter.from_config(HMRLifterConfig(compile=True))  # CPU default: eager path, not fused
+
+
+def test_fp8_vit_linears_within_e4m3_rounding_of_bf16():
+    """--fp8 (emulated on the CPU with the same quantised numbers): every ViT linear is e4m3 (no bf16
+    copy left), outputs within a first-order e4m3 bound of the bf16 path, and not equal to it."""
+    from lart_stream.models.precision import Fp8Linear
+
+    frame, dets = _frame_dets()
+    bf16 = _lifter(precision="bf16")(frame, dets)
+    lifter = _lifter(precision="bf16", fp8=True)
+    out = lifter(frame, dets)
+    blocks = lifter.model.backbone.blocks
+    fp8 = [m for m in blocks.modules() if isinstance(m, Fp8Linear)]
+    assert len(fp8) == 4 * len(blocks) and not any(isinstance(m, torch.nn.Linear) for m in blocks.modules())
+    assert all(m.weight_fp8.dtype == torch.float8_e4m3fn for m in fp8)
+    u_e4m3 = 2.0 ** -4  # 3 mantissa bits
+    layers = len(fp8)
+    for f in FIELDS:
+        x, r = getattr(out, f).astype(np.float64), getattr(bf16, f).astype(np.float64)
+        assert np.abs(x - r).max() <= 2 * layers * u_e4m3 * np.abs(r).max(), f
+    assert np.abs(out.appearance - bf16.appearance).max() > 0
+    assert "fp8" in lifter.backend_info
+    with pytest.raises(ValueError, match="fp8"):
+        _lifter(precision="fp32", fp8=True)
+
+
+def test_rowwise_quantisation_error_is_bounded():
+    from lart_stream.models.precision import FP8_MAX, quantize_rowwise
+
+    x = torch.randn(64, 96, dtype=torch.float64) * torch.logspace(-3, 3, 64, dtype=torch.float64)[:, None]
+    q, scale = quantize_rowwise(x)
+    back = q.double() * scale.double()
+    # e4m3 rounds to 3 mantissa bits (relative 2^-4) above its normal range, absolute 2^-10 * scale below
+    bound = 2.0 ** -4 * x.abs() + 2.0 ** -9 * scale.double()
+    assert bool(((back - x).abs() <= bound).all())
+    assert torch.allclose(q.double().abs().amax(dim=1), torch.full((64,), FP8_MAX, dtype=torch.float64))
