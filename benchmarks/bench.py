@@ -167,7 +167,9 @@ def run_one(spec: RunSpec, args: argparse.Namespace, device: str, boxes: np.ndar
         inner.warmup(batch_sizes=[1] if spec.per_person else [spec.people], frame_size=size)
         warmup_s = time.perf_counter() - t_warm
         actions.warmup()
-        run(SyntheticSource(args.warmup, size, args.source), pipeline, inflight=spec.inflight)
+        run(SyntheticSource(args.warmup, size, args.source), pipeline)  # lazy captures: one thread on the GPU
+        if spec.inflight > 1:  # then the threads' own streams get their allocator blocks
+            run(SyntheticSource(args.warmup, size, args.source), pipeline, inflight=spec.inflight)
         pipeline.stats = RollingStats(window=100_000)
         if cuda and not args.no_gpu_clock:
             from lart_stream.realtime.gpu_clock import StageClock
