@@ -182,6 +182,7 @@ def run_one(spec: RunSpec, args: argparse.Namespace, device: str, boxes: np.ndar
         cpu0, wall0 = time.process_time(), time.monotonic()
         summary = run(source, pipeline, inflight=spec.inflight)
         cpu = (time.process_time() - cpu0) / max(time.monotonic() - wall0, 1e-9) * 100
+        kernels = kernel_profile(pipeline, spec, args, size) if args.kernel_profile else None
     finally:
         pipeline.close()
     stages = {k: report.percentiles(list(pipeline.stats.samples[k]))
@@ -208,7 +209,35 @@ def run_one(spec: RunSpec, args: argparse.Namespace, device: str, boxes: np.ndar
         "hmr": getattr(inner, "backend_info", ""),
         "hmr_warmup_s": round(warmup_s, 2),
         "compile_log": compile_log,
+        **({"kernel_ms": kernels} if kernels else {}),
     }
+
+
+def kernel_profile(pipeline: Pipeline, spec: RunSpec, args: argparse.Namespace, size: tuple[int, int]) -> dict:
+    """``args.kernel_profile`` more frames under torch.profiler: GPU kernel time per stage per frame
+    (benchmarks/kernel_profile.py). The timed run's statistics are kept aside meanwhile."""
+    import json
+    import tempfile
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from lart_stream.benchmarks.kernel_profile import kernel_time_by_stage
+
+    stats, clock = pipeline.stats, pipeline.clock
+    pipeline.stats, pipeline.clock, pipeline.annotate = RollingStats(), None, True
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    try:
+        with profile(activities=activities) as prof:
+            summary = run(SyntheticSource(args.kernel_profile, size, args.source), pipeline, inflight=spec.inflight)
+        with tempfile.TemporaryDirectory() as tmp:
+            prof.export_chrome_trace(f"{tmp}/trace.json")
+            trace = json.loads(Path(f"{tmp}/trace.json").read_text())
+    finally:
+        pipeline.stats, pipeline.clock, pipeline.annotate = stats, clock, False
+    out = kernel_time_by_stage(trace, summary.frames)
+    out["wall_s"] = round(summary.seconds, 3)
+    return out
 
 
 def gpu_figures(pipeline: Pipeline, seconds: float, frames: int) -> dict:
@@ -326,6 +355,14 @@ def comparisons(runs: list[dict]) -> list[dict]:
         out.append({"title": "Per stage: host wall time vs GPU span (CUDA events; mean ms per frame), GPU busy "
                              "fraction (union of stage intervals over the run)",
                     "rows": [{k: row.get(k, "") for k in keys} for row in gpu_rows]})
+    prof = [{"run": r["name"], **{f"{k} kernels ms": v for k, v in r["kernel_ms"]["per_frame_ms"].items()},
+             "top kernels": ", ".join(f"{n} {ms:.2f}" for n, ms in r["kernel_ms"]["top_kernels"][:4])}
+            for r in runs if r.get("kernel_ms")]
+    if prof:
+        keys = list(dict.fromkeys(k for row in prof for k in row))
+        out.append({"title": "GPU kernel time per frame by stage (torch.profiler, kernels only; 'total' / frame "
+                             "period = how busy the GPU could be)", "rows": [{k: row.get(k, "") for k in keys}
+                                                                            for row in prof]})
     compiled = [dict(run=r["name"], **c) for r in runs for c in r.get("compile_log", [])]
     if compiled:
         out.append({"title": "torch.compile start-up per batch bucket (cold: compiled; warm: from the disk cache)",
@@ -359,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the HMR network (minutes per batch size cold)")
     p.add_argument("--fp8", action="store_true", help="HMR's ViT linears in FP8 (row-wise scales; Hopper/Ada)")
     p.add_argument("--compile-cache", help="inductor cache folder (default ~/.cache/lart-stream/inductor)")
+    p.add_argument("--kernel-profile", type=int, default=0, metavar="N",
+                   help="after each timed run, N frames under torch.profiler: kernel time per stage")
     p.add_argument("--no-gpu-clock", action="store_true", help="no CUDA events around the stages")
     p.add_argument("--people-sweep", default="1,5,10,20", help="people counts of the people/inflight/overlap sweeps")
     p.add_argument("--sweep", default="",

@@ -95,6 +95,7 @@ class Pipeline:
     sinks: Sequence[ResultSink] = ()
     stats: RollingStats = field(default_factory=RollingStats)
     clock: "StageClock | None" = None
+    annotate: bool = False  # name each stage's range for torch.profiler ("stage:<name>"), for kernel sums
 
     def describe(self) -> str:
         names = [self.detector.name]
@@ -175,7 +176,13 @@ class Pipeline:
         start = self.clock.begin() if self.clock is not None and key in GPU_STAGES else None
         t = time.perf_counter()
         try:
-            yield
+            if self.annotate:
+                import torch
+
+                with torch.profiler.record_function(f"stage:{key}"):
+                    yield
+            else:
+                yield
         except Exception as exc:
             if key in ("detect", "lift"):
                 work.error = exc

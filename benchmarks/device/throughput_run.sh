@@ -21,7 +21,7 @@ if [ "$PART" = "--cpu-smoke" ]; then
   set -e
   python3 benchmarks/device/hmr_precision.py --cpu-smoke --out "$OUT/micro/hmr_precision.json" | tail -4
   python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --sweep people,inflight --people-sweep 1,5 \
-    --out "$OUT/inflight" 2>&1 | quiet | grep "fps\|wrote"
+    --kernel-profile 3 --out "$OUT/inflight" 2>&1 | quiet | grep "fps\|wrote"
   python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --people 5 --inflight 3 --sweep inflight,weights,baselines \
     --people-sweep 5 --out "$OUT/baselines" 2>&1 | quiet | grep "fps\|wrote\|speed-up" -A3 | tail -12
   # compile on the CPU: the 'eager' backend is not reachable from the bench, so the compile path is
@@ -43,10 +43,10 @@ case "$PART" in
       | tee "$OUT/micro.log" | quiet | tail -30 ;;
   inflight)
     timeout 290 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --sweep people,inflight --people-sweep 1,5,10 \
-      --frames 300 --warmup 30 --out "$OUT/inflight" 2>&1 | tee "$OUT/inflight.log" | quiet | tail -40 ;;
+      --frames 300 --warmup 30 --kernel-profile 30 --out "$OUT/inflight" 2>&1 | tee "$OUT/inflight.log" | quiet | tail -40 ;;
   baselines)
     timeout 290 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --people 5 --inflight 3 \
-      --sweep inflight,weights,baselines --people-sweep 5 --frames 200 --warmup 20 --out "$OUT/baselines" 2>&1 \
+      --sweep inflight,weights,baselines --people-sweep 5 --frames 200 --warmup 20 --kernel-profile 20 --out "$OUT/baselines" 2>&1 \
       | tee "$OUT/baselines.log" | quiet | tail -45 ;;
   compile)
     if [ -n "$(ls -A "$CACHE" 2>/dev/null)" ]; then  # cache present: warm start, and the inflight settings
