@@ -170,3 +170,13 @@ def test_stage_groups_and_a_failing_step_travel_on_the_item():
     out = list(threads)
     threads.close()
     assert out[:3] == [1, 3, 5] and isinstance(out[3], RuntimeError) and out[4:] == [9, 11]
+
+
+def test_busy_fraction_is_the_union_of_stage_intervals_over_the_span():
+    from lart_stream.realtime.gpu_clock import Interval, busy_fraction
+
+    ivs = [Interval("detect", 0, 0.0, 2.0), Interval("lift", 0, 1.0, 5.0),  # overlapping streams
+           Interval("actions", 0, 6.0, 7.0), Interval("detect", 1, 9.0, 10.0)]
+    assert busy_fraction(ivs) == (5.0 + 1.0 + 1.0) / 10.0
+    assert busy_fraction([]) == 0.0
+    assert busy_fraction([Interval("lift", 0, 3.0, 3.0)]) == 0.0
