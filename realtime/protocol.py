@@ -4,7 +4,8 @@ A message is a ZeroMQ multipart message ``[topic, payload]`` where ``payload`` i
 msgpack map; the ``frames`` topic adds a third part holding the JPEG bytes:
 
     actions : [b"actions", msgpack(ActionsMessage)]          one per processed frame
-    stats   : [b"stats",   msgpack(StatsMessage)]            about once a second
+    stats   : [b"stats",   msgpack(StatsMessage)]            about once a second, frames or not;
+                                                             the last one of a session has final=true
     frames  : [b"frames",  msgpack(FrameMessage header), jpeg]  optional, rate-limited
 
 Every payload carries the schema version ``v``. Floats travel as float32 (boxes
@@ -20,6 +21,7 @@ sequence numbers, this module only converts between typed messages and bytes.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, ClassVar, Sequence, Union
@@ -29,9 +31,12 @@ import numpy as np
 
 from lart_stream.realtime.records import FrameResult, TrackState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TOPICS = ("actions", "stats", "frames")
 WEIGHTS = ("official", "random", "none")  # "none": no action model ran, so no scores at all
+SOURCE_STATES = ("live", "stalled", "reconnecting", "ended")  # of the frame source, in `stats`
+SESSION_MAX = (1 << 32) - 1
+JPEG_SOI = b"\xff\xd8\xff"  # every JPEG starts with the SOI marker and the next marker's 0xff
 TRACK_STATES = {int(s): s.name.lower() for s in TrackState}  # 1 -> "tentative", ...
 
 
@@ -122,6 +127,8 @@ class StatsMessage:
     published: int  # messages handed to the socket since start, all topics
     publish_dropped: int  # messages the publisher dropped (queue full) since start
     extra: dict[str, float] = field(default_factory=dict)
+    source: str | None = None  # "live" | "stalled" | "reconnecting" | "ended"; None: not known
+    final: bool = False  # the publisher's last message: it is shutting down
 
 
 @dataclass(frozen=True)
@@ -250,6 +257,7 @@ def to_wire(msg: Message) -> dict[str, Any]:
             "latency_ms": None if msg.latency_ms is None else _summary_wire(msg.latency_ms),
             "stage_ms": {k: _summary_wire(v) for k, v in msg.stage_ms.items()},
             "published": msg.published, "publish_dropped": msg.publish_dropped, "extra": dict(msg.extra),
+            "source": msg.source, "final": msg.final,
         }
     if isinstance(msg, FrameMessage):
         return {
@@ -308,17 +316,21 @@ def _fields(obj: Any, path: str, required: Sequence[str]) -> dict:
     return obj
 
 
-def _int(obj: Any, path: str, minimum: int | None = 0) -> int:
-    if not _is_int(obj) or (minimum is not None and obj < minimum):
-        bound = "" if minimum is None else f" >= {minimum}"
-        raise ProtocolError(f"{path}: expected an integer{bound}, got {_show(obj)}")
+def _bounds(minimum: float | None, maximum: float | None) -> str:
+    return "".join(f" {op} {b}" for op, b in ((">=", minimum), ("<=", maximum)) if b is not None)
+
+
+def _int(obj: Any, path: str, minimum: int | None = 0, maximum: int | None = None) -> int:
+    if not _is_int(obj) or (minimum is not None and obj < minimum) or (maximum is not None and obj > maximum):
+        raise ProtocolError(f"{path}: expected an integer{_bounds(minimum, maximum)}, got {_show(obj)}")
     return int(obj)
 
 
-def _num(obj: Any, path: str, minimum: float | None = None) -> float:
-    if not _is_num(obj) or (minimum is not None and not obj >= minimum):
-        bound = "" if minimum is None else f" >= {minimum}"
-        raise ProtocolError(f"{path}: expected a number{bound}, got {_show(obj)}")
+def _num(obj: Any, path: str, minimum: float | None = None, maximum: float | None = None) -> float:
+    """A finite number within the bounds (NaN and infinities never pass)."""
+    if (not _is_num(obj) or not math.isfinite(obj) or (minimum is not None and not obj >= minimum)
+            or (maximum is not None and not obj <= maximum)):
+        raise ProtocolError(f"{path}: expected a finite number{_bounds(minimum, maximum)}, got {_show(obj)}")
     return float(obj)
 
 
@@ -337,11 +349,14 @@ def _list(obj: Any, path: str, length: int | None = None) -> list:
     return obj
 
 
-def _nums(obj: Any, path: str, length: int | None = None) -> tuple[float, ...]:
+def _nums(obj: Any, path: str, length: int | None = None, *, minimum: float = -math.inf,
+          maximum: float = math.inf) -> tuple[float, ...]:
+    """Finite numbers within the bounds (a NaN fails every comparison, so it takes the slow path)."""
     items = _list(obj, path, length)
-    if not items or set(map(type, items)) == {float}:  # fast path: what our encoder sends
+    if all(type(x) is float and minimum <= x <= maximum and x - x == 0.0 for x in items):  # fast path
         return tuple(items)
-    return tuple(_num(x, f"{path}[{i}]") for i, x in enumerate(items))
+    lo, hi = (None if math.isinf(b) else b for b in (minimum, maximum))
+    return tuple(_num(x, f"{path}[{i}]", lo, hi) for i, x in enumerate(items))
 
 
 def _ints(obj: Any, path: str, length: int | None = None, minimum: int | None = 0) -> tuple[int, ...]:
@@ -357,7 +372,7 @@ def _show(obj: Any) -> str:
 
 
 def _check_version(d: Any, topic: str) -> None:
-    if isinstance(d, dict) and "v" in d and d["v"] != SCHEMA_VERSION:
+    if isinstance(d, dict) and "v" in d and (type(d["v"]) is not int or d["v"] != SCHEMA_VERSION):
         raise ProtocolError(f"{topic}: schema version {repr(d['v'])[:20]}, this client understands "
                             f"version {SCHEMA_VERSION} (upgrade the side that is older)")
 
@@ -367,20 +382,24 @@ _ACTIONS_FIELDS = ("v", "session", "seq", "stream", "frame", "t_capture_ns", "t_
 _TRACK_FIELDS = ("id", "box", "cam_t", "state", "age", "hits", "time_since_update", "action")
 _STATS_FIELDS = ("v", "session", "seq", "stream", "t_publish_ns", "t_wall_ns", "weights", "window_s", "fps",
                  "frame_count", "dropped_frames", "latency_ms", "stage_ms", "published", "publish_dropped",
-                 "extra")
+                 "extra", "source", "final")
 _FRAME_FIELDS = ("v", "session", "seq", "stream", "frame", "t_capture_ns", "t_publish_ns", "t_wall_ns",
                  "image_size", "jpeg_size")
 
 
-def _num_map(obj: Any, path: str) -> dict[str, float]:
+def _num_map(obj: Any, path: str, minimum: float | None = None) -> dict[str, float]:
     if not isinstance(obj, dict):
         raise ProtocolError(f"{path}: expected a map, got {_show(obj)}")
-    return {_str(k, f"{path} key"): _num(v, f"{path}.{k}") for k, v in obj.items()}
+    return {_str(k, f"{path} key"): _num(v, f"{path}.{k}", minimum) for k, v in obj.items()}
 
 
 def _summary(obj: Any, path: str) -> Summary:
     d = _fields(obj, path, ("mean", "p50", "max"))
-    return Summary(*(_num(d[k], f"{path}.{k}") for k in ("mean", "p50", "max")))
+    return Summary(*(_num(d[k], f"{path}.{k}", 0.0) for k in ("mean", "p50", "max")))
+
+
+def _session(obj: Any, path: str) -> int:
+    return _int(obj, path, 0, SESSION_MAX)
 
 
 def _decode_action(obj: Any, path: str, n_classes: int) -> TrackAction:
@@ -388,13 +407,14 @@ def _decode_action(obj: Any, path: str, n_classes: int) -> TrackAction:
     top = []
     for i, item in enumerate(_list(d["top"], f"{path}.top")):
         if (type(item) is list and len(item) == 3 and type(item[0]) is int and item[0] >= 0
-                and type(item[1]) is str and type(item[2]) is float):  # fast path
+                and type(item[1]) is str and type(item[2]) is float and 0.0 <= item[2] <= 1.0):  # fast path
             top.append(ActionScore(*item))
             continue
         p = f"{path}.top[{i}]"
         item = _list(item, p, 3)
-        top.append(ActionScore(_int(item[0], f"{p}[0]"), _str(item[1], f"{p}[1]"), _num(item[2], f"{p}[2]")))
-    scores = None if d["scores"] is None else _nums(d["scores"], f"{path}.scores")
+        top.append(ActionScore(_int(item[0], f"{p}[0]"), _str(item[1], f"{p}[1]"),
+                               _num(item[2], f"{p}[2]", 0.0, 1.0)))
+    scores = None if d["scores"] is None else _nums(d["scores"], f"{path}.scores", minimum=0.0, maximum=1.0)
     if scores is not None and len(scores) != n_classes:
         raise ProtocolError(f"{path}.scores: {len(scores)} scores for {n_classes} classes")
     return TrackAction(_int(d["frame"], f"{path}.frame"), tuple(top), scores)
@@ -432,21 +452,24 @@ def _decode_actions(obj: Any) -> ActionsMessage:
     tracks = tuple(_decode_track(t, f"actions.tracks[{i}]", len(ids), weights != "none")
                    for i, t in enumerate(_list(d["tracks"], "actions.tracks")))
     return ActionsMessage(
-        session=_int(d["session"], "actions.session"), seq=_int(d["seq"], "actions.seq"),
+        session=_session(d["session"], "actions.session"), seq=_int(d["seq"], "actions.seq"),
         stream=_str(d["stream"], "actions.stream"), frame=_int(d["frame"], "actions.frame"),
         t_capture_ns=_int(d["t_capture_ns"], "actions.t_capture_ns"),
         t_publish_ns=_int(d["t_publish_ns"], "actions.t_publish_ns"),
         t_wall_ns=_int(d["t_wall_ns"], "actions.t_wall_ns"),
         image_size=_ints(d["image_size"], "actions.image_size", 2), weights=weights,
-        class_ids=ids, class_names=names, stage_ms=_num_map(d["stage_ms"], "actions.stage_ms"), tracks=tracks)
+        class_ids=ids, class_names=names, stage_ms=_num_map(d["stage_ms"], "actions.stage_ms", 0.0),
+        tracks=tracks)
 
 
 def _decode_stats(obj: Any) -> StatsMessage:
     d = _fields(obj, "stats", _STATS_FIELDS)
     if not isinstance(d["stage_ms"], dict):
         raise ProtocolError(f"stats.stage_ms: expected a map, got {_show(d['stage_ms'])}")
+    if type(d["final"]) is not bool:
+        raise ProtocolError(f"stats.final: expected true or false, got {_show(d['final'])}")
     return StatsMessage(
-        session=_int(d["session"], "stats.session"), seq=_int(d["seq"], "stats.seq"),
+        session=_session(d["session"], "stats.session"), seq=_int(d["seq"], "stats.seq"),
         stream=_str(d["stream"], "stats.stream"), t_publish_ns=_int(d["t_publish_ns"], "stats.t_publish_ns"),
         t_wall_ns=_int(d["t_wall_ns"], "stats.t_wall_ns"), weights=_str(d["weights"], "stats.weights", WEIGHTS),
         window_s=_num(d["window_s"], "stats.window_s", 0.0), fps=_num(d["fps"], "stats.fps", 0.0),
@@ -457,14 +480,18 @@ def _decode_stats(obj: Any) -> StatsMessage:
                   for k, v in d["stage_ms"].items()},
         published=_int(d["published"], "stats.published"),
         publish_dropped=_int(d["publish_dropped"], "stats.publish_dropped"),
-        extra=_num_map(d["extra"], "stats.extra"))
+        extra=_num_map(d["extra"], "stats.extra"),
+        source=None if d["source"] is None else _str(d["source"], "stats.source", SOURCE_STATES),
+        final=d["final"])
 
 
 def _decode_frame(obj: Any, jpeg: bytes) -> FrameMessage:
     d = _fields(obj, "frames", _FRAME_FIELDS)
     size = _ints(d["jpeg_size"], "frames.jpeg_size", 2, minimum=1)
+    if not jpeg.startswith(JPEG_SOI):
+        raise ProtocolError(f"frames: third part is not a JPEG (no SOI marker; starts {jpeg[:8]!r})")
     return FrameMessage(
-        session=_int(d["session"], "frames.session"), seq=_int(d["seq"], "frames.seq"),
+        session=_session(d["session"], "frames.session"), seq=_int(d["seq"], "frames.seq"),
         stream=_str(d["stream"], "frames.stream"), frame=_int(d["frame"], "frames.frame"),
         t_capture_ns=_int(d["t_capture_ns"], "frames.t_capture_ns"),
         t_publish_ns=_int(d["t_publish_ns"], "frames.t_publish_ns"),

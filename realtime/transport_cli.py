@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 
 from lart_stream.realtime import protocol
@@ -30,7 +30,8 @@ class _UserError(Exception):
 
 def _add_client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("address", help="publisher address, e.g. tcp://127.0.0.1:5555 or ipc:///tmp/lart.sock")
-    p.add_argument("--count", type=int, default=None, metavar="N", help="stop after N messages (view: frames)")
+    p.add_argument("--count", type=int, default=None, metavar="N",
+                   help="stop after N actions messages (listen; stats lines come on top) or N frames (view)")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="give up (exit 1) when nothing arrives for S seconds")
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="actions shown per person")
@@ -114,24 +115,33 @@ def to_json(msg: Message) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=True)
 
 
+def format_message(msg: Message, top_k: int = 3, as_json: bool = False) -> str:
+    if as_json:
+        return to_json(msg)
+    if isinstance(msg, ActionsMessage):
+        return format_actions(msg, top_k, time.time_ns())
+    if isinstance(msg, StatsMessage):
+        return format_stats(msg)
+    return format_frame(msg)
+
+
+def listen_lines(messages: Iterable[Message], count: int | None = None, top_k: int = 3,
+                 as_json: bool = False) -> Iterator[str]:
+    """One line per message; stops after ``count`` actions messages (stats and frames lines are extra)."""
+    actions = 0
+    for msg in messages:
+        yield format_message(msg, top_k, as_json)
+        actions += isinstance(msg, ActionsMessage)
+        if count is not None and actions >= count:
+            return
+
+
 def _listen(args: argparse.Namespace) -> int:
     topics = tuple(t.strip() for t in args.topics.split(",") if t.strip())
-    n = 0
     with _subscribe(args, topics, args.newest_only) as sub:
         try:
-            for msg in _messages(sub, args.timeout):
-                if args.json:
-                    line = to_json(msg)
-                elif isinstance(msg, ActionsMessage):
-                    line = format_actions(msg, args.top_k, time.time_ns())
-                elif isinstance(msg, StatsMessage):
-                    line = format_stats(msg)
-                else:
-                    line = format_frame(msg)
+            for line in listen_lines(_messages(sub, args.timeout), args.count, args.top_k, args.json):
                 print(line, flush=True)
-                n += 1
-                if args.count is not None and n >= args.count:
-                    return 0
         except TimeoutError:
             print(f"{args.prog}: nothing received from {args.address} for {args.timeout} s", file=sys.stderr)
             return 1

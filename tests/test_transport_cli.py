@@ -19,7 +19,7 @@ from lart_stream.realtime import protocol
 from lart_stream.realtime.protocol import ActionScore, ActionsMessage, TrackAction, TrackPrediction
 from lart_stream.realtime.publisher import Publisher, PublisherConfig
 from lart_stream.realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks
-from lart_stream.realtime.transport_cli import format_actions, keys_main, listen_main, view_main
+from lart_stream.realtime.transport_cli import format_actions, keys_main, listen_lines, listen_main, view_main
 
 
 def make_result(i: int, random_weights: bool) -> FrameResult:
@@ -68,6 +68,18 @@ def test_listen_random_weights_are_marked_on_every_line(live_publisher, capsys, 
     assert all(line.startswith("!! RANDOM WEIGHTS - scores are NOT predictions !!") for line in lines)
     assert all("random: jump=0.90 fall=0.70 dance=0.50" in line for line in lines)
     assert "RANDOM action weights" in caplog.text
+
+
+def test_listen_count_counts_actions_messages_only():
+    stats = protocol.StatsMessage(session=1, seq=0, stream="0", t_publish_ns=0, t_wall_ns=0, weights="none",
+                                  window_s=1.0, fps=0.0, frame_count=0, dropped_frames=0, latency_ms=None,
+                                  stage_ms={}, published=0, publish_dropped=0)
+    actions = [protocol.actions_message(make_result(i, False), session=1, seq=i, t_publish_ns=0, t_wall_ns=0)
+               for i in range(3)]
+    stream = [stats, actions[0], stats, stats, actions[1], stats, actions[2], stats]
+    lines = list(listen_lines(iter(stream), count=2))
+    assert [line.split()[1] for line in lines] == ["stats", "frame", "stats", "stats", "frame"]
+    assert len(list(listen_lines(iter(stream)))) == len(stream)  # no --count: everything
 
 
 def test_listen_official_weights_and_stats(live_publisher, capsys):
