@@ -356,6 +356,8 @@ def comparisons(runs: list[dict]) -> list[dict]:
                              "fraction (union of stage intervals over the run)",
                     "rows": [{k: row.get(k, "") for k in keys} for row in gpu_rows]})
     prof = [{"run": r["name"], **{f"{k} kernels ms": v for k, v in r["kernel_ms"]["per_frame_ms"].items()},
+             "fps if GPU-bound": round(1e3 / r["kernel_ms"]["per_frame_ms"]["total"], 1)
+             if r["kernel_ms"]["per_frame_ms"].get("total") else "",
              "top kernels": ", ".join(f"{n} {ms:.2f}" for n, ms in r["kernel_ms"]["top_kernels"][:4])}
             for r in runs if r.get("kernel_ms")]
     if prof:
