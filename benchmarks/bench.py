@@ -137,7 +137,8 @@ def _real_detector(args: argparse.Namespace, device: str):
         return None
     from lart_stream.realtime.detectors import DetectorConfig, build_detector
 
-    return build_detector(DetectorConfig(model=args.detector, device=device, person_classes=args.person_classes))
+    return build_detector(DetectorConfig(model=args.detector, device=device, person_classes=args.person_classes,
+                                         precision=args.detector_precision))
 
 
 def run_one(spec: RunSpec, args: argparse.Namespace, device: str, boxes: np.ndarray | None,
@@ -390,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracker", choices=["phalp", "iou"], default="iou")
     p.add_argument("--detector", default="hog", help="real detector timed beside the scripted one: hog | FILE.onnx | none")
     p.add_argument("--person-classes", default="0")
+    p.add_argument("--detector-precision", choices=["fp32", "fp16", "bf16"], default="fp32",
+                   help="the ONNX detector on the torch backend (autocast)")
     p.add_argument("--overlap", action="store_true", help="same as --inflight 2")
     p.add_argument("--inflight", type=int, default=1, choices=[1, 2, 3],
                    help="frames in flight: 1 sequential, 2 detect ahead, 3 detect/lift/finish in their own threads")

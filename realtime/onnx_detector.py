@@ -50,6 +50,7 @@ class OnnxDetectorConfig:
     input_size: tuple[int, int] | None = None  # (h, w) for a graph with dynamic H, W; else read from it
     pad_value: int = 114  # letterbox grey, as Ultralytics trains with
     device_letterbox: bool = True  # torch backend: resize and pad on its device (DeviceLetterbox)
+    precision: str = "fp32"  # torch backend: fp32 | fp16 | bf16 (autocast; boxes near the threshold may change)
     engine_cache_dir: str | None = None
 
 
@@ -266,7 +267,8 @@ class OnnxDetector:
         if backend is None:
             backend, self.backend_reason = resolve_backend(config.backend, "detector", config.device, onnx_path=path,
                                                            io=self._concrete_io(),
-                                                           engine_cache_dir=config.engine_cache_dir)
+                                                           engine_cache_dir=config.engine_cache_dir,
+                                                           precision=config.precision)
         else:
             self.backend_reason = "given"
         self.backend = backend

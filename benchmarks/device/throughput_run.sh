@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 16 (throughput) on the GPU, through the device tool: repo root, $OUT set, wheels in .whl/,
 # the YOLOv8 ONNX in .carry/ (as benchmarks/device/run_device.sh). One part per call, each < 5 min:
-#   bash benchmarks/device/throughput_run.sh micro       # HMR network: fp32 / autocast / bf16 weights / fp8, time + error (~1 min)
+#   bash benchmarks/device/throughput_run.sh micro       # HMR network: fp32 / autocast / bf16 weights / fp8, time + error;
+#                                                        #   bench with the detector in fp16 (~2 min)
 #   bash benchmarks/device/throughput_run.sh inflight    # bench, people 1/5/10 x inflight 1/2/3 (~2 min)
 #   bash benchmarks/device/throughput_run.sh baselines   # bench, 5 people: inflight 1/2/3, autocast, fp8, full-window LART,
 #                                                        #   per-person eager reference (the >= 12x comparison) (~2 min)
@@ -39,8 +40,11 @@ COMMON=(--model-size official --detector "$DET" --person-classes 0,1 --source te
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.limit --format=csv,noheader
 case "$PART" in
   micro)
-    timeout 280 python3 benchmarks/device/hmr_precision.py --out "$OUT/micro/hmr_precision.json" 2>&1 \
-      | tee "$OUT/micro.log" | quiet | tail -30 ;;
+    timeout 150 python3 benchmarks/device/hmr_precision.py --out "$OUT/micro/hmr_precision.json" 2>&1 \
+      | tee "$OUT/micro.log" | quiet | tail -30
+    # the detector under fp16 autocast (boxes near the threshold may change; here only the time)
+    timeout 120 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --people 5 --inflight 3 --detector-precision fp16 \
+      --frames 300 --warmup 30 --out "$OUT/micro/detector_fp16" 2>&1 | tee "$OUT/detector_fp16.log" | quiet | tail -12 ;;
   inflight)
     timeout 290 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --sweep people,inflight --people-sweep 1,5,10 \
       --frames 300 --warmup 30 --kernel-profile 30 --out "$OUT/inflight" 2>&1 | tee "$OUT/inflight.log" | quiet | tail -40 ;;
