@@ -192,7 +192,7 @@ def run_one(spec: RunSpec, args: argparse.Namespace, device: str, boxes: np.ndar
         stages["detect_real"] = report.percentiles(detector.real_ms)
     gpu = gpu_figures(pipeline, summary.seconds, summary.frames)
     fused = getattr(inner, "_fused", None)
-    compile_log = [dataclasses.asdict(r) for r in getattr(fused, "compile_log", [])]
+    compile_log = [{**dataclasses.asdict(r), "warm": r.warm} for r in getattr(fused, "compile_log", [])]
     return {
         "name": spec.name,
         "config": {**dataclasses.asdict(spec), "frames": args.frames, "input": args.size, "rate": args.rate,

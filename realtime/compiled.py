@@ -35,16 +35,21 @@ class CompileConfig:
 
 @dataclass
 class CompileRecord:
-    """One first call of the compiled network (``what`` e.g. 'batch 5'): seconds, FX-cache hits/misses."""
+    """One first call of the compiled network (``what`` e.g. 'batch 5'): seconds, and the hits and
+    misses of inductor's FX graph cache and of AOTAutograd's cache (which, when it hits, serves the
+    compiled graph without asking the FX graph cache)."""
 
     what: str
     seconds: float
-    cache_hits: int
-    cache_misses: int
+    fx_hits: int
+    fx_misses: int
+    aot_hits: int
+    aot_misses: int
 
     @property
     def warm(self) -> bool:
-        return self.cache_misses == 0 and self.cache_hits > 0
+        """Nothing was generated or autotuned: the disk cache served it."""
+        return self.fx_misses == 0 and (self.fx_hits + self.aot_hits) > 0
 
 
 def use_cache_dir(cache_dir: str | None) -> Path:
@@ -79,15 +84,21 @@ def compile_network(module: torch.nn.Module, cfg: CompileConfig) -> Callable[...
 
 def timed_first_call(fn: Callable[[], Any], what: str) -> tuple[Any, CompileRecord]:
     """Run ``fn`` (the compiling first call) and say how long it took and whether the cache served it."""
-    from torch._dynamo.utils import counters
-
-    hits0, miss0 = counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_miss"]
+    before = _cache_counts()
     t = time.perf_counter()
     out = fn()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
-    rec = CompileRecord(what, time.perf_counter() - t, counters["inductor"]["fxgraph_cache_hit"] - hits0,
-                        counters["inductor"]["fxgraph_cache_miss"] - miss0)
-    log.info("compiled network %s: %.1f s (%s start: %d FX-cache hits, %d misses)", what, rec.seconds,
-             "warm" if rec.warm else "cold", rec.cache_hits, rec.cache_misses)
+    seconds = time.perf_counter() - t
+    rec = CompileRecord(what, seconds, *(b - a for a, b in zip(before, _cache_counts())))
+    log.info("compiled network %s: %.1f s (%s start; FX cache %d hits %d misses, AOT cache %d hits %d misses)",
+             what, rec.seconds, "warm" if rec.warm else "cold", rec.fx_hits, rec.fx_misses, rec.aot_hits,
+             rec.aot_misses)
     return out, rec
+
+
+def _cache_counts() -> tuple[int, int, int, int]:
+    from torch._dynamo.utils import counters
+
+    return (counters["inductor"]["fxgraph_cache_hit"], counters["inductor"]["fxgraph_cache_miss"],
+            counters["aot_autograd"]["autograd_cache_hit"], counters["aot_autograd"]["autograd_cache_miss"])

@@ -134,3 +134,12 @@ def test_rowwise_quantisation_error_is_bounded():
     bound = 2.0 ** -4 * x.abs() + 2.0 ** -9 * scale.double()
     assert bool(((back - x).abs() <= bound).all())
     assert torch.allclose(q.double().abs().amax(dim=1), torch.full((64,), FP8_MAX, dtype=torch.float64))
+
+
+def test_compile_record_says_warm_only_when_nothing_was_generated():
+    from lart_stream.realtime.compiled import CompileRecord
+
+    assert CompileRecord("batch 5", 1.0, fx_hits=0, fx_misses=0, aot_hits=1, aot_misses=0).warm
+    assert CompileRecord("batch 5", 1.0, fx_hits=1, fx_misses=0, aot_hits=0, aot_misses=1).warm
+    assert not CompileRecord("batch 5", 200.0, fx_hits=0, fx_misses=1, aot_hits=0, aot_misses=1).warm
+    assert not CompileRecord("batch 5", 0.1, fx_hits=0, fx_misses=0, aot_hits=0, aot_misses=0).warm
