@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="torch.compile the HMR network inside its CUDA graphs (cold: minutes per batch size; "
                          "cached on disk for the next start)")
     rt.add_argument("--compile-cache", metavar="DIR", help="compile cache folder (default ~/.cache/lart-stream/inductor)")
+    rt.add_argument("--compile-batches", metavar="LIST",
+                    help="people counts to compile, e.g. 1-6 (default: every batch size up to 16, then 20-32 by 4; "
+                         "other counts run uncompiled)")
     rt.add_argument("--fp8", action="store_true", default=None,
                     help="HMR's ViT linears in FP8 (Hopper/Ada GPUs; small accuracy cost, see the README)")
     rt.add_argument("--inflight", type=int, metavar="N",
@@ -105,6 +108,7 @@ FLAG_TO_SETTING = {
     "person_classes": ("detector", "person_classes"),
     "hmr_checkpoint": ("hmr", "checkpoint"), "hmr_size": ("hmr", "size"), "smpl": ("hmr", "smpl"),
     "hmr_precision": ("hmr", "precision"), "compile": ("hmr", "compile"), "compile_cache": ("hmr", "compile_cache"),
+    "compile_batches": ("hmr", "compile_batches"),
     "fp8": ("hmr", "fp8"),
     "tracker": ("tracker", "kind"),
     "lart_checkpoint": ("actions", "checkpoint"), "lart_mean_std": ("actions", "mean_std"),

@@ -52,6 +52,21 @@ class CompileRecord:
         return self.fx_misses == 0 and (self.fx_hits + self.aot_hits) > 0
 
 
+def parse_batches(text: str) -> tuple[int, ...]:
+    """'1-4,8' -> (1, 2, 3, 4, 8); '' -> () (every batch bucket). ValueError on anything else."""
+    out: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        lo, _, hi = part.partition("-")
+        try:
+            a, b = int(lo), int(hi or lo)
+        except ValueError:
+            raise ValueError(f"compile batches: expected e.g. 1-4,8, got {text!r}") from None
+        if not 1 <= a <= b:
+            raise ValueError(f"compile batches: bad range {part!r}")
+        out.update(range(a, b + 1))
+    return tuple(sorted(out))
+
+
 def use_cache_dir(cache_dir: str | None) -> Path:
     """Point inductor's (and Triton's) on-disk caches at ``cache_dir``; returns the folder."""
     path = Path(os.path.expanduser(cache_dir or DEFAULT_CACHE_DIR))

@@ -30,6 +30,7 @@ class HMRSection:
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16: weights cast once
     compile: bool = False  # torch.compile the network inside our CUDA graphs (minutes per batch size, cached)
     compile_cache: str | None = None  # inductor cache folder (default ~/.cache/lart-stream/inductor)
+    compile_batches: str = ""  # people counts (batch buckets) compiled, e.g. "1-6"; "" every bucket
     fp8: bool = False  # the ViT's linears in FP8 e4m3, row-wise scales (Hopper/Ada; off by default)
 
 

@@ -71,6 +71,7 @@ class HMRLifterConfig:
     fp8: bool = False  # the ViT's linears in FP8 e4m3 with row-wise scales (torch._scaled_mm; Hopper/Ada)
     compile_cache_dir: str | None = None  # None: ~/.cache/lart-stream/inductor
     compile_backend: str = "inductor"  # "eager": the same path without compiling (CPU tests)
+    compile_batches: tuple[int, ...] = ()  # batch buckets whose network is compiled (others plain); () all
     cuda_graphs: bool = True  # torch backend on CUDA: replay a captured graph per batch bucket
     antialias: bool = True  # the reference's blur of large boxes before the crop
     backend: str = "auto"  # auto | torch | onnxruntime | tensorrt (realtime/backends.py)
@@ -438,6 +439,7 @@ class _FusedStage:
         self.fp8 = lifter.fp8
         self.network: Callable[[torch.Tensor], HMR2Output] = self.model  # type: ignore[assignment]
         self.compiled = lifter.cfg.compile
+        self.compile_batches = frozenset(lifter.cfg.compile_batches)  # empty: every bucket
         self.compile_log: list = []  # CompileRecord per batch bucket (seconds, cold or warm)
         if self.compiled:
             from lart_stream.realtime.compiled import CompileConfig, compile_network
@@ -540,17 +542,21 @@ class _FusedStage:
     def _net_step(self, B: int) -> _Step:
         if B not in self.net:
             crops, boxes = self.crops[:B], self._boxes_for(B)
-            if self.compiled:  # the compile happens here, timed (cold, or warm from the disk cache)
+            network = self.model
+            if self.compiled and (not self.compile_batches or B in self.compile_batches):
                 from lart_stream.realtime.compiled import timed_first_call
 
-                self.compile_log.append(timed_first_call(lambda: self._network_post(crops, boxes), f"batch {B}")[1])
-            self.net[B] = self._step(lambda: self._network_post(crops, boxes), warmup=3)
+                network = self.network  # compiled here, timed (cold, or warm from the disk cache)
+                self.compile_log.append(
+                    timed_first_call(lambda: self._network_post(network, crops, boxes), f"batch {B}")[1])
+            self.net[B] = self._step(lambda: self._network_post(network, crops, boxes), warmup=3)
         return self.net[B]
 
-    def _network_post(self, crops: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    def _network_post(self, network: Callable[[torch.Tensor], HMR2Output], crops: torch.Tensor,
+                      boxes: torch.Tensor) -> torch.Tensor:
         """crops (B, 3, 256, 192), boxes (B, 5) -> packed (B, D) float32: everything People needs."""
         with self.autocast(cache=False):
-            out = self.network(crops)
+            out = network(crops)
         return self.post_pack(out, boxes)
 
     def post_pack(self, out: HMR2Output, boxes: torch.Tensor) -> torch.Tensor:

@@ -143,3 +143,17 @@ def test_compile_record_says_warm_only_when_nothing_was_generated():
     assert CompileRecord("batch 5", 1.0, fx_hits=1, fx_misses=0, aot_hits=0, aot_misses=1).warm
     assert not CompileRecord("batch 5", 200.0, fx_hits=0, fx_misses=1, aot_hits=0, aot_misses=1).warm
     assert not CompileRecord("batch 5", 0.1, fx_hits=0, fx_misses=0, aot_hits=0, aot_misses=0).warm
+
+
+def test_compile_batches_parse_and_only_those_buckets_compile():
+    from lart_stream.realtime.compiled import parse_batches
+
+    assert parse_batches("1-4,8") == (1, 2, 3, 4, 8) and parse_batches("") == () and parse_batches("5") == (5,)
+    for bad in ("x", "4-2", "0"):
+        with pytest.raises(ValueError, match="compile batches"):
+            parse_batches(bad)
+    frame, dets = _frame_dets()
+    lifter = _lifter(precision="bf16", compile=True, compile_backend="eager", compile_batches=(1,))
+    lifter(frame, dets)  # 3 people: bucket 3 runs uncompiled
+    lifter(frame, dets[:1])  # 1 person: compiled
+    assert [r.what for r in lifter._fused.compile_log] == ["batch 1"]
