@@ -113,9 +113,14 @@ def _build_lifter(cfg: AppConfig, device: str):
         return None
     size = cfg.hmr.size if cfg.hmr.size != "auto" else ("official" if cfg.hmr.checkpoint else "tiny")
     try:
+        from lart_stream.realtime.compiled import parse_batches
+
         return HMRLifter.from_config(HMRLifterConfig(checkpoint=cfg.hmr.checkpoint, size=size, device=device,
                                                      smpl_path=cfg.hmr.smpl, backend=cfg.runtime.backend,
-                                                     export_dir=cfg.runtime.export_dir))
+                                                     export_dir=cfg.runtime.export_dir, precision=cfg.hmr.precision,
+                                                     compile=cfg.hmr.compile, compile_cache_dir=cfg.hmr.compile_cache,
+                                                     compile_batches=parse_batches(cfg.hmr.compile_batches),
+                                                     fp8=cfg.hmr.fp8))
     except (ValueError, KeyError, OSError) as exc:
         raise BuildError(f"HMR model: {exc}") from exc
 

@@ -88,8 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--export-dir", metavar="DIR", help="models exported by `lart-stream export` (onnxruntime/TensorRT)")
     rt.add_argument("--threads", type=int, metavar="N",
                     help="CPU threads for torch and OpenCV (default: one per core; 1 is steadier on a busy machine)")
-    rt.add_argument("--overlap", action="store_true", default=None,
-                    help="detect the next frame in its own thread (throughput up, up to one frame more latency)")
+    rt.add_argument("--hmr-precision", choices=["auto", "fp32", "bf16", "fp16"],
+                    help="HMR network precision; bf16/fp16 cast the weights once (default on CUDA: bf16)")
+    rt.add_argument("--compile", action="store_true", default=None,
+                    help="torch.compile the HMR network inside its CUDA graphs (cold: minutes per batch size; "
+                         "cached on disk for the next start)")
+    rt.add_argument("--compile-cache", metavar="DIR", help="compile cache folder (default ~/.cache/lart-stream/inductor)")
+    rt.add_argument("--compile-batches", metavar="LIST",
+                    help="people counts to compile, e.g. 1-6 (default: every batch size up to 16, then 20-32 by 4; "
+                         "other counts run uncompiled)")
+    rt.add_argument("--fp8", action="store_true", default=None,
+                    help="HMR's ViT linears in FP8 (Hopper/Ada GPUs; small accuracy cost, see the README)")
+    rt.add_argument("--inflight", type=int, metavar="N",
+                    help="frames in flight (1-3): 1 one frame at a time; 2 detection of the next frame beside "
+                         "the rest; 3 detection, lifting and tracking+actions+publishing of three frames at once "
+                         "(throughput up, latency up to N-1 frames)")
+    rt.add_argument("--overlap", action="store_true", default=None, help="same as --inflight 2")
     rt.add_argument("--config", metavar="FILE.toml", help="config file; flags override it")
     rt.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     rt.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -104,6 +118,9 @@ FLAG_TO_SETTING = {
     "detector": ("detector", "model"), "detector_confidence": ("detector", "confidence"),
     "person_classes": ("detector", "person_classes"),
     "hmr_checkpoint": ("hmr", "checkpoint"), "hmr_size": ("hmr", "size"), "smpl": ("hmr", "smpl"),
+    "hmr_precision": ("hmr", "precision"), "compile": ("hmr", "compile"), "compile_cache": ("hmr", "compile_cache"),
+    "compile_batches": ("hmr", "compile_batches"),
+    "fp8": ("hmr", "fp8"),
     "tracker": ("tracker", "kind"),
     "lart_checkpoint": ("actions", "checkpoint"), "lart_mean_std": ("actions", "mean_std"),
     "lart_size": ("actions", "size"), "action_mode": ("actions", "mode"), "window": ("actions", "window"),
@@ -115,7 +132,7 @@ FLAG_TO_SETTING = {
     "curve_secret_key": ("publish", "curve_secret_key"), "curve_allowed_keys": ("publish", "curve_allowed_keys"),
     "summary_json": ("runtime", "summary_json"), "annotate": ("runtime", "annotate"), "device": ("runtime", "device"), "backend": ("runtime", "backend"),
     "export_dir": ("runtime", "export_dir"),
-    "log_level": ("runtime", "log_level"), "overlap": ("runtime", "overlap"), "threads": ("runtime", "threads"), "status": ("runtime", "status"),
+    "log_level": ("runtime", "log_level"), "overlap": ("runtime", "overlap"), "inflight": ("runtime", "inflight"), "threads": ("runtime", "threads"), "status": ("runtime", "status"),
 }
 
 
@@ -162,6 +179,9 @@ def run_main(argv: list[str]) -> int:
     if args.print_config:
         print(to_toml(cfg))
         return EXIT_OK
+    if not 1 <= cfg.runtime.inflight <= 3:
+        print(f"lart-stream: --inflight takes 1, 2 or 3, got {cfg.runtime.inflight}", file=sys.stderr)
+        return EXIT_USAGE
     logging.basicConfig(level=cfg.runtime.log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     return _run(cfg)
 
@@ -211,7 +231,7 @@ def _run(cfg) -> int:
             publisher.watch_source(lambda: source.state)  # heartbeat `stats` carry it, frames or not
         summary = run(source, pipeline, max_frames=cfg.runtime.max_frames, stop=stop, status=status,
                       on_stats=publisher.send_stats if publisher is not None else None,
-                      overlap=cfg.runtime.overlap)
+                      overlap=cfg.runtime.overlap, inflight=cfg.runtime.inflight)
     finally:
         if pipeline is not None:
             pipeline.close()
