@@ -152,7 +152,7 @@ class Pipeline:
         try:
             if self.tracker is not None:
                 with self._timed(work, "track"):
-                    tracks = self.tracker.update(people, frame.index)
+                    tracks = self.tracker.update(people, frame.index, frame.timestamp)
             appearance = None
             if self.actions is not None and people.has_3d:
                 if self.appearance is None:
