@@ -32,6 +32,9 @@ from lart_stream.models.checkpoint import shape_problems, show_keys as _show
 log = logging.getLogger(__name__)
 
 POSE_VECTOR_DIM = 229  # 9 global orient + 207 body pose + 10 betas + 3 camera (LART pose_shape)
+# Layers kept in fp32 when the matmul weights are cast to bf16 (models/precision.py): the readouts of
+# the 6D pose, shape and camera (0.2 M weights), whose outputs go into rotation maths and cameras.
+FP32_READOUTS = ("smpl_head.decpose", "smpl_head.decshape", "smpl_head.deccam")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -47,7 +47,17 @@ def build_pipeline(cfg: AppConfig) -> Pipeline:
                        (cfg.actions.checkpoint, "LART checkpoint"), (cfg.actions.mean_std, "LART mean_std file"),
                        (cfg.appearance.checkpoint, "MViT checkpoint"), (cfg.appearance.config, "MViT config")):
         _need_file(path, what)
+    # Bind the publish address before any model loads: a port in use is found in a moment, not after 10 s.
+    sinks = _build_sinks(cfg)
+    try:
+        return _build_stages(cfg, device, sinks)
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
 
+
+def _build_stages(cfg: AppConfig, device: str, sinks: list) -> Pipeline:
     try:
         detector = build_detector(_replace(cfg.detector, device=device, backend=cfg.runtime.backend))
     except DetectorError as exc:
@@ -59,7 +69,6 @@ def build_pipeline(cfg: AppConfig) -> Pipeline:
     appearance = _build_appearance(cfg, device) if run_actions else None
     actions = _build_actions(cfg, device, appearance) if run_actions else None
     appearance = _keep_appearance(cfg, appearance, actions)
-    sinks = _build_sinks(cfg)
     if cfg.runtime.annotate:
         from lart_stream.realtime.annotate import AnnotatedVideoWriter, AnnotationError
 
@@ -104,9 +113,14 @@ def _build_lifter(cfg: AppConfig, device: str):
         return None
     size = cfg.hmr.size if cfg.hmr.size != "auto" else ("official" if cfg.hmr.checkpoint else "tiny")
     try:
+        from lart_stream.realtime.compiled import parse_batches
+
         return HMRLifter.from_config(HMRLifterConfig(checkpoint=cfg.hmr.checkpoint, size=size, device=device,
                                                      smpl_path=cfg.hmr.smpl, backend=cfg.runtime.backend,
-                                                     export_dir=cfg.runtime.export_dir))
+                                                     export_dir=cfg.runtime.export_dir, precision=cfg.hmr.precision,
+                                                     compile=cfg.hmr.compile, compile_cache_dir=cfg.hmr.compile_cache,
+                                                     compile_batches=parse_batches(cfg.hmr.compile_batches),
+                                                     fp8=cfg.hmr.fp8))
     except (ValueError, KeyError, OSError) as exc:
         raise BuildError(f"HMR model: {exc}") from exc
 
@@ -120,10 +134,15 @@ def _build_tracker(cfg: AppConfig, lifter):
     kind = cfg.tracker.kind
     if kind == "auto":
         real_3d = lifter is not None and not lifter.random_weights
-        kind = "phalp" if real_3d else "iou"
+        kind = "lart" if real_3d else "iou"
         if not real_3d:
-            log.info("tracker: 2D IoU baseline (the 3D PHALP cost needs real HMR weights)")
-    return build_tracker(kind, TrackerConfig())
+            log.info("tracker: 2D IoU baseline (the 3D trackers need real HMR weights)")
+    try:
+        tracker = build_tracker(kind, TrackerConfig())
+    except ValueError as exc:  # an unknown tracker.kind in a config file
+        raise BuildError(f"tracker: {exc}") from exc
+    tracker.warmup()  # scipy's imports and first solve now, not on the first frame with people
+    return tracker
 
 
 def _check_appearance_section(cfg: AppConfig) -> None:
@@ -218,5 +237,7 @@ def _build_sinks(cfg: AppConfig) -> list:
                                           frames_width=p.frames_width,
                                           frames_fps=p.frames_fps, hwm=p.hwm, curve_secret_key=p.curve_secret_key,
                                           curve_allowed_keys=p.curve_allowed_keys))]
-    except Exception as exc:  # zmq errors (address in use, bad endpoint) are user errors here
+    except ValueError as exc:  # address in use, bad address or key files: the message says what to do
+        raise BuildError(str(exc)) from None
+    except Exception as exc:  # any other zmq error is a user error here too
         raise BuildError(f"cannot publish on {p.address}: {exc}") from exc
