@@ -266,8 +266,9 @@ class StageThreads:
     Each thread holds at most one item between taking it and the next group taking it over (a token
     per hand-off), so at most ``len(groups)`` items are past the source, plus the consumer's one:
     nothing queues up. The first thread reads the source only when its slot is free, so a live
-    source's newest frame is taken as late as possible and does not age in a queue. A step's failure
-    travels on the item (``Work.error``); the thread goes on with the next item.
+    source's newest frame is taken as late as possible and does not age in a queue. Steps record their
+    own failures on the item (Pipeline's steps set ``Work.error``) and the thread goes on with the
+    next item; an exception escaping a step (or the source) ends the stream, logged.
 
     Reusable for any chain: ``items`` any iterable, ``groups`` lists of steps ``item -> item``.
     """
@@ -320,8 +321,8 @@ class StageThreads:
                         item = step(item)
                     if not self._put(self.queues[k], item):
                         break
-            except Exception as exc:  # the source itself failed: end the stream, reported by the consumer
-                log.error("stage thread %d stopped: %s", k, exc)
+            except Exception:  # the source or a step that does not record its failures: end the stream
+                log.exception("stage thread %d stopped", k)
             finally:
                 self._put(self.queues[k], _END)
 
