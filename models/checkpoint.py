@@ -98,18 +98,27 @@ def show_keys(keys: list[str], limit: int = 12) -> str:
     return ", ".join(keys[:limit]) + more
 
 
+def _torch_load(path: Path, mmap: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", mmap=mmap, weights_only=True)
+    except pickle.UnpicklingError:
+        # weights_only refuses pickled config/optimizer objects: read them as stubs instead
+        _CheckpointUnpickler.stubbed = set()
+        return torch.load(path, map_location="cpu", mmap=mmap, weights_only=False, pickle_module=_checkpoint_pickle)
+
+
 def load_pickled(path: str | Path, what: str) -> Any:
-    """``torch.load`` of a checkpoint file (weights-only first; stubs for foreign classes);
-    CheckpointError with one line for a missing file or bytes that are not a torch checkpoint."""
+    """``torch.load`` of a checkpoint file: memory-mapped when it is a zip-format file (most of a
+    training checkpoint is optimizer state we never touch), weights-only first, stubs for foreign
+    classes. CheckpointError with one line for bytes that are not a torch checkpoint."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{what} checkpoint not found: {path}")
     try:
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            _CheckpointUnpickler.stubbed = set()
-            return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_checkpoint_pickle)
+            return _torch_load(path, mmap=True)
+        except RuntimeError:  # legacy (non-zip) format: nothing to memory-map
+            return _torch_load(path, mmap=False)
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             IndexError, KeyError, OSError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

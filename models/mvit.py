@@ -103,7 +103,7 @@ class MViTConfig:
             raise ValueError(f"MViTConfig.attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
         if self.head_act not in ("sigmoid", "softmax"):
             raise ValueError(f"MViTConfig.head_act must be 'sigmoid' or 'softmax', got {self.head_act!r}")
-        if self.num_frames % self.patch_stride[0] and self.num_frames // self.patch_stride[0] < 1:
+        if self.num_frames // self.patch_stride[0] < 1:
             raise ValueError(f"MViTConfig: num_frames {self.num_frames} shorter than the patch stride")
 
     @classmethod
@@ -237,7 +237,8 @@ def _pool(x: torch.Tensor, pool: nn.Module | None, thw: tuple[int, int, int], ha
     T, H, W = thw
     x = pool(x.reshape(B * N, T, H, W, C).permute(0, 4, 1, 2, 3))  # (B*N, C, T', H', W')
     thw = (x.shape[2], x.shape[3], x.shape[4])
-    x = x.reshape(B, N, C, thw[0] * thw[1] * thw[2]).transpose(2, 3)
+    # = reshape(B, N, C, L).transpose(2, 3); free when the conv kept the channels-last layout
+    x = x.permute(0, 2, 3, 4, 1).reshape(B, N, thw[0] * thw[1] * thw[2], C)
     if has_cls:
         x = torch.cat((cls_tok, x), dim=2)
     if norm is not None:
@@ -253,8 +254,8 @@ def interpolate_rel_pos(table: torch.Tensor, rows: int) -> torch.Tensor:
     return out.reshape(-1, rows).permute(1, 0)
 
 
-@functools.lru_cache(maxsize=256)
-def rel_pos_index(q: int, k: int) -> torch.Tensor:
+@functools.lru_cache(maxsize=512)
+def rel_pos_index(q: int, k: int, device: str = "cpu") -> torch.Tensor:
     """(q, k) int64 row of the interpolated table for each (query, key) position along one axis.
 
     The reference computes it in float32 on the CPU (int arange times a Python float ratio, then
@@ -262,9 +263,10 @@ def rel_pos_index(q: int, k: int) -> torch.Tensor:
     """
     q_ratio = max(k / q, 1.0)
     k_ratio = max(q / k, 1.0)
-    dist = torch.arange(q)[:, None] * q_ratio - torch.arange(k)[None, :] * k_ratio
-    dist += (k - 1) * k_ratio
-    return dist.long()
+    with torch.inference_mode(False):  # a cached tensor must stay usable outside inference mode
+        dist = torch.arange(q)[:, None] * q_ratio - torch.arange(k)[None, :] * k_ratio
+        dist += (k - 1) * k_ratio
+        return dist.long().to(device)  # cached per device: no host-to-device copy per forward
 
 
 def rel_pos_terms(q: torch.Tensor, q_thw: tuple[int, int, int], k_thw: tuple[int, int, int],
@@ -274,15 +276,16 @@ def rel_pos_terms(q: torch.Tensor, q_thw: tuple[int, int, int], k_thw: tuple[int
     B, nh, _, c = q.shape
     qt, qh, qw = q_thw
     kt, kh, kw = k_thw
+    dev = str(q.device)
     r_q = q.reshape(B, nh, qt, qh, qw, c)
     out: list[torch.Tensor | None] = [None, None, None]
     if rel_pos_h is not None:
-        Rh = interpolate_rel_pos(rel_pos_h, 2 * max(qh, kh) - 1)[rel_pos_index(qh, kh).to(q.device)]  # (qh, kh, c)
-        Rw = interpolate_rel_pos(rel_pos_w, 2 * max(qw, kw) - 1)[rel_pos_index(qw, kw).to(q.device)]
+        Rh = interpolate_rel_pos(rel_pos_h, 2 * max(qh, kh) - 1)[rel_pos_index(qh, kh, dev)]  # (qh, kh, c)
+        Rw = interpolate_rel_pos(rel_pos_w, 2 * max(qw, kw) - 1)[rel_pos_index(qw, kw, dev)]
         out[1] = torch.einsum("bythwc,hkc->bythwk", r_q, Rh)
         out[2] = torch.einsum("bythwc,wkc->bythwk", r_q, Rw)
     if rel_pos_t is not None:
-        Rt = interpolate_rel_pos(rel_pos_t, 2 * max(qt, kt) - 1)[rel_pos_index(qt, kt).to(q.device)]  # (qt, kt, c)
+        Rt = interpolate_rel_pos(rel_pos_t, 2 * max(qt, kt) - 1)[rel_pos_index(qt, kt, dev)]  # (qt, kt, c)
         # as the reference: one matmul per query frame
         r = r_q.permute(2, 0, 1, 3, 4, 5).reshape(qt, B * nh * qh * qw, c)
         rel = torch.matmul(r, Rt.transpose(1, 2)).transpose(0, 1)  # (B*nh*qh*qw, qt, kt)
@@ -290,19 +293,19 @@ def rel_pos_terms(q: torch.Tensor, q_thw: tuple[int, int, int], k_thw: tuple[int
     return out
 
 
-@functools.lru_cache(maxsize=64)
-def _key_onehots(k_thw: tuple[int, int, int], has_cls: bool, which: tuple[bool, bool, bool]) -> torch.Tensor:
+@functools.lru_cache(maxsize=128)
+def _key_onehots(k_thw: tuple[int, int, int], has_cls: bool, which: tuple[bool, bool, bool], device: str,
+                 dtype: torch.dtype) -> torch.Tensor:
     """(Nk, kt+kh+kw) one-hot of each key's (t, h, w) for the enabled terms; a zero row for the cls key."""
     kt, kh, kw = k_thw
-    t, h, w = torch.meshgrid(torch.arange(kt), torch.arange(kh), torch.arange(kw), indexing="ij")
-    parts = []
-    for on, idx, n in zip(which, (t, h, w), (kt, kh, kw)):
-        if on:
-            parts.append(F.one_hot(idx.reshape(-1), n).to(torch.float32))
-    oh = torch.cat(parts, dim=1)
-    if has_cls:
-        oh = torch.cat((oh.new_zeros(1, oh.shape[1]), oh), dim=0)
-    return oh
+    with torch.inference_mode(False):  # a cached tensor must stay usable outside inference mode
+        t, h, w = torch.meshgrid(torch.arange(kt), torch.arange(kh), torch.arange(kw), indexing="ij")
+        parts = [F.one_hot(idx.reshape(-1), n).to(torch.float32)
+                 for on, idx, n in zip(which, (t, h, w), (kt, kh, kw)) if on]
+        oh = torch.cat(parts, dim=1)
+        if has_cls:
+            oh = torch.cat((oh.new_zeros(1, oh.shape[1]), oh), dim=0)
+        return oh.to(device=device, dtype=dtype)  # 0/1: exact in any dtype
 
 
 class MultiScaleAttention(nn.Module):
@@ -390,7 +393,7 @@ class MultiScaleAttention(nn.Module):
         if s:
             extra_q = torch.cat((extra_q.new_zeros(B, nh, 1, extra_q.shape[-1]), extra_q), dim=2)
         which = (rel[0] is not None, rel[1] is not None, rel[2] is not None)
-        extra_k = _key_onehots(k_thw, bool(s), which).to(device=k.device, dtype=k.dtype)  # (Nk, E)
+        extra_k = _key_onehots(k_thw, bool(s), which, str(k.device), k.dtype)  # (Nk, E)
         width = hd + extra_q.shape[-1]
         pad = -width % 8
         qp = torch.cat((q * self.scale, extra_q, q.new_zeros(B, nh, Nq, pad)), dim=-1)
@@ -471,7 +474,7 @@ class ResNetRoIHead(nn.Module):
             raise ValueError(f"MViT head: feature map has {fmap.shape[2]} frames, the config's temporal pool "
                              f"takes {self.temporal_kernel} (NUM_FRAMES // patch stride): wrong clip length")
         x = F.avg_pool3d(fmap, (self.temporal_kernel, 1, 1), stride=1).squeeze(2)  # (B, C, H, W)
-        x = roi_align(x.float(), boxes, self.resolution, self.spatial_scale, 0, self.aligned).to(fmap.dtype)
+        x = roi_align(x, boxes, self.resolution, self.spatial_scale, 0, self.aligned)  # float32 inside for bf16/fp16
         feat = F.max_pool2d(x, self.resolution, stride=1).flatten(1)  # (R, C)
         logits = self.projection(feat)
         scores = torch.sigmoid(logits) if self.act == "sigmoid" else torch.softmax(logits, dim=1)
@@ -611,7 +614,7 @@ def config_from_slowfast(text_or_dict: str | Mapping[str, Any], where: str = "MV
     d = _parse_yaml(text_or_dict, where) if isinstance(text_or_dict, str) else dict(text_or_dict)
     if "_BASE_" in d:
         raise MViTCheckpointError(f"{where}: has _BASE_ {d['_BASE_']!r}; pass the yaml file path so it can be resolved")
-    cfg = _merge(SLOWFAST_DEFAULTS, {k: v for k, v in d.items() if k in SLOWFAST_DEFAULTS})
+    cfg = _merge(SLOWFAST_DEFAULTS, {k: v for k, v in d.items() if k in SLOWFAST_DEFAULTS and v is not None})
 
     def get(section: str, key: str) -> Any:
         return _decode(cfg[section][key])
@@ -711,8 +714,10 @@ def load_mvit(path: str | Path, config_path: str | Path | None = None, device: s
     with torch.device("meta"):
         model = MViT(cfg)
     check_mvit_state(model, sd, where)
-    model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True, assign=True)
-    return model.to(device).eval(), cfg
+    # copies onto the device: the file is memory-mapped, the model must not keep pointing into it
+    model.load_state_dict({k: v.to(device=device, dtype=torch.float32, copy=True) for k, v in sd.items()},
+                          strict=True, assign=True)
+    return model.eval(), cfg
 
 
 def save_mvit(model: MViT, path: str | Path, cfg_yaml: str | None = None) -> Path:

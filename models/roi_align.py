@@ -12,7 +12,9 @@ Bilinear weights factor into a row weight times a column weight, and the in-bin 
 product of a row grid and a column grid, so each RoI's output is ``Ay @ F @ Ax^T / count`` with
 ``Ay`` (out, H) the summed row weights of the bin's row samples (zero for invalid ones): two small
 matmuls instead of a gather per sample, with the sample coordinates computed in float32 in the
-kernel's order (the same bins, validity and clamping decisions), accumulated in float32.
+kernel's order (the same bins, validity and clamping decisions), accumulated in float32. All
+shapes are static (see ``_axis_weights``): CUDA-graph capturable and exportable with a dynamic
+number of boxes.
 """
 
 from __future__ import annotations
@@ -20,33 +22,45 @@ from __future__ import annotations
 import torch
 
 
+WINDOW = 8  # candidate samples per (bin, row): covers the <= 5 samples a row's support (h-1, h+1] can hold
+
+
 def _axis_weights(start: torch.Tensor, bin_size: torch.Tensor, grid: torch.Tensor, out: int,
-                  length: int) -> torch.Tensor:
+                  length: int, dtype: torch.dtype, window: int = WINDOW) -> torch.Tensor:
     """(R, out, length) summed bilinear weights of each bin's samples along one axis.
 
-    start, bin_size: (R,) float32; grid: (R,) int64 samples per bin (may be 0).
+    start, bin_size: (R,) float32; grid: (R,) int64 samples per bin (may be 0). Static shapes (no
+    loop over a data-dependent sample count, so CUDA graphs and ONNX/TensorRT take it): a sample
+    reaches row h only from (h-1, h+1] (clamped edges included), which holds at most 5 samples
+    when the grid is adaptive (spacing bin/ceil(bin) >= 0.5 cell once there are 2 or more), so
+    each (bin, row) sums ``window`` consecutive candidate samples around it; extra candidates add
+    exact zeros. Sample positions use the kernel's float32 formula and order.
     """
-    g = torch.clamp(grid.max(), min=1) if grid.numel() else torch.ones((), dtype=torch.int64)
-    i = torch.arange(g, device=start.device).to(torch.float32)  # (G,) sample index within a bin
-    p = torch.arange(out, device=start.device).to(torch.float32)  # (out,) bin index
-    gf = grid.to(torch.float32).clamp(min=1.0)[:, None, None]
-    # kernel order: start + p*bin + (i + .5)*bin / grid
-    pos = (start[:, None, None] + p[None, :, None] * bin_size[:, None, None]) \
-        + (i[None, None, :] + 0.5) * bin_size[:, None, None] / gf  # (R, out, G)
-    valid = (i[None, None, :] < grid[:, None, None]) & (pos >= -1.0) & (pos <= float(length))
-    clamped = pos.clamp(min=0.0, max=float(length - 1))
+    dev = start.device
+    p = torch.arange(out, device=dev).to(torch.float32)
+    rows = torch.arange(length, device=dev).to(torch.float32)
+    gf = grid.to(torch.float32).clamp(min=1.0)
+    base = start[:, None] + p[None, :] * bin_size[:, None]  # (R, out): start + p*bin
+    step = bin_size / gf
+    safe = torch.where(step > 0, step, torch.ones_like(step))
+    x = (rows[None, None, :] - 1.0 - base[..., None]) / safe[:, None, None] - 0.5  # sample index at h-1
+    first = torch.floor(x) - 1.0
+    first = torch.minimum(first, (grid - window).clamp(min=0).to(torch.float32)[:, None, None]).clamp(min=0.0)
+    i = first[..., None] + torch.arange(window, device=dev).to(torch.float32)  # (R, out, L, K)
+    pos = base[..., None, None] + (i + 0.5) * bin_size[:, None, None, None] / gf[:, None, None, None]
+    valid = (i < grid.to(torch.float32)[:, None, None, None]) & (pos >= -1.0) & (pos <= float(length))
+    clamped = pos.clamp(min=0.0, max=float(length - 1)).to(dtype)  # weights in the accumulation dtype
     low = torch.floor(clamped)
     frac = clamped - low
-    cells = torch.arange(length, device=start.device).to(torch.float32)  # (L,)
-    w = (cells == low[..., None]).to(torch.float32) * (1.0 - frac)[..., None] \
-        + (cells == low[..., None] + 1.0).to(torch.float32) * frac[..., None]  # (R, out, G, L)
-    return (w * valid[..., None].to(torch.float32)).sum(dim=2)
+    h = rows.to(dtype)[None, None, :, None]
+    w = torch.where(low == h, 1.0 - frac, torch.zeros_like(frac)) + torch.where(low + 1.0 == h, frac, torch.zeros_like(frac))
+    return (w * valid.to(dtype)).sum(dim=-1)
 
 
 def roi_align(features: torch.Tensor, boxes: torch.Tensor, output_size: int, spatial_scale: float,
               sampling_ratio: int = 0, aligned: bool = True) -> torch.Tensor:
     """features (B, C, H, W), boxes (R, 5) [batch_index, x1, y1, x2, y2] in input pixels
-    -> (R, C, output_size, output_size) in features' dtype (computed in float32)."""
+    -> (R, C, output_size, output_size) in features' dtype (accumulated in at least float32)."""
     if boxes.dim() != 2 or boxes.shape[1] != 5:
         raise ValueError(f"roi_align: boxes must be (R, 5) [batch_index, x1, y1, x2, y2], got {tuple(boxes.shape)}")
     _, _, height, width = features.shape
@@ -66,11 +80,13 @@ def roi_align(features: torch.Tensor, boxes: torch.Tensor, output_size: int, spa
         grid_w = torch.ceil(roi_w / output_size).clamp(min=0).to(torch.int64)
         grid_h = torch.ceil(roi_h / output_size).clamp(min=0).to(torch.int64)
     count = (grid_h * grid_w).clamp(min=1).to(torch.float32)
-    ay = _axis_weights(y1, bin_h, grid_h, output_size, height)  # (R, out, H)
-    ax = _axis_weights(x1, bin_w, grid_w, output_size, width)  # (R, out, W)
-    f = features.to(torch.float32)[b[:, 0].to(torch.int64)]  # (R, C, H, W)
+    acc = torch.promote_types(features.dtype, torch.float32)  # float64 stays float64 (tests)
+    window = max(WINDOW, sampling_ratio + 2)  # a fixed grid can be denser than the adaptive one
+    ay = _axis_weights(y1, bin_h, grid_h, output_size, height, acc, window)  # (R, out, H)
+    ax = _axis_weights(x1, bin_w, grid_w, output_size, width, acc, window)  # (R, out, W)
+    f = features.to(acc)[b[:, 0].to(torch.int64)]  # (R, C, H, W)
     out = torch.matmul(torch.matmul(ay[:, None], f), ax[:, None].transpose(-1, -2))  # (R, C, out, out)
-    return (out / count[:, None, None, None]).to(features.dtype)
+    return (out / count.to(acc)[:, None, None, None]).to(features.dtype)
 
 
 __all__ = ["roi_align"]

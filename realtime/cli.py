@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--realtime", action="store_true", default=None, help="pace files to their frame rate")
     src.add_argument("--fps", type=float, help="pacing rate for image folders with --realtime")
     src.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
+    src.add_argument("--stall-timeout", type=float, metavar="S",
+                     help="reopen a network stream that sends no frame for S seconds (default 5)")
     models = p.add_argument_group("models (random tiny weights unless checkpoints are given)")
     models.add_argument("--detector", metavar="hog|MODEL.onnx", help="person detector (default: OpenCV HOG)")
     models.add_argument("--detector-confidence", type=float, metavar="P")
@@ -53,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--hmr-checkpoint", metavar="CKPT", help="4D-Humans HMR 2.0 checkpoint")
     models.add_argument("--hmr-size", choices=["auto", "tiny", "official"])
     models.add_argument("--smpl", metavar="SMPL_NEUTRAL.pkl", help="SMPL model file (joints and keypoints)")
-    models.add_argument("--tracker", choices=["auto", "phalp", "iou"])
+    models.add_argument("--tracker", choices=["auto", "lart", "phalp-reference", "phalp", "iou"],
+                        help="auto: lart with real HMR weights, iou without; phalp-reference: PHALP as published "
+                             "(phalp: its old name)")
     models.add_argument("--lart-checkpoint", metavar="CKPT", help="LART checkpoint")
     models.add_argument("--lart-mean-std", metavar="NPY", help="LART pose normalisation statistics (mean_std.npy)")
     models.add_argument("--lart-size", choices=["auto", "tiny", "official"])
@@ -64,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--stride", type=int, metavar="S", help="window mode: run every S frames")
     models.add_argument("--lookahead", type=int, metavar="K", help="window mode: predict frame t-K at frame t")
     models.add_argument("--top-k", type=int, metavar="K")
+    app = p.add_argument_group("appearance (MViT features for LART; a tiny random MViT without a checkpoint)")
+    app.add_argument("--appearance", choices=["auto", "off"], help="auto: when LART takes appearance features")
+    app.add_argument("--appearance-checkpoint", metavar="mvit.pyth", help="PySlowFast MViTv2 AVA checkpoint")
+    app.add_argument("--appearance-config", metavar="mvit.yaml", help="its config (default: the one it embeds)")
+    app.add_argument("--appearance-every", type=int, metavar="K", help="a keyframe pass every K frames (default 6)")
+    app.add_argument("--appearance-lookahead", type=int, metavar="N",
+                     help="let the clip see N future frames (up to half the clip): output N frames later")
     out = p.add_argument_group("output")
     out.add_argument("--publish", metavar="ADDR", help="ZeroMQ PUB address (default tcp://127.0.0.1:5555; 'none' to disable)")
     out.add_argument("--frames-topic", action="store_true", default=None, help="also publish JPEG frames for viewers")
@@ -103,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 # flag -> (section, key); flags left unset (None) don't override the file.
 FLAG_TO_SETTING = {
     "camera": ("source", "camera"), "source": ("source", "path"), "realtime": ("source", "realtime"),
-    "fps": ("source", "fps"), "max_frames": ("runtime", "max_frames"),
+    "fps": ("source", "fps"), "max_frames": ("runtime", "max_frames"), "stall_timeout": ("source", "stall_timeout_s"),
     "detector": ("detector", "model"), "detector_confidence": ("detector", "confidence"),
     "person_classes": ("detector", "person_classes"),
     "hmr_checkpoint": ("hmr", "checkpoint"), "hmr_size": ("hmr", "size"), "smpl": ("hmr", "smpl"),
@@ -114,6 +125,9 @@ FLAG_TO_SETTING = {
     "lart_checkpoint": ("actions", "checkpoint"), "lart_mean_std": ("actions", "mean_std"),
     "lart_size": ("actions", "size"), "action_mode": ("actions", "mode"), "window": ("actions", "window"),
     "stride": ("actions", "stride"), "lookahead": ("actions", "lookahead"), "top_k": ("actions", "top_k"),
+    "appearance": ("appearance", "mode"), "appearance_checkpoint": ("appearance", "checkpoint"),
+    "appearance_config": ("appearance", "config"), "appearance_every": ("appearance", "every"),
+    "appearance_lookahead": ("appearance", "lookahead"),
     "publish": ("publish", "address"), "frames_topic": ("publish", "frames"),
     "curve_secret_key": ("publish", "curve_secret_key"), "curve_allowed_keys": ("publish", "curve_allowed_keys"),
     "summary_json": ("runtime", "summary_json"), "annotate": ("runtime", "annotate"), "device": ("runtime", "device"), "backend": ("runtime", "backend"),
@@ -204,7 +218,7 @@ def _run(cfg) -> int:
             return EXIT_USAGE
         log.info("source: %s%s", source.name, " (live: newest frame only)" if source.live else "")
         log.info("pipeline: %s", pipeline.describe())
-        for stage in (pipeline.lifter, pipeline.actions):
+        for stage in (pipeline.lifter, pipeline.appearance, pipeline.actions):
             if stage is not None and hasattr(stage, "warmup"):
                 stage.warmup()  # CUDA graphs are captured here, not in the middle of the stream
         if pipeline.random_weights:
@@ -213,6 +227,8 @@ def _run(cfg) -> int:
         status_on = {"on": True, "off": False}.get(cfg.runtime.status)
         status = StatusLine(enabled=status_on)
         publisher = next((s for s in pipeline.sinks if hasattr(s, "send_stats")), None)
+        if publisher is not None:
+            publisher.watch_source(lambda: source.state)  # heartbeat `stats` carry it, frames or not
         summary = run(source, pipeline, max_frames=cfg.runtime.max_frames, stop=stop, status=status,
                       on_stats=publisher.send_stats if publisher is not None else None,
                       overlap=cfg.runtime.overlap, inflight=cfg.runtime.inflight)

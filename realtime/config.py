@@ -36,7 +36,7 @@ class HMRSection:
 
 @dataclass(frozen=True)
 class TrackerSection:
-    kind: str = "auto"  # auto: phalp with real HMR weights, iou (2D) with random ones
+    kind: str = "auto"  # auto: lart (3D) with real HMR weights, iou (2D) with random ones; or phalp-reference
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,19 @@ class ActionsSection:
     stride: int = 1  # run every `stride` frames (window mode)
     lookahead: int = 0  # publish the prediction for frame t-k once frame t arrived (window mode)
     top_k: int = 5
+
+
+@dataclass(frozen=True)
+class AppearanceSection:
+    # auto: run the MViT appearance stage for LART's appearance input; a tiny random MViT when neither
+    # checkpoint is given; none for a LART checkpoint without an MViT checkpoint (zeros, warned)
+    mode: str = "auto"  # auto | off
+    checkpoint: str | None = None  # PySlowFast MViTv2 + AVA head (mvit.pyth)
+    config: str | None = None  # its config (mvit.yaml); default: the yaml the checkpoint embeds
+    every: int = 6  # a keyframe pass every N frames (the demo's cadence)
+    lookahead: int = 0  # frames of future the clip may see (up to half the clip); output that much later
+    threaded: str = "auto"  # auto (on with CUDA: worker thread, own stream) | on | off (inline, deterministic)
+    dtype: str = "float32"  # float32 (the reference's) | bfloat16 | float16
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,7 @@ class AppConfig:
     hmr: HMRSection = field(default_factory=HMRSection)
     tracker: TrackerSection = field(default_factory=TrackerSection)
     actions: ActionsSection = field(default_factory=ActionsSection)
+    appearance: AppearanceSection = field(default_factory=AppearanceSection)
     publish: PublishSection = field(default_factory=PublishSection)
     runtime: RuntimeSection = field(default_factory=RuntimeSection)
 

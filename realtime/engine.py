@@ -1,7 +1,7 @@
 """The pipeline engine: chains the stages, times each one, and runs the frame loop.
 
     Frame -> detector -> Detections -> lifter -> People -> tracker -> Tracks
-          -> actions -> ActionPredictions -> sinks (publisher)
+          -> [appearance -> AppearanceStep] -> actions -> ActionPredictions -> sinks (publisher)
 
 A stage that is not available is None and left out: without a lifter, People
 carry 2D boxes only; without a tracker there are no tracks; without 3D people
@@ -25,15 +25,15 @@ import numpy as np
 
 from lart_stream.realtime.records import Detections, FrameResult, Frame, People, Tracks
 from lart_stream.realtime.sources import FrameSource
-from lart_stream.realtime.stages import ActionRecognizer, Detector, Lifter, ResultSink, Tracker
+from lart_stream.realtime.stages import ActionRecognizer, AppearanceExtractor, Detector, Lifter, ResultSink, Tracker
 
 if TYPE_CHECKING:
     from lart_stream.realtime.gpu_clock import StageClock
 
 log = logging.getLogger(__name__)
 
-STAGES = ("detect", "lift", "track", "actions", "publish", "annotate")
-GPU_STAGES = ("detect", "lift", "actions")  # stages with GPU work (timed by a StageClock)
+STAGES = ("detect", "lift", "track", "appearance", "actions", "publish", "annotate")
+GPU_STAGES = ("detect", "lift", "appearance", "actions")  # stages with GPU work (timed by a StageClock)
 
 
 class RollingStats:
@@ -94,19 +94,23 @@ class Pipeline:
     actions: ActionRecognizer | None = None
     sinks: Sequence[ResultSink] = ()
     stats: RollingStats = field(default_factory=RollingStats)
+    # MViT features for LART (realtime/appearance.py); with a lookahead the action stage runs that many
+    # frames behind, on the frame the appearance stage hands back
+    appearance: AppearanceExtractor | None = None
     clock: "StageClock | None" = None
     annotate: bool = False  # name each stage's range for torch.profiler ("stage:<name>"), for kernel sums
 
     def describe(self) -> str:
         names = [self.detector.name]
-        for stage in (self.lifter, self.tracker, self.actions):
+        for stage in (self.lifter, self.tracker, self.appearance, self.actions):
             if stage is not None:
                 names.append(stage.name)
         return " -> ".join(names)
 
     @property
     def random_weights(self) -> bool:
-        return any(getattr(s, "random_weights", False) for s in (self.lifter, self.actions) if s is not None)
+        return any(getattr(s, "random_weights", False) for s in (self.lifter, self.appearance, self.actions)
+                   if s is not None)
 
     def process(self, frame: Frame, detected: tuple[Detections, float] | None = None) -> FrameResult:
         """Run every stage on ``frame``; ``detected`` = (detections, ms) when the detector already ran."""
@@ -149,10 +153,19 @@ class Pipeline:
             if self.tracker is not None:
                 with self._timed(work, "track"):
                     tracks = self.tracker.update(people, frame.index)
+            appearance = None
             if self.actions is not None and people.has_3d:
-                with self._timed(work, "actions"):
-                    actions = self.actions.update(tracks, people, frame.index)
-            result = FrameResult(frame, work.detections, people, tracks, actions, ms, time.monotonic())
+                if self.appearance is None:
+                    with self._timed(work, "actions"):
+                        actions = self.actions.update(tracks, people, frame.index)
+                else:
+                    with self._timed(work, "appearance"):
+                        step = self.appearance.update(frame, tracks, people)
+                    if step is not None:  # None while a lookahead fills
+                        appearance = step.features
+                        with self._timed(work, "actions"):
+                            actions = self.actions.update(step.tracks, step.people, step.frame_index, appearance)
+            result = FrameResult(frame, work.detections, people, tracks, actions, ms, time.monotonic(), appearance)
             for sink in self.sinks:
                 with self._timed(work, getattr(sink, "stage", "publish")):
                     sink.send(result)
@@ -193,6 +206,8 @@ class Pipeline:
             self.clock.end(key, work.frame.index, start)
 
     def close(self) -> None:
+        if self.appearance is not None:
+            self.appearance.close()
         for sink in self.sinks:
             try:
                 sink.close()

@@ -77,6 +77,9 @@ class TrackPrediction:
     hits: int  # frames with a matched detection
     time_since_update: int  # frames since last matched; 0 = detected in this frame
     action: TrackAction | None
+    # frames since the keyframe of the appearance feature the action model used for this track (at the
+    # frame it ran for); None: no feature (no appearance stage, or none yet for this track)
+    appearance_age: int | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,7 @@ def actions_message(result: FrameResult, *, session: int, seq: int, t_publish_ns
         top = [tuple(ActionScore(int(ids[c]), names[c], s) for c, s in zip(cols, scores))
                for cols, scores in zip(best.tolist(), best_scores)]
     cam_t = tracks.cam_t
+    app_age = result.appearance.age_of() if result.appearance is not None else {}
     out = []
     for i in range(len(tracks)):
         tid = int(tracks.track_id[i])
@@ -202,7 +206,7 @@ def actions_message(result: FrameResult, *, session: int, seq: int, t_publish_ns
             cam_t=None if cam_t is None else tuple(cam_t[i].astype(np.float32).tolist()),
             state=TRACK_STATES.get(int(tracks.state[i]), "tentative"),
             age=int(tracks.age[i]), hits=int(tracks.hits[i]),
-            time_since_update=int(tracks.time_since_update[i]), action=action))
+            time_since_update=int(tracks.time_since_update[i]), action=action, appearance_age=app_age.get(tid)))
     frame = result.frame
     return ActionsMessage(
         session=session, seq=seq, stream=str(frame.stream_id), frame=int(frame.index),
@@ -246,6 +250,7 @@ def to_wire(msg: Message) -> dict[str, Any]:
                     "frame": t.action.frame,
                     "top": [[a.class_id, a.name, a.score] for a in t.action.top],
                     "scores": None if t.action.scores is None else list(t.action.scores)},
+                "appearance_age": t.appearance_age,
             } for t in msg.tracks],
         }
     if isinstance(msg, StatsMessage):
@@ -304,13 +309,13 @@ def _is_num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _fields(obj: Any, path: str, required: Sequence[str]) -> dict:
+def _fields(obj: Any, path: str, required: Sequence[str], optional: Sequence[str] = ()) -> dict:
     if not isinstance(obj, dict):
         raise ProtocolError(f"{path}: expected a map, got {type(obj).__name__}")
     missing = [k for k in required if k not in obj]
     if missing:
         raise ProtocolError(f"{path}: missing field(s) {', '.join(missing)}")
-    extra = [str(k) for k in obj if k not in required]
+    extra = [str(k) for k in obj if k not in required and k not in optional]
     if extra:
         raise ProtocolError(f"{path}: unexpected field(s) {', '.join(sorted(extra))}")
     return obj
@@ -353,7 +358,9 @@ def _nums(obj: Any, path: str, length: int | None = None, *, minimum: float = -m
           maximum: float = math.inf) -> tuple[float, ...]:
     """Finite numbers within the bounds (a NaN fails every comparison, so it takes the slow path)."""
     items = _list(obj, path, length)
-    if all(type(x) is float and minimum <= x <= maximum and x - x == 0.0 for x in items):  # fast path
+    # Fast path, all in C: floats only; a NaN or an infinity makes the sum non-finite.
+    if not items or (set(map(type, items)) == {float} and math.isfinite(sum(items))
+                     and minimum <= min(items) and max(items) <= maximum):
         return tuple(items)
     lo, hi = (None if math.isinf(b) else b for b in (minimum, maximum))
     return tuple(_num(x, f"{path}[{i}]", lo, hi) for i, x in enumerate(items))
@@ -421,7 +428,7 @@ def _decode_action(obj: Any, path: str, n_classes: int) -> TrackAction:
 
 
 def _decode_track(obj: Any, path: str, n_classes: int, has_actions: bool) -> TrackPrediction:
-    d = _fields(obj, path, _TRACK_FIELDS)
+    d = _fields(obj, path, _TRACK_FIELDS, ("appearance_age",))
     action = None
     if d["action"] is not None:
         if not has_actions:
@@ -432,7 +439,8 @@ def _decode_track(obj: Any, path: str, n_classes: int, has_actions: bool) -> Tra
         cam_t=None if d["cam_t"] is None else _nums(d["cam_t"], f"{path}.cam_t", 3),
         state=_str(d["state"], f"{path}.state", tuple(TRACK_STATES.values())),
         age=_int(d["age"], f"{path}.age"), hits=_int(d["hits"], f"{path}.hits"),
-        time_since_update=_int(d["time_since_update"], f"{path}.time_since_update"), action=action)
+        time_since_update=_int(d["time_since_update"], f"{path}.time_since_update"), action=action,
+        appearance_age=None if d.get("appearance_age") is None else _int(d["appearance_age"], f"{path}.appearance_age"))
 
 
 def _decode_actions(obj: Any) -> ActionsMessage:

@@ -1,8 +1,8 @@
 """`lart-stream listen | view | keys`: command-line clients of the prediction stream.
 
 Each ``*_main(argv) -> int`` builds its own parser; realtime/cli.py dispatches to
-them. Exit codes: 0 done (count reached, Ctrl-C), 1 nothing received before
---timeout, 2 user error (one line on stderr, no traceback).
+them. Exit codes: 0 done (count reached, the publisher ended, Ctrl-C), 1 nothing
+received before --timeout, 2 user error (one line on stderr, no traceback).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Iterator
 from lart_stream.realtime import protocol
 from lart_stream.realtime.protocol import ActionsMessage, FrameMessage, Message, StatsMessage
 from lart_stream.realtime.drawing import RANDOM_BANNER, draw
+from lart_stream.realtime.publisher import DEFAULT_ADDRESS
 from lart_stream.realtime.subscriber import Subscriber
 
 
@@ -29,7 +30,8 @@ class _UserError(Exception):
 
 
 def _add_client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("address", help="publisher address, e.g. tcp://127.0.0.1:5555 or ipc:///tmp/lart.sock")
+    p.add_argument("address", nargs="?", default=DEFAULT_ADDRESS,
+                   help="publisher address, e.g. tcp://HOST:PORT or ipc:///tmp/lart.sock (default %(default)s)")
     p.add_argument("--count", type=int, default=None, metavar="N",
                    help="stop after N actions messages (listen; stats lines come on top) or N frames (view)")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
@@ -126,21 +128,30 @@ def format_message(msg: Message, top_k: int = 3, as_json: bool = False) -> str:
 
 
 def listen_lines(messages: Iterable[Message], count: int | None = None, top_k: int = 3,
-                 as_json: bool = False) -> Iterator[str]:
-    """One line per message; stops after ``count`` actions messages (stats and frames lines are extra)."""
+                 as_json: bool = False, topics: tuple[str, ...] = protocol.TOPICS) -> Iterator[str]:
+    """One line per message of ``topics``; stops after ``count`` actions messages (stats and frames
+    lines are extra) or after the publisher's final `stats` (shown only when ``stats`` is in topics)."""
     actions = 0
     for msg in messages:
-        yield format_message(msg, top_k, as_json)
+        if msg.topic in topics:
+            yield format_message(msg, top_k, as_json)
         actions += isinstance(msg, ActionsMessage)
-        if count is not None and actions >= count:
+        if (count is not None and actions >= count) or _is_final(msg):
             return
+
+
+def _is_final(msg: Message) -> bool:
+    return isinstance(msg, StatsMessage) and msg.final
 
 
 def _listen(args: argparse.Namespace) -> int:
     topics = tuple(t.strip() for t in args.topics.split(",") if t.strip())
-    with _subscribe(args, topics, args.newest_only) as sub:
+    if not topics:
+        raise _UserError(f"--topics: give one or more of {','.join(protocol.TOPICS)}")
+    # `stats` always: its final message says the publisher has ended.
+    with _subscribe(args, tuple(dict.fromkeys((*topics, "stats"))), args.newest_only) as sub:
         try:
-            for line in listen_lines(_messages(sub, args.timeout), args.count, args.top_k, args.json):
+            for line in listen_lines(_messages(sub, args.timeout), args.count, args.top_k, args.json, topics):
                 print(line, flush=True)
         except TimeoutError:
             print(f"{args.prog}: nothing received from {args.address} for {args.timeout} s", file=sys.stderr)
@@ -184,9 +195,11 @@ def _view(args: argparse.Namespace) -> int:
     n = 0
     log = logging.getLogger("lart_stream.realtime.view")
     # On screen, stay live (newest only); into a file, keep every frame that arrives.
-    with _subscribe(args, ("actions", "frames"), newest_only=args.output is None) as sub:
+    with _subscribe(args, ("actions", "frames", "stats"), newest_only=args.output is None) as sub:
         try:
             for msg in _messages(sub, args.timeout):
+                if _is_final(msg):
+                    return 0  # the publisher has ended
                 if isinstance(msg, ActionsMessage):
                     recent[(msg.stream, msg.frame)] = msg
                     while len(recent) > 256:
@@ -269,7 +282,7 @@ def _keys(args: argparse.Namespace) -> int:
               " (their --curve-server-key)")
     else:
         print(f"client: --curve-secret-key {secret} ; copy {public} into the publisher's "
-              "--curve-allowed-clients folder")
+              "--curve-allowed-keys folder")
     return 0
 
 

@@ -168,6 +168,7 @@ def test_every_message_validates_against_schema(schema, msg):
     (lambda d: d["tracks"][1]["action"]["scores"].__setitem__(0, 1.0001), "scores"),
     (lambda d: d["tracks"][1]["action"]["scores"].__setitem__(0, -1e-3), "scores"),
     (lambda d: d["stage_ms"].update(detect=-1.0), "stage_ms"),
+    (lambda d: d["tracks"][1].update(appearance_age=-1), "appearance_age"),
     (lambda d: d.update(extra_field=1), "extra_field"),
     (lambda d: d["tracks"][1].update(box=[1.0, 2.0, 3.0]), "box"),
     (lambda d: d["tracks"][1].update(state="lost"), "state"),

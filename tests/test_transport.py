@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import selectors
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +26,7 @@ import zmq
 from lart_stream.realtime import protocol
 from lart_stream.realtime.protocol import ActionsMessage, FrameMessage, StatsMessage
 from lart_stream.realtime.publisher import Publisher, PublisherConfig
+from lart_stream.realtime.ratelimit import RateLimit
 from lart_stream.realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks
 from lart_stream.realtime.subscriber import MAX_SESSIONS, SeqTracker, Subscriber
 from lart_stream.realtime.transport_cli import keys_main
@@ -36,6 +39,7 @@ import json, os, sys, threading, time
 import numpy as np
 from lart_stream.realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks
 from lart_stream.realtime.publisher import Publisher, PublisherConfig
+from lart_stream.realtime.ratelimit import RateLimit
 from lart_stream.realtime.subscriber import MAX_SESSIONS, SeqTracker, Subscriber
 
 def make_factory(people, classes=80, size=(64, 48)):
@@ -284,6 +288,67 @@ def test_curve_allowed_client_receives_others_receive_nothing(children, tmp_path
         after = ok.recv(timeout=10).frame  # newest
         assert after > before + 20  # the allowed client kept receiving meanwhile
         assert stranger.stats.received == ephemeral.stats.received == plain.stats.received == 0
+
+
+class _Waiter(logging.Handler):
+    """Sets ``event`` when a record containing ``text`` is logged (synchronise on a log line)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.WARNING)
+        self.text, self.event, self.lines = text, threading.Event(), []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = record.getMessage()
+        if self.text in line:
+            self.lines.append(line)
+            self.event.set()
+
+
+@pytest.mark.parametrize("client", ["stranger", "plain"])
+def test_publisher_logs_refused_curve_clients(tmp_path, capsys, client):
+    for folder, name in (("server", "server"), ("ok", "ok"), ("stranger", "stranger")):
+        assert keys_main([str(tmp_path / folder), "--name", name]) == 0
+    capsys.readouterr()
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    shutil.copy(tmp_path / "ok" / "ok.key", allowed)
+    waiter = _Waiter("refused a subscriber")
+    logger = logging.getLogger("lart_stream.realtime.publisher")
+    logger.addHandler(waiter)
+    try:
+        with Publisher(PublisherConfig(address="tcp://127.0.0.1:*", curve_secret_key=str(tmp_path / "server" / "server.key_secret"),
+                                       curve_allowed_keys=str(allowed))) as pub:
+            keys = {} if client == "plain" else dict(
+                curve_server_key=str(tmp_path / "server" / "server.key"),
+                curve_secret_key=str(tmp_path / "stranger" / "stranger.key_secret"))
+            with Subscriber(pub.endpoint, ("actions",), **keys):
+                assert waiter.event.wait(60), "the refused client was never logged"
+            assert pub._sender.refused >= 1
+    finally:
+        logger.removeHandler(waiter)
+    why = "not in the allow-list" if client == "stranger" else "no valid CURVE handshake"
+    assert why in waiter.lines[0]
+    assert len(waiter.lines) <= 2  # it retries every 100 ms; the log says so at most every 10 s
+
+
+def test_rate_limit_lets_one_through_per_period():
+    now = [0.0]
+    limit = RateLimit(10.0, clock=lambda: now[0])
+    assert [limit.ready() for _ in range(5)] == [True, False, False, False, False]
+    now[0] = 9.9
+    assert not limit.ready() and limit.take_suppressed() == 5 and limit.take_suppressed() == 0
+    now[0] = 10.0
+    assert limit.ready() and not limit.ready()
+
+
+def test_keys_names_the_real_allow_list_flag(tmp_path, capsys):
+    from lart_stream.realtime.cli import build_parser
+
+    assert keys_main([str(tmp_path), "--name", "alice"]) == 0
+    out = capsys.readouterr().out
+    flag = re.search(r"(--curve-allowed-\S+) folder", out).group(1)
+    assert flag == "--curve-allowed-keys"
+    assert flag in build_parser().format_help()
 
 
 def test_curve_config_errors(tmp_path, capsys):
@@ -578,3 +643,19 @@ def test_oversized_message_is_dropped_with_a_warning_and_the_stream_goes_on(raw_
         assert [m.seq for m in got] == list(range(1000))
         assert sub.stats.skipped == 1
     assert "over the 67108864-byte limit" in caplog.text
+
+
+def test_heartbeat_stats_without_frames_carry_the_source_state_and_close_sends_final():
+    state = ["live"]
+    with Publisher(PublisherConfig(address="tcp://127.0.0.1:*", stats_interval_s=0.05)) as pub, \
+         Subscriber(pub.endpoint, ("stats",)) as sub:
+        pub.watch_source(lambda: state[0])
+        first = sub.recv(timeout=60)  # no frame was ever sent: only the heartbeat publishes
+        assert first.fps == 0.0 and first.frame_count == 0 and not first.final
+        state[0] = "stalled"
+        stalled = _recv_until(sub, lambda m: m.source == "stalled")[-1]
+        assert stalled.seq > first.seq
+        state[0] = "ended"
+        pub.close()
+        last = _recv_until(sub, lambda m: m.final)[-1]
+        assert last.source == "ended"

@@ -160,3 +160,32 @@ def test_keys(tmp_path, capsys):
     assert keys_main([str(folder), "--name", "client-1", "--force"]) == 0
     assert secret.read_text() != before
     assert keys_main([str(folder), "--name", "../evil"]) == 2
+
+
+def test_listen_and_view_default_to_the_default_address(capsys):
+    # Nothing publishes there in the test (or if something does, listen prints it and times out later).
+    assert listen_main(["--timeout", "0.3", "--topics", "frames"]) == 1
+    assert "nothing received from tcp://127.0.0.1:5555" in capsys.readouterr().err
+    assert view_main(["--timeout", "0.3", "--output", os.devnull]) == 1
+    assert "nothing received from tcp://127.0.0.1:5555" in capsys.readouterr().err
+
+
+def test_listen_ends_when_the_publisher_ends(capsys):
+    pub = Publisher(PublisherConfig(address="tcp://127.0.0.1:*", stats_interval_s=0))
+    done: list[int] = []
+    listener = threading.Thread(target=lambda: done.append(listen_main([pub.endpoint, "--timeout", "120"])),
+                                daemon=True)
+    listener.start()
+    out = ""
+    try:
+        for i in range(100_000):  # until listen has printed a line: it is subscribed
+            pub.send(make_result(i, False))
+            out += capsys.readouterr().out
+            if " track(s)" in out or not listener.is_alive():
+                break
+            time.sleep(0.01)
+    finally:
+        pub.close()  # sends the final stats
+    listener.join(120)
+    assert done == [0], capsys.readouterr().err
+    assert " track(s)" in out
