@@ -58,10 +58,10 @@ case "$PART" in
       timeout 290 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --people 5 --inflight 3 --compile \
         --compile-cache "$CACHE" --sweep inflight --people-sweep 5 --frames 300 --warmup 30 --out "$OUT/compile_warm" 2>&1 \
         | tee "$OUT/compile_warm.log" | quiet | tail -40
-    else  # cold: max-autotune tunes every GEMM shape of the batch-5 network (~3-4 min)
+    else  # cold: max-autotune tunes the 5 GEMM shapes of the batch-5 ViT (~45 s each on an H100)
       echo "no compile cache: cold start"
       timeout 295 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --people 5 --inflight 3 --compile \
-        --compile-cache "$CACHE" --frames 300 --warmup 30 --out "$OUT/compile_cold" 2>&1 \
+        --compile-cache "$CACHE" --frames 150 --warmup 20 --out "$OUT/compile_cold" 2>&1 \
         | tee "$OUT/compile_cold.log" | quiet | tail -30
     fi ;;
   *) echo "unknown part $PART (micro | inflight | baselines | compile | --cpu-smoke)"; exit 2 ;;
