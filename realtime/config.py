@@ -92,6 +92,7 @@ class RuntimeSection:
     summary_json: str | None = None
     overlap: bool = False  # older name for inflight = 2
     inflight: int = 1  # frames in the pipeline at once (1-3): more fps, up to inflight-1 frames more latency
+    late_read: bool = False  # inflight 3: read a frame only when lifting is about to be free (less latency)
     annotate: str | None = None  # write an annotated video (boxes, track ids, top actions) here
 
 
