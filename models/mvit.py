@@ -495,16 +495,31 @@ class MViT(nn.Module):
 
     def backbone(self, clip: torch.Tensor) -> torch.Tensor:
         """clip (B, 3, T, H, W) normalised -> (B, C, T', H', W') after the final norm, cls dropped."""
+        x, thw = self.run_blocks(*self.embed(clip), 0, len(self.blocks))
+        return self.finish(x, thw)
+
+    # The backbone in three parts, so it can run as slices of blocks (realtime/appearance.py ``chunks``).
+
+    def embed(self, clip: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        """clip -> tokens (B, [1 +] THW, C0) with the cls token first when the config has one."""
         x, thw = self.patch_embed(clip)  # (B, THW, C0)
-        B = x.shape[0]
         if self.config.cls_embed_on:
-            x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
-        for blk in self.blocks:
+            x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        return x, thw
+
+    def run_blocks(self, x: torch.Tensor, thw: tuple[int, int, int], lo: int,
+                   hi: int) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        """Blocks ``lo`` .. ``hi - 1`` on tokens x of grid thw."""
+        for blk in self.blocks[lo:hi]:
             x, thw = blk(x, thw)
+        return x, thw
+
+    def finish(self, x: torch.Tensor, thw: tuple[int, int, int]) -> torch.Tensor:
+        """Tokens after the last block -> (B, C, T', H', W') after the final norm, cls dropped."""
         x = self.norm(x)
         if self.config.cls_embed_on:
             x = x[:, 1:]
-        return x.transpose(1, 2).reshape(B, x.shape[2], *thw)
+        return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *thw)
 
     def forward(self, clip: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """clip (B, 3, T, H, W) normalised, H/W any; boxes (R, 5) float [batch_index, x1, y1, x2, y2] in

@@ -80,9 +80,15 @@ class AppearanceStageConfig:
     # (one launch instead of ~1500: the worker's Python holds the GIL far less); the RoI head stays eager
     graphs: str = "auto"
     seed: int = 0  # random-weight initialisation
+    size: str = "tiny"  # without a checkpoint: tiny | official (MViTv2-L 40x3 shapes; benchmarks), random weights
+    # The backbone pass as this many slices of blocks, each its own launch (graph), the worker waiting
+    # for each before launching the next: the per-frame path gets the GPU between slices
+    chunks: int = 1
 
     def __post_init__(self) -> None:
         checks = [(self.every >= 1, f"every must be >= 1, got {self.every}"),
+                  (self.chunks >= 1, f"chunks must be >= 1, got {self.chunks}"),
+                  (self.size in ("tiny", "official"), f"size must be tiny|official, got {self.size!r}"),
                   (self.lookahead >= 0, f"lookahead must be >= 0, got {self.lookahead}"),
                   (self.threaded in ("auto", "on", "off"), f"threaded must be auto|on|off, got {self.threaded!r}"),
                   (self.graphs in ("auto", "on", "off"), f"graphs must be auto|on|off, got {self.graphs!r}"),
@@ -179,12 +185,15 @@ def clip_boxes(xyxy: np.ndarray, geom: ClipGeometry) -> np.ndarray:
     return boxes.numpy()
 
 
-def clip_steps(step: int, num_frames: int, sampling_rate: int, first: int = 0) -> np.ndarray:
+def clip_steps(step: int, num_frames: int, sampling_rate: int, first: int = 0,
+               last: int | None = None) -> np.ndarray:
     """Frame steps of the clip ending at ``step``: ``num_frames`` picked from the S+1 frames
-    [step - S, step] by torch.linspace(0, S, num_frames).long(), clamped to >= ``first``."""
+    [step - S, step] by torch.linspace(0, S, num_frames).long(), clamped to [``first``, ``last``]
+    (``last``: the stream's last frame, when the clip reaches past it at the end of a file)."""
     span = num_frames * sampling_rate
     pick = torch.linspace(0, span, num_frames).long().numpy()
-    return np.maximum(step - span + pick, first)
+    steps = np.maximum(step - span + pick, first)
+    return steps if last is None else np.minimum(steps, last)
 
 
 def keyframe_at(step: int, every: int, lookahead: int) -> int | None:
@@ -205,11 +214,15 @@ class _ClipRing:
     graph_cls: Any = None
 
     def __init__(self, model: torch.nn.Module, mcfg: Any, device: torch.device, dtype: torch.dtype,
-                 graphs: bool = False):
+                 graphs: bool = False, chunks: int = 1):
         self.model, self.device, self.dtype = model, device, dtype
         # the model's backbone / head split (models/mvit.py) is what a graph captures
         self.graphs = graphs and hasattr(model, "backbone") and hasattr(model, "head")
-        self._captured: dict[tuple[int, ...], Any] = {}  # clip shape -> graph
+        # slices of blocks need models/mvit.py's embed / run_blocks / finish
+        blocks = len(getattr(model, "blocks", ())) if hasattr(model, "run_blocks") else 0
+        self.bounds = [int(b) for b in np.linspace(0, blocks, min(chunks, blocks) + 1).round()] \
+            if chunks > 1 and blocks and hasattr(model, "head") else []
+        self._captured: dict[tuple[int, ...], list[Any]] = {}  # clip shape -> graphs (one per slice)
         self.slots = mcfg.num_frames * mcfg.sampling_rate + 1
         self.table = level_table(mcfg.mean, mcfg.std).to(device)
         self.frames: torch.Tensor | None = None  # (slots, 3, h, w) float32
@@ -230,31 +243,69 @@ class _ClipRing:
         # float32 boxes whatever the model's dtype (bfloat16 would round x = 300 to a 2 px grid)
         rois = torch.cat([torch.zeros(len(b), 1), b], dim=1).to(self.device)
         if self.graphs:
-            graph = self._captured.get(tuple(clip.shape))
-            if graph is None:
-                graph = self._captured[tuple(clip.shape)] = self._capture(clip)
-            graph.static_in[0].copy_(clip)
-            graph.launch()
-            feats, _ = self.model.head(graph.static_out[0], rois)
+            graphs = self._captured.get(tuple(clip.shape))
+            if graphs is None:
+                graphs = self._captured[tuple(clip.shape)] = self._capture(clip)
+            graphs[0].static_in[0].copy_(clip)
+            for i, graph in enumerate(graphs):
+                if i:
+                    self._yield()
+                graph.launch()
+            feats, _ = self.model.head(graphs[-1].static_out[0], rois)
+        elif self.bounds:
+            x: Any = clip
+            for i, part in enumerate(self._parts()):
+                if i:
+                    self._yield()
+                x = part(x)
+            feats, _ = self.model.head(x, rois)
         else:
             feats, _ = self.model(clip, rois)
         return feats.float().cpu().numpy()
 
-    def _capture(self, clip: torch.Tensor) -> Any:
+    def _yield(self) -> None:
+        """Between slices: wait for the previous one, so the per-frame path has the GPU meanwhile."""
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
+
+    def _parts(self) -> list[Any]:
+        """The backbone as functions of one tensor: the whole, or one per slice of blocks (the grid
+        sizes between slices are Python ints, fixed per clip shape: recorded by the slice before)."""
+        if not self.bounds:
+            return [self.model.backbone]
+        m, last = self.model, len(self.bounds) - 2
+        grid: dict[int, tuple[int, int, int]] = {}
+
+        def part(i: int, lo: int, hi: int):
+            def run(x: torch.Tensor) -> torch.Tensor:
+                x, thw = m.embed(x) if i == 0 else (x, grid[i])
+                x, grid[i + 1] = m.run_blocks(x, thw, lo, hi)
+                return m.finish(x, grid[i + 1]) if i == last else x
+            return run
+
+        return [part(i, lo, hi) for i, (lo, hi) in enumerate(zip(self.bounds[:-1], self.bounds[1:]))]
+
+    def _capture(self, clip: torch.Tensor) -> list[Any]:
+        """One graph per part, chained: each reads the previous one's static output."""
         from lart_stream.realtime.backends import UncapturedGraph, _Graph
 
-        def backbone(x: torch.Tensor) -> tuple[torch.Tensor]:
-            return (self.model.backbone(x),)
-
-        static = [clip.clone()]
+        parts = [lambda x, f=f: (f(x),) for f in self._parts()]
+        graphs: list[Any] = []
         try:
-            return (self.graph_cls or _Graph)(backbone, static, [None])
+            for fn in parts:
+                static = [clip.clone()] if not graphs else [graphs[-1].static_out[0]]
+                graphs.append((self.graph_cls or _Graph)(fn, static, [None]))
+            return graphs
         except RuntimeError as exc:
             log.warning("appearance: CUDA-graph capture of the %s clip failed (%s); running it eagerly",
                         "x".join(map(str, clip.shape)), str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-            return UncapturedGraph(backbone, static, [None])
+            graphs = []
+            for fn in parts:
+                static = [clip.clone()] if not graphs else [graphs[-1].static_out[0]]
+                graphs.append(UncapturedGraph(fn, static, [None]))
+            return graphs
 
 
 @dataclass
@@ -290,8 +341,14 @@ class _Worker:
         self.skipped = 0
         self.closing = False  # set by close(): what is still queued is dropped
         self.error: BaseException | None = None
-        # The lowest priority there is (0; more negative is higher): per-frame kernels go first.
-        self.stream = torch.cuda.Stream(device, priority=0) if device.type == "cuda" else None
+        # The lowest priority there is (0; more negative is higher): the per-frame path's streams have
+        # the highest (realtime/engine.py), so its kernels are scheduled first.
+        if device.type == "cuda":
+            from lart_stream.realtime.backends import cuda_stream_priority
+
+            self.stream = torch.cuda.Stream(device, priority=cuda_stream_priority(high=False))
+        else:
+            self.stream = None
         if self.stream is not None:
             torch.cuda.synchronize(device)  # the weights' copies and init ran on another stream
         self.thread = threading.Thread(target=self._loop, name="appearance", daemon=True)
@@ -352,7 +409,7 @@ class AppearanceStage:
         self.device = torch.device(cfg.device)
         threaded = cfg.threaded == "on" or (cfg.threaded == "auto" and self.device.type == "cuda")
         graphs = cfg.graphs == "on" or (cfg.graphs == "auto" and self.device.type == "cuda")
-        self._ring = _ClipRing(model, mcfg, self.device, _DTYPES[cfg.dtype], graphs)
+        self._ring = _ClipRing(model, mcfg, self.device, _DTYPES[cfg.dtype], graphs, cfg.chunks)
         self._results: list[_Result] = []
         self._lock = threading.Lock()
         self._worker = _Worker(self._ring, self._on_result, self.device) if threaded else None
@@ -372,11 +429,11 @@ class AppearanceStage:
             model, mcfg = load_mvit(cfg.checkpoint, cfg.config, device=cfg.device)
             random_weights = False
         else:
-            mcfg = MViTConfig.tiny()
+            mcfg = MViTConfig.official_l_40x3() if cfg.size == "official" else MViTConfig.tiny()
             model = MViT(mcfg).init_random_(cfg.seed)
             random_weights = True
-            log.warning("=" * 72 + "\nMViT appearance: NO CHECKPOINT - RANDOM WEIGHTS (tiny size). Its features "
-                        "are meaningless.\n" + "=" * 72)
+            log.warning("=" * 72 + f"\nMViT appearance: NO CHECKPOINT - RANDOM WEIGHTS ({cfg.size} size). Its "
+                        "features are meaningless.\n" + "=" * 72)
         model = model.to(device=cfg.device, dtype=_DTYPES[cfg.dtype]).eval()
         return cls(model, mcfg, cfg, random_weights)
 
@@ -418,9 +475,7 @@ class AppearanceStage:
     def update(self, frame: Frame, tracks: Tracks, people: People) -> AppearanceStep | None:
         """Queue this frame (and a keyframe pass when one is due); -> frame t - lookahead's tracks,
         people and appearance features, or None while the first ``lookahead`` frames come in."""
-        if self._worker is not None and self._worker.error is not None:
-            exc, self._worker.error = self._worker.error, None
-            raise RuntimeError(f"appearance pass failed: {exc}") from exc
+        self._check_worker()
         t = self._step
         self._step += 1
         if frame.size != self._size:
@@ -432,14 +487,39 @@ class AppearanceStage:
         self._delay.append((t, frame.index, tracks, people, geom))
         if len(self._delay) <= self.cfg.lookahead:
             return None
+        return self._release(t)
+
+    def _release(self, t: int, last: int | None = None) -> AppearanceStep:
+        """The oldest delayed frame c = t - lookahead, with its keyframe pass queued when one is due
+        (clip ending at t, clamped to ``last`` at the end of the stream)."""
         c, index, tracks_c, people_c, geom_c = self._delay.popleft()
         if keyframe_at(t, self.cfg.every, self.cfg.lookahead) is not None and c >= self._first:
             det = tracks_c.time_since_update == 0
             if det.any():
-                steps = clip_steps(t, self.mcfg.num_frames, self.mcfg.sampling_rate, self._first)
+                steps = clip_steps(t, self.mcfg.num_frames, self.mcfg.sampling_rate, self._first, last)
                 self._submit(_Pass(t, c, tracks_c.track_id[det].copy(), steps, clip_boxes(tracks_c.xyxy[det], geom_c)))
                 self.passes += 1
+                if last is not None:
+                    self.flush()  # the stream has ended: this frame waits for its own pass
         return AppearanceStep(index, tracks_c, people_c, self._features(tracks_c, c, index))
+
+    @torch.inference_mode()
+    def drain(self) -> list[AppearanceStep]:
+        """End of the stream: the frames still held back by the lookahead, in order, each with its
+        keyframe pass run over a clip clamped at the stream's last frame (as the demo clamps a clip at
+        the track's last frame). Empty without a lookahead."""
+        self._check_worker()
+        last = self._step - 1
+        out = []
+        while self._delay:
+            t = self._delay[0][0] + self.cfg.lookahead  # the step at which this frame would have been released
+            out.append(self._release(t, last))
+        return out
+
+    def _check_worker(self) -> None:
+        if self._worker is not None and self._worker.error is not None:
+            exc, self._worker.error = self._worker.error, None
+            raise RuntimeError(f"appearance pass failed: {exc}") from exc
 
     def _geometry(self, size: tuple[int, int]) -> ClipGeometry:
         geom = self._geoms.get(size)

@@ -218,6 +218,12 @@ def pad_batch(x: torch.Tensor, axis: int, size: int) -> torch.Tensor:
     return torch.cat([x, x.new_zeros(pad_shape)], dim=axis)
 
 
+def cuda_stream_priority(high: bool) -> int:
+    """The highest (most negative) or the lowest stream priority the CUDA device offers."""
+    least, greatest = torch.cuda.Stream.priority_range()
+    return greatest if high else least
+
+
 class _Graph:
     """One captured CUDA graph with its static input and output buffers.
 

@@ -182,6 +182,27 @@ class Pipeline:
         work.result = result
         return work
 
+    def drain(self, last: FrameResult) -> list[FrameResult]:
+        """End of input: the frames an appearance lookahead still holds back go through the action
+        stage (their keyframe clips clamped at the last frame) and to the sinks, so every frame's
+        actions are published. Each result is the last frame's (its tracks and people) with the
+        actions of the drained frame (``ActionPredictions.frame_index``), as during the stream, where
+        frame t's message carries frame t - lookahead's actions."""
+        drain = getattr(self.appearance, "drain", None)
+        if drain is None or self.actions is None:
+            return []
+        out = []
+        for step in drain():
+            work = Work(last.frame)
+            with self._timed(work, "actions"):
+                actions = self.actions.update(step.tracks, step.people, step.frame_index, step.features)
+            result = FrameResult(last.frame, last.detections, last.people, last.tracks, actions, work.ms,
+                                 time.monotonic(), step.features)
+            for sink in self.sinks:
+                sink.send(result)
+            out.append(result)
+        return out
+
     @contextlib.contextmanager
     def _timed(self, work: Work, key: str):
         """Host wall time of a stage into ``work.ms[key]`` (+ its GPU interval with a clock). A failure
@@ -294,8 +315,9 @@ class StageThreads:
     """
 
     def __init__(self, items: Iterable, groups: Sequence[Sequence[Callable]], stop: threading.Event,
-                 late_read: bool = False):
+                 late_read: bool = False, high_priority: bool = False):
         self.stop = stop
+        self.high_priority = high_priority  # the threads' CUDA streams at the device's highest priority
         self.queues = [queue.Queue(maxsize=1) for _ in groups]
         self.free = [threading.Semaphore(1) for _ in groups]
         self.late_read = late_read and len(groups) > 1
@@ -333,7 +355,7 @@ class StageThreads:
         return _END
 
     def _work(self, k: int, source, steps: tuple[Callable, ...]) -> None:
-        with _own_cuda_stream():
+        with _own_cuda_stream(self.high_priority):
             try:
                 while not self.stop.is_set():
                     if not self.free[k].acquire(timeout=0.1):
@@ -396,15 +418,25 @@ def stage_groups(steps: Sequence[Callable], inflight: int) -> tuple[list[list[Ca
 MAX_INFLIGHT = 3  # detect, lift, finish: one frame per step
 
 
-def _own_cuda_stream():
+def _own_cuda_stream(high_priority: bool = False):
+    """A fresh CUDA stream for this thread's work (nothing on the CPU). ``high_priority``: the highest
+    priority the device offers, so the per-frame kernels are scheduled ahead of a background keyframe
+    pass (the appearance worker's stream has the lowest)."""
     try:
         import torch
 
         if torch.cuda.is_available() and torch.cuda.is_initialized():
-            return torch.cuda.stream(torch.cuda.Stream())
+            from lart_stream.realtime.backends import cuda_stream_priority
+
+            return torch.cuda.stream(torch.cuda.Stream(priority=cuda_stream_priority(high_priority)))
     except Exception:
         pass
     return contextlib.nullcontext()
+
+
+def _background_appearance(pipeline: Pipeline) -> bool:
+    """The appearance stage runs its passes in a worker thread on its own (low-priority) stream."""
+    return bool(getattr(pipeline.appearance, "threaded", False))
 
 
 def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames: int = 0,
@@ -429,6 +461,7 @@ def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames
     gc.collect()
     gc.freeze()
     frames = errors = consecutive = people_max = 0
+    last: FrameResult | None = None
     size: tuple[int, int] | None = None
     reason = "end of input"
     t0 = time.monotonic()
@@ -436,11 +469,14 @@ def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames
     frames_at_stats = 0
     done: collections.deque = collections.deque(maxlen=30)  # completion times: the status line's fps
     works = (Work(f) for f in source)
-    ahead = StageThreads(works, groups, threading.Event(), late_read=late_read) if groups else None
+    # A threaded appearance stage: every per-frame stream at the highest priority, so a keyframe pass
+    # (lowest priority) only fills the GPU around the per-frame kernels.
+    high = _background_appearance(pipeline)
+    ahead = StageThreads(works, groups, threading.Event(), late_read=late_read, high_priority=high) if groups else None
     items = iter(ahead) if ahead is not None else works
     # With threads the consumer leaves the legacy default stream too: that stream would otherwise
     # serialise with the other threads' streams and no GPU work could overlap.
-    main_stream = _own_cuda_stream() if groups else contextlib.nullcontext()
+    main_stream = _own_cuda_stream(high) if groups or high else contextlib.nullcontext()
     try:
         main_stream.__enter__()
         for work in items:
@@ -462,7 +498,7 @@ def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames
                     reason = "too many errors"
                     break
                 continue
-            result = work.result
+            result = last = work.result
             consecutive = 0
             frames += 1
             people_max = max(people_max, len(result.people))
@@ -481,6 +517,8 @@ def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames
         else:
             if stop.is_set():
                 reason = "stopped"
+        if reason == "end of input" and last is not None:
+            pipeline.drain(last)  # a file's end: the frames a lookahead holds back are published too
     finally:
         main_stream.__exit__(None, None, None)
         if ahead is not None:

@@ -305,10 +305,11 @@ def _demo_clip(images: list[np.ndarray], box_xywh: np.ndarray, mcfg) -> tuple[to
     return x.unsqueeze(0), torch.cat([torch.zeros(1, 1), boxes], dim=1)
 
 
-@pytest.mark.parametrize("graphs", ["off", "on"], ids=["eager", "graph-path"])
-def test_stage_equals_the_demos_computation_with_the_tiny_mvit(pedestrians, graphs, monkeypatch):
+@pytest.mark.parametrize("graphs,chunks", [("off", 1), ("on", 1), ("off", 3), ("on", 3)],
+                         ids=["eager", "graph-path", "eager-3-slices", "graph-path-3-slices"])
+def test_stage_equals_the_demos_computation_with_the_tiny_mvit(pedestrians, graphs, chunks, monkeypatch):
     """Also through the CUDA-graph path (backbone replayed from static buffers, captures replaced by
-    plain calls on the CPU)."""
+    plain calls on the CPU), and with the backbone run as 3 slices of blocks (bit-equal: same ops)."""
     from conftest import read_frames
     from lart_stream.models.mvit import MViT, MViTConfig
     from lart_stream.realtime.appearance import _ClipRing
@@ -318,7 +319,9 @@ def test_stage_equals_the_demos_computation_with_the_tiny_mvit(pedestrians, grap
 
     mcfg = MViTConfig.tiny(mean=(0.45, 0.42, 0.4), std=(0.225, 0.22, 0.23))
     model = MViT(mcfg).init_random_(3).eval()
-    st = AppearanceStage(model, mcfg, AppearanceStageConfig(every=6, lookahead=4, graphs=graphs), random_weights=True)
+    st = AppearanceStage(model, mcfg, AppearanceStageConfig(every=6, lookahead=4, graphs=graphs, chunks=chunks),
+                         random_weights=True)
+    assert len(st._ring.bounds) == (0 if chunks == 1 else 4) and len(model.blocks) >= 3
     images = read_frames(pedestrians)[:30]  # 768 x 576: the 1.2 crop applies
     box = np.array([130.6, 101.3, 191.9, 260.4], np.float32)  # x1, y1, x2, y2; moves 3 px a frame below
     out = []
@@ -338,6 +341,8 @@ def test_stage_equals_the_demos_computation_with_the_tiny_mvit(pedestrians, grap
             assert got.frame_index == c and got.age[0] == 0
             assert torch.equal(torch.from_numpy(got.feature), want), c
     assert st._ring.graphs == (graphs == "on") and len(st._ring._captured) == (graphs == "on")
+    if graphs == "on":
+        assert len(next(iter(st._ring._captured.values()))) == chunks  # one graph per slice
 
 
 def test_latency_note_and_description():
@@ -346,3 +351,23 @@ def test_latency_note_and_description():
     assert st.latency_note(30.0) == "appearance lookahead: actions are published 3 frames late = 0.10 s at 30 fps"
     assert st.latency_note(0.0) == "appearance lookahead: actions are published 3 frames late"
     assert "lookahead 3 frames" in st.describe() and "inline" in st.describe()
+
+
+@pytest.mark.parametrize("threaded", ["off", "on"])
+def test_drain_releases_the_held_frames_with_clips_clamped_at_the_last_frame(threaded):
+    st = stage(threaded=threaded, lookahead=3)
+    try:
+        out = run(st, 14)  # steps 0..13; frames 11, 12, 13 still held back
+        st.flush()
+        tail = st.drain()
+    finally:
+        st.close()
+    assert [s.frame_index for s in tail] == [111, 112, 113]
+    assert st.drain() == []  # nothing left
+    assert [o.frame_index for o in out[3:] + tail] == list(range(100, 114))  # every frame, once, in order
+    # keyframe 12 (track 1 not detected there, track 2 is): its clip would end at step 15, clamped at 13
+    f12 = tail[1].features
+    row = list(f12.track_id).index(2)
+    assert f12.age[row] == 0 and decode_frames(f12.feature[row], MCFG) == [3, 7, 11, 13]
+    np.testing.assert_array_equal(f12.feature[row, 4:], [10, 3, 20, 18])  # track 2's box (20, 6, 40, 36) / 2
+    assert tail[2].features.age[row] == 1 and tail[0].features.age[row] == 5

@@ -243,3 +243,46 @@ def test_build_with_checkpoints_checks_the_width(tmp_path, caplog):
         assert p.appearance is None and not p.actions.model.config.has_appearance  # the pose-only default
     finally:
         p.close()
+
+
+def test_end_of_file_drains_the_lookahead_so_every_frame_is_published(pedestrians, monkeypatch):
+    """With a lookahead of 4 the last 4 frames' actions come after the last frame: run() sends them
+    to the sinks at the end of input (the last frame's message, each with its frame's actions)."""
+    import sys
+
+    from conftest import read_frames
+    from lart_stream.realtime.build import build_pipeline
+    from lart_stream.realtime.config import AppConfig, apply_overrides
+    from lart_stream.realtime.engine import run
+    from mvit_standin import as_module
+
+    class Collect:
+        stage = "collect"
+
+        def __init__(self):
+            self.results = []
+
+        def send(self, result):
+            self.results.append(result)
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "lart_stream.models.mvit", as_module())
+    cfg = apply_overrides(AppConfig(), {"publish": {"address": "none"}, "runtime": {"device": "cpu"},
+                                        "appearance": {"lookahead": 4}}, "test")
+    pipeline = build_pipeline(cfg)
+    sink = Collect()
+    pipeline.sinks = [sink]
+    frames = [Frame(i, 0.0, img) for i, img in enumerate(read_frames(pedestrians)[:15])]
+    try:
+        summary = run(frames, pipeline)
+    finally:
+        pipeline.close()
+    assert summary.frames == 15 and summary.reason == "end of input"
+    got = sink.results
+    assert len(got) == 15 + 4
+    assert [r.appearance.frame_index for r in got if r.appearance is not None] == list(range(15))
+    assert all(r.frame.index == 14 and r.actions is not None for r in got[15:])  # the drained ones
+    acted = {int(f) for r in got if r.actions is not None for f in r.actions.frame_index}
+    assert {11, 12, 13, 14} <= acted  # the last frames' actions reach the sinks
