@@ -4,7 +4,9 @@ One run = the real stages (HMR lifter, tracker, LART stage, ZeroMQ publisher)
 on a set number of frames after warm-up. The people count is controlled by a
 scripted detector stage that replays N walking boxes per frame (random-weight
 detectors find nobody); the real detector is still run and timed beside it as
-``detect_real``. Sweeps vary people, window T, backend and model size; the
+``detect_real``. ``--appearance on`` adds the MViT appearance stage (random weights; a keyframe pass
+every K frames) and LART takes its features. Sweeps vary people, window T, backend, model size and
+the appearance stage (off against on at the same settings); the
 baselines run a full-window LART recompute against the incremental step and
 the reference's offline-style flow (one eager HMR call per person) against ours.
 
@@ -49,6 +51,10 @@ class RunSpec:
     hmr_weights: str = "cast"  # cast: bf16 weights cast once | autocast: fp32 weights under autocast (old path)
     compile: bool = False  # HMR network through torch.compile (max-autotune) inside our graphs
     fp8: bool = False  # HMR's ViT linears in FP8 (row-wise scaled torch._scaled_mm)
+    appearance: bool = False  # the MViT appearance stage, its features into LART
+    appearance_every: int = 6  # K: a keyframe pass every K frames
+    appearance_size: str = "tiny"  # tiny | official (MViTv2-L 40x3, bf16 on CUDA), random weights
+    appearance_chunks: int = 1  # the backbone pass as this many slices of blocks
 
 
 class TrackCounter:
@@ -105,13 +111,27 @@ def build_stages(spec: RunSpec, device: str, args: argparse.Namespace):
         fp8=spec.fp8))
     if spec.per_person:
         lifter = PerPersonLifter(lifter)
+    appearance = build_appearance(spec, device)
     kwargs = dict(size=spec.lart_size, mode=spec.mode, device=device, max_tracks=max(16, spec.people),
-                  pose_only=False)
+                  pose_only=False, appearance_dim=appearance.dim if appearance is not None else 0)
     if spec.window:
         kwargs["window"] = spec.window
     actions = ActionStage.from_config(ActionStageConfig(**kwargs))
     tracker = build_tracker(spec.tracker, TrackerConfig())
-    return lifter, tracker, actions
+    return lifter, tracker, actions, appearance
+
+
+def build_appearance(spec: RunSpec, device: str):
+    """The MViT appearance stage of the run (random weights at ``appearance_size``), or None."""
+    if not spec.appearance:
+        return None
+    from lart_stream.realtime.appearance import AppearanceStage, AppearanceStageConfig
+
+    cuda = device.startswith("cuda")
+    return AppearanceStage.from_config(AppearanceStageConfig(
+        every=spec.appearance_every, device=device, size=spec.appearance_size,
+        dtype="bfloat16" if cuda and spec.appearance_size == "official" else "float32",
+        chunks=spec.appearance_chunks))
 
 
 _EXPORTS: dict[str, str] = {}
@@ -154,10 +174,10 @@ def run_one(spec: RunSpec, args: argparse.Namespace, device: str, boxes: np.ndar
     else:
         boxes = boxes[:, : spec.people]
     detector = ScriptedDetector(boxes, real_detector)
-    lifter, tracker, actions = build_stages(spec, device, args)
+    lifter, tracker, actions, appearance = build_stages(spec, device, args)
     publisher = Publisher(PublisherConfig(address=args.publish))
     counter = TrackCounter()
-    pipeline = Pipeline(detector, lifter, tracker, actions, [publisher, counter])
+    pipeline = Pipeline(detector, lifter, tracker, actions, [publisher, counter], appearance=appearance)
     cuda = device.startswith("cuda")
     try:
         if cuda:
@@ -169,6 +189,8 @@ def run_one(spec: RunSpec, args: argparse.Namespace, device: str, boxes: np.ndar
         inner.warmup(batch_sizes=[1] if spec.per_person else [spec.people], frame_size=size)
         warmup_s = time.perf_counter() - t_warm
         actions.warmup()
+        if appearance is not None:
+            appearance.warmup()
         run(SyntheticSource(args.warmup, size, args.source), pipeline)  # lazy captures: one thread on the GPU
         if spec.inflight > 1:  # then the threads' own streams get their allocator blocks
             run(SyntheticSource(args.warmup, size, args.source), pipeline, inflight=spec.inflight)
@@ -180,6 +202,10 @@ def run_one(spec: RunSpec, args: argparse.Namespace, device: str, boxes: np.ndar
             pipeline.clock = StageClock(device)
         detector.real_ms.clear()
         counter.counts.clear()
+        if appearance is not None:
+            appearance.flush()  # the warm-up's passes are done before the clock starts
+            appearance.pass_ms.clear()
+            passes0, skipped0 = appearance.passes, appearance.skipped_passes
         source = SyntheticSource(args.frames, size, args.source, rate=args.rate)
         cpu0, wall0 = time.process_time(), time.monotonic()
         summary = run(source, pipeline, inflight=spec.inflight, late_read=spec.late_read)
@@ -188,7 +214,7 @@ def run_one(spec: RunSpec, args: argparse.Namespace, device: str, boxes: np.ndar
     finally:
         pipeline.close()
     stages = {k: report.percentiles(list(pipeline.stats.samples[k]))
-              for k in ("detect", "lift", "track", "actions", "publish") if pipeline.stats.count.get(k)}
+              for k in ("detect", "lift", "track", "appearance", "actions", "publish") if pipeline.stats.count.get(k)}
     if detector.real_ms:
         stages["detect_real"] = report.percentiles(detector.real_ms)
     gpu = gpu_figures(pipeline, summary.seconds, summary.frames)
@@ -212,7 +238,16 @@ def run_one(spec: RunSpec, args: argparse.Namespace, device: str, boxes: np.ndar
         "hmr_warmup_s": round(warmup_s, 2),
         "compile_log": compile_log,
         **({"kernel_ms": kernels} if kernels else {}),
+        **({"appearance": appearance_figures(appearance, passes0, skipped0)} if appearance is not None else {}),
     }
+
+
+def appearance_figures(stage, passes0: int, skipped0: int) -> dict:
+    """The appearance stage in the timed run: its keyframe passes (host ms each, on the worker when
+    threaded, features copied to the host included), how many ran and were skipped as stale."""
+    return {"model": stage.describe(), "random_weights": stage.random_weights,
+            "pass_ms": report.percentiles(list(stage.pass_ms)), "passes": stage.passes - passes0,
+            "skipped": stage.skipped_passes - skipped0}
 
 
 def kernel_profile(pipeline: Pipeline, spec: RunSpec, args: argparse.Namespace, size: tuple[int, int]) -> dict:
@@ -265,7 +300,9 @@ def plan(args: argparse.Namespace, device: str) -> list[RunSpec]:
                    backend=args.backend, mode=args.mode, tracker=args.tracker,
                    inflight=max(args.inflight, 2 if args.overlap else 1), late_read=args.late_read,
                    hmr_weights=args.hmr_weights,
-                   compile=args.compile, fp8=args.fp8)
+                   compile=args.compile, fp8=args.fp8, appearance=args.appearance == "on",
+                   appearance_every=args.appearance_every, appearance_size=args.appearance_size,
+                   appearance_chunks=args.appearance_chunks)
     sweeps = set(args.sweep.split(",")) if args.sweep else set()
     if "all" in sweeps:
         sweeps = {"people", "window", "backend", "size", "baselines", "overlap", "inflight", "weights"}
@@ -282,6 +319,17 @@ def plan(args: argparse.Namespace, device: str) -> list[RunSpec]:
             if not (base.inflight == 3 and base.late_read):
                 specs.append(dataclasses.replace(base, name=f"people{n}-inflight3-late", series="ours-inflight3-late",
                                                  people=n, inflight=3, late_read=True))
+    if "appearance" in sweeps:  # the same run with the stage toggled (and, when on, its slicing)
+        for n in (people if "people" in sweeps else [args.people]):
+            on = dataclasses.replace(base, people=n, appearance=True)
+            if not base.appearance:
+                specs.append(dataclasses.replace(on, name=_name(f"people{n}", on), series="ours-appearance"))
+            else:
+                off = dataclasses.replace(base, people=n, appearance=False)
+                specs.append(dataclasses.replace(off, name=_name(f"people{n}", off), series="ours-no-appearance"))
+            if args.appearance_chunks == 1:
+                sliced = dataclasses.replace(on, appearance_chunks=4, series="ours-appearance-sliced")
+                specs.append(dataclasses.replace(sliced, name=_name(f"people{n}", sliced)))
     if "weights" in sweeps:
         other = "autocast" if args.hmr_weights == "cast" else "cast"
         specs.append(dataclasses.replace(base, name=f"hmr-{other}", series=f"hmr-{other}", hmr_weights=other,
@@ -318,6 +366,9 @@ def _name(name: str, spec: RunSpec) -> str:
     tags += ["autocast"] if spec.hmr_weights != "cast" else []
     tags += ["compiled"] if spec.compile else []
     tags += ["fp8"] if spec.fp8 else []
+    if spec.appearance:
+        tags.append(f"appearance-K{spec.appearance_every}")
+        tags += [f"sliced{spec.appearance_chunks}"] if spec.appearance_chunks > 1 else []
     return "-".join([name, *tags])
 
 
@@ -352,6 +403,10 @@ def comparisons(runs: list[dict]) -> list[dict]:
                 rows.append(row)
         out.append({"title": "Reference-style flow (one eager fp32 HMR call per person, window LART) vs ours",
                     "rows": rows})
+    app = appearance_rows(runs)
+    if app:
+        out.append({"title": "Appearance stage on vs off at the same settings (fps; capture-to-publish ms; the "
+                             "keyframe pass on its worker, random weights)", "rows": app})
     gpu_rows = [{"run": r["name"], "fps": r["fps"], "GPU busy": r["gpu_busy_fraction"],
                  **{f"{k} wall/GPU ms": f"{r['stages_ms'][k]['mean']:.2f} / {v['mean']:.2f}"
                     for k, v in r["gpu_ms"].items() if k in r["stages_ms"]},
@@ -377,6 +432,29 @@ def comparisons(runs: list[dict]) -> list[dict]:
         out.append({"title": "torch.compile start-up per batch bucket (cold: compiled; warm: from the disk cache)",
                     "rows": compiled})
     return out
+
+
+def appearance_rows(runs: list[dict]) -> list[dict]:
+    """Each run with the appearance stage beside the run without it that differs in nothing else."""
+    def key(r: dict) -> tuple:
+        c = r["config"]
+        return tuple(sorted((k, str(v)) for k, v in c.items()
+                            if not k.startswith("appearance") and k not in ("name", "series")))
+
+    off = {key(r): r for r in runs if not r["config"].get("appearance")}
+    rows = []
+    for r in runs:
+        base = off.get(key(r))
+        if not r["config"].get("appearance") or base is None:
+            continue
+        a, c, b = r["appearance"], r["capture_to_publish_ms"], base["capture_to_publish_ms"]
+        rows.append({"people": r["config"]["people"], "run": r["name"], "K": r["config"]["appearance_every"],
+                     "slices": r["config"]["appearance_chunks"], "fps off / on": f"{base['fps']:.1f} / {r['fps']:.1f}",
+                     "c2p p50 off / on": f"{b['p50']:.1f} / {c['p50']:.1f}",
+                     "c2p p99 off / on": f"{b['p99']:.1f} / {c['p99']:.1f}",
+                     "appearance stage p50 ms": r["stages_ms"].get("appearance", {}).get("p50", 0.0),
+                     "pass p50 ms": a["pass_ms"]["p50"], "passes": a["passes"], "skipped": a["skipped"]})
+    return rows
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -412,9 +490,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel-profile", type=int, default=0, metavar="N",
                    help="after each timed run, N frames under torch.profiler: kernel time per stage")
     p.add_argument("--no-gpu-clock", action="store_true", help="no CUDA events around the stages")
+    p.add_argument("--appearance", choices=["on", "off"], default="off",
+                   help="the MViT appearance stage (random weights) feeding LART (default off)")
+    p.add_argument("--appearance-every", type=int, default=6, metavar="K", help="a keyframe pass every K frames")
+    p.add_argument("--appearance-size", choices=["official", "tiny"], default="tiny",
+                   help="official: MViTv2-L 40x3 shapes (bf16 on CUDA); tiny: for the CPU")
+    p.add_argument("--appearance-chunks", type=int, default=1, metavar="N",
+                   help="the keyframe pass as N slices of blocks, one launch each (the appearance sweep adds 4)")
     p.add_argument("--people-sweep", default="1,5,10,20", help="people counts of the people/inflight/overlap sweeps")
     p.add_argument("--sweep", default="",
-                   help="comma list of people,inflight,weights,window,backend,size,baselines,overlap or all")
+                   help="comma list of people,inflight,weights,window,backend,size,baselines,overlap,appearance "
+                        "or all (appearance: the same runs with the appearance stage toggled, and sliced)")
     p.add_argument("--device", default="auto")
     p.add_argument("--export-dir", help="models from `lart-stream export` for the onnxruntime/tensorrt runs "
                                         "(default: export HMR to a temporary folder)")
@@ -437,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lart-stream bench: {exc if isinstance(exc, BuildError) else 'bad --size ' + args.size}", file=sys.stderr)
         return 2
     args.size = f"{size[0]}x{size[1]}"
+    if args.appearance_every < 1 or args.appearance_chunks < 1:
+        print("lart-stream bench: --appearance-every and --appearance-chunks must be >= 1", file=sys.stderr)
+        return 2
     boxes = load_boxes(Path(args.boxes)) if args.boxes else None
     if boxes is not None and boxes.shape[1] < args.people:
         print(f"lart-stream bench: {args.boxes} has {boxes.shape[1]} boxes per frame, fewer than --people",

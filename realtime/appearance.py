@@ -51,6 +51,7 @@ import logging
 import math
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -329,6 +330,7 @@ class _Result:
     keyframe: int
     track_id: np.ndarray
     feature: np.ndarray  # (n, D)
+    ms: float = 0.0  # host time of the pass, features on the host included (the worker's, when threaded)
 
 
 class _Worker:
@@ -388,7 +390,9 @@ def _execute(ring: _ClipRing, item: _Prepare | _Pass, on_result) -> None:
     if isinstance(item, _Prepare):
         ring.prepare(item.step, item.image, item.geom)
     else:
-        on_result(_Result(item.keyframe, item.track_id, ring.features(item.steps, item.boxes)))
+        t0 = time.perf_counter()
+        feature = ring.features(item.steps, item.boxes)
+        on_result(_Result(item.keyframe, item.track_id, feature, (time.perf_counter() - t0) * 1e3))
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -420,6 +424,7 @@ class AppearanceStage:
         self._delay: collections.deque = collections.deque()  # (step, frame index, tracks, people, geom)
         self._held: dict[int, tuple[np.ndarray, int]] = {}  # track id -> (feature, keyframe step)
         self.passes = 0
+        self.pass_ms: collections.deque = collections.deque(maxlen=10_000)  # finished passes (benchmarks)
 
     @classmethod
     def from_config(cls, cfg: AppearanceStageConfig) -> "AppearanceStage":
@@ -542,6 +547,7 @@ class AppearanceStage:
         with self._lock:
             results, self._results = self._results, []
         for r in results:
+            self.pass_ms.append(r.ms)
             for tid, feat in zip(r.track_id.tolist(), r.feature):
                 self._held[tid] = (feat, r.keyframe)
         n = len(tracks)

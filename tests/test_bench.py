@@ -53,3 +53,35 @@ def test_paced_source_drops_frames_it_could_not_deliver_in_time():
     assert len(indices) == 10
     assert indices == sorted(indices) and indices[-1] >= 25
     assert source.dropped == indices[-1] - 9  # every index skipped is counted
+
+
+def test_bench_appearance_sweep_runs_the_stage_beside_the_same_run_without_it(tmp_path, pedestrians):
+    out = tmp_path / "bench"
+    proc = run_cli("bench", "--frames", "8", "--warmup", "2", "--size", "320x180", "--people", "2",
+                   "--source", str(pedestrians), "--detector", "none", "--sweep", "appearance",
+                   "--appearance-every", "3", "--no-plots", "--out", str(out), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "bench.json").read_text())
+    jsonschema.validate(result, RESULT_SCHEMA)
+    assert result["skipped"] == []  # LART took the stage's feature width (a mismatch fails the run)
+    runs = {r["name"]: r for r in result["runs"]}
+    assert list(runs) == ["people2", "people2-appearance-K3", "people2-appearance-K3-sliced4"]
+    assert "appearance" not in runs["people2"]["stages_ms"] and "appearance" not in runs["people2"]
+    for name in ("people2-appearance-K3", "people2-appearance-K3-sliced4"):
+        r = runs[name]
+        assert "appearance" in r["stages_ms"] and r["appearance"]["random_weights"]
+        assert r["appearance"]["passes"] >= 8 // 3 and r["appearance"]["pass_ms"]["p50"] > 0
+    assert runs["people2-appearance-K3-sliced4"]["config"]["appearance_chunks"] == 4
+    rows = next(c["rows"] for c in result["comparisons"] if c["title"].startswith("Appearance stage on vs off"))
+    assert [r["run"] for r in rows] == ["people2-appearance-K3", "people2-appearance-K3-sliced4"]
+
+
+def test_bench_plan_appearance_on_adds_the_run_without_it():
+    from lart_stream.benchmarks.bench import build_parser, plan
+
+    args = build_parser().parse_args(["--appearance", "on", "--appearance-size", "official", "--sweep",
+                                      "appearance", "--appearance-chunks", "6"])
+    specs = plan(args, "cpu")
+    assert [(s.name, s.appearance, s.appearance_chunks) for s in specs] == [
+        ("people5-appearance-K6-sliced6", True, 6), ("people5", False, 6)]
+    assert all(s.appearance_size == "official" for s in specs)
