@@ -1,12 +1,23 @@
 """The appearance stage on the device: MViTv2-L 40x3 (random weights, bf16) on 1080p frames, K = 6.
 
-Per box count (1/5/10): the keyframe pass time (worker thread, own low-priority CUDA stream), the
-per-frame host cost of ``update`` (queueing, reading finished features), passes skipped, and whether
-a pass stalls the per-frame path: a stand-in per-frame GPU workload on the main stream (~HMR+LART
-sized matmuls) timed per frame with the stage off / threaded / inline; at 5 boxes also threaded
-with the per-frame path on a high-priority stream, and with a 1 ms GIL switch interval (what stretches
-the tail: GPU sharing or the worker's Python). Also checks that a frame prepared on the GPU equals
-the host reference bit for bit. Frames are paced at --fps.
+Whether a keyframe pass stalls the per-frame path: a stand-in per-frame GPU workload (~HMR+LART sized
+matmuls) timed per frame, paced at --fps, in these variants:
+
+- ``off``: no appearance stage.
+- ``boxesN_threaded`` / ``boxesN_inline`` (N = 1, 5, 10): the pass in the worker thread on its own
+  lowest-priority stream, the per-frame path on a stream of the device's highest priority (what
+  realtime/engine.py does when the stage is threaded) / the pass inline on the per-frame stream.
+- ``boxes5_threaded_same_priority``: the per-frame path at the worker's priority (the first H200 run:
+  p99 1.7 -> 12 ms).
+- ``boxes5_threaded_sliced4`` / ``sliced6``: the backbone pass as 4 / 6 slices of blocks, one graph
+  each, the worker waiting for each slice before the next (``AppearanceStageConfig.chunks``); also
+  ``same_priority_sliced4`` (slicing alone).
+- ``boxes5_threaded_switch_interval_1ms``: a 1 ms GIL switch interval (the worker's Python vs GPU sharing).
+
+Each variant reports the pass time (host, features on the host included), the per-frame update cost,
+the per-frame p50/p99/max, passes skipped. A variant that fails is recorded with its error and the
+others still run; the JSON is rewritten after each; variants left after --budget-s are skipped.
+Also checks that a frame prepared on the GPU equals the host reference bit for bit.
 
     python3 benchmarks/device/appearance_stage.py --out $OUT/appearance_stage.json
     python3 benchmarks/device/appearance_stage.py --cpu-smoke      # tiny model on the CPU, a few frames
@@ -28,6 +39,7 @@ from lart_stream.benchmarks.device.timing import quantiles
 from lart_stream.models.mvit import MViT, MViTConfig
 from lart_stream.realtime.appearance import (AppearanceStage, AppearanceStageConfig, clip_geometry, crop_resize,
                                              level_table, normalise, normalise_by_table)
+from lart_stream.realtime.backends import cuda_stream_priority
 from lart_stream.realtime.records import Frame, People, Tracks
 
 
@@ -95,6 +107,7 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--boxes", default="1,5,10")
+    p.add_argument("--budget-s", type=float, default=150.0, help="variants left when this is spent are skipped")
     args = p.parse_args()
     smoke = args.cpu_smoke
     device = torch.device("cpu" if smoke or not torch.cuda.is_available() else "cuda")
@@ -103,6 +116,7 @@ def main() -> int:
     mcfg = MViTConfig.tiny() if smoke else MViTConfig.official_l_40x3()
     dtype = "float32" if device.type == "cpu" else "bfloat16"
     n_frames = 14 if smoke else args.frames
+    boxes_list = [int(b) for b in args.boxes.split(",")]
     size = (320, 180) if smoke else (1920, 1080)
     images = frames_1080p(n_frames, size)
     report: dict = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
@@ -132,9 +146,9 @@ def main() -> int:
 
     pass_ms: list[float] = []
 
-    def stage_for(threaded: str) -> AppearanceStage:
-        st = AppearanceStage(model, mcfg, AppearanceStageConfig(device=str(device), threaded=threaded, dtype=dtype),
-                             random_weights=True)
+    def stage_for(threaded: str, chunks: int = 1) -> AppearanceStage:
+        st = AppearanceStage(model, mcfg, AppearanceStageConfig(device=str(device), threaded=threaded, dtype=dtype,
+                                                                chunks=chunks), random_weights=True)
         features = st._ring.features
 
         def timed(steps, boxes):  # on the worker: includes the features' copy to the host
@@ -146,56 +160,80 @@ def main() -> int:
         st._ring.features = timed
         return st
 
+    cuda = device.type == "cuda"
+    if cuda:
+        least, greatest = torch.cuda.Stream.priority_range()
+        report["stream_priority_range"] = {"lowest": least, "highest": greatest}
+
+    def per_frame_stream(high: bool):
+        """The per-frame path's stream: the device's highest priority, or the worker's (the lowest)."""
+        if not cuda:
+            return None
+        return torch.cuda.Stream(priority=cuda_stream_priority(high))
+
+    def save() -> None:
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(report, f, indent=2)
+
+    # name -> (boxes, threaded, per-frame stream high priority, slices, GIL switch interval s or None)
+    variants = {f"boxes{b}_{m}": (b, m, True, 1, None) for b in boxes_list for m in ("threaded", "inline")}
+    variants.update({
+        "boxes5_threaded_same_priority": (5, "threaded", False, 1, None),  # per-frame path at the worker's
+        "boxes5_threaded_sliced4": (5, "threaded", True, 4, None),
+        "boxes5_threaded_sliced6": (5, "threaded", True, 6, None),
+        "boxes5_threaded_same_priority_sliced4": (5, "threaded", False, 4, None),
+        "boxes5_threaded_switch_interval_1ms": (5, "threaded", True, 1, 0.001),
+    })
+    t_start = time.perf_counter()
     with torch.inference_mode():
         run(None, images[:max(4, n_frames // 5)], 1, 0.0, work, device)  # warm the kernels
-        report["off"] = run(None, images, 1, args.fps, work, device)
-        for boxes in (int(b) for b in args.boxes.split(",")):
-            for mode in ("on", "off"):
-                pass_ms.clear()
-                st = stage_for(mode)
-                try:
-                    r = run(st, images, boxes, args.fps, work, device)
-                    st.flush()
-                finally:
-                    st.close()
-                skip = min(2, len(pass_ms) - 1)  # the first passes pay for kernel selection
+        report["off"] = run(None, images, 1, args.fps, work, device, main_stream=per_frame_stream(True))
+        save()
+        for name, (boxes, mode, high, chunks, switch) in variants.items():
+            if time.perf_counter() - t_start > args.budget_s:
+                report[name] = {"skipped": f"time budget {args.budget_s:.0f} s spent"}
+                continue
+            pass_ms.clear()
+            previous = sys.getswitchinterval()
+            st = None
+            try:
+                st = stage_for("on" if mode == "threaded" else "off", chunks)
+                if switch is not None:
+                    sys.setswitchinterval(switch)  # default 5 ms: how long the worker may hold the GIL
+                r = run(st, images, boxes, args.fps, work, device, main_stream=per_frame_stream(high))
+                st.flush()
+                skip = min(2, len(pass_ms) - 1)  # the first passes pay for kernel selection / capture
                 r["pass_ms"] = _q(pass_ms[skip:]) if pass_ms else None
                 r["passes"], r["skipped"] = st.passes, st.skipped_passes
-                report[f"boxes{boxes}_{'threaded' if mode == 'on' else 'inline'}"] = r
-        # Why a pass still stretches the per-frame tail when threaded: both streams have priority 0 (the
-        # lowest there is, also the default stream's), and the worker's Python launches take the GIL.
-        boxes = 5
-        variants = {"main_high_priority": dict(main_stream=torch.cuda.Stream(priority=-1)) if device.type == "cuda"
-                    else {}, "switch_interval_1ms": {}}
-        for name, kw in variants.items():
-            pass_ms.clear()
-            st = stage_for("on")
-            previous = sys.getswitchinterval()
-            if name == "switch_interval_1ms":
-                sys.setswitchinterval(0.001)  # default 5 ms: how long the worker may hold the GIL
-            try:
-                r = run(st, images, boxes, args.fps, work, device, **kw)
-                st.flush()
+                r["per_frame_priority"] = "highest" if high else "lowest"
+                r["slices"] = chunks
+                report[name] = r
+            except Exception as exc:  # one variant failing leaves the others' figures
+                report[name] = {"error": f"{type(exc).__name__}: {exc}"[:400]}
+                print(f"{name}: failed: {report[name]['error']}", flush=True)
             finally:
                 sys.setswitchinterval(previous)
-                st.close()
-            r["pass_ms"] = _q(pass_ms[min(2, len(pass_ms) - 1):]) if pass_ms else None
-            r["passes"], r["skipped"] = st.passes, st.skipped_passes
-            report[f"boxes{boxes}_threaded_{name}"] = r
+                if st is not None:
+                    st.close()
+                if cuda:
+                    torch.cuda.synchronize()
+            save()
     print(f"{report['device']}: {report['model']}, {size[0]}x{size[1]} -> clip {g.size}, "
           f"prepared frame bit-equal to host: {report['prepared_frame_bit_equal']} "
           f"(plain device ops: {report['direct_ops_on_device_bit_equal']})")
-    print(f"{'run':<38}{'pass p50':>10}{'pass p90':>10}{'update p50':>11}{'p99':>8}{'frame p50':>10}{'p99':>8}"
+    print(f"{'run':<40}{'pass p50':>10}{'pass p90':>10}{'update p50':>11}{'p99':>8}{'frame p50':>10}{'p99':>8}"
           f"{'max':>8}{'skipped':>8}")
     for key, r in report.items():
+        if isinstance(r, dict) and ("error" in r or "skipped" in r and "frame_ms" not in r):
+            print(f"{key:<40}{r.get('error') or r.get('skipped')}")
         if isinstance(r, dict) and "frame_ms" in r:
             ps = r.get("pass_ms") or {}
-            print(f"{key:<38}{ps.get('median', 0):10.2f}{ps.get('p90', 0):10.2f}{r['update_ms']['median']:11.2f}"
+            print(f"{key:<40}{ps.get('median', 0):10.2f}{ps.get('p90', 0):10.2f}{r['update_ms']['median']:11.2f}"
                   f"{r['update_ms']['p99']:8.2f}{r['frame_ms']['median']:10.2f}{r['frame_ms']['p99']:8.2f}"
                   f"{r['frame_ms']['max']:8.2f}{r.get('skipped', 0):8d}")
+    save()
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=2)
         print("wrote", args.out)
     return 0
 
