@@ -196,3 +196,43 @@ def test_late_read_delay_waits_for_the_second_stage_minus_the_first_stages_own_t
     assert 5.0 < threads._read_delay() <= 6.0
     threads.busy_since[1] = time.perf_counter() - 9.0  # due in 1 s, less than our 3 s: read now
     assert threads._read_delay() == 0.0
+
+
+@pytest.mark.parametrize("inflight", [1, 2, 3])
+@pytest.mark.parametrize("threaded", [False, True])
+def test_per_frame_streams_get_high_priority_when_the_appearance_stage_is_threaded(monkeypatch, inflight, threaded):
+    """Every stream the frame loop opens (the consumer's and each frames-in-flight thread's) asks for
+    the highest priority exactly when a threaded appearance stage runs its passes in the background;
+    sequential without one, the loop stays on the default stream (None: no stream opened)."""
+    import contextlib
+
+    from lart_stream.realtime import engine
+
+    asked: list[bool] = []
+
+    def own_stream(high_priority: bool = False):
+        asked.append(high_priority)
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(engine, "_own_cuda_stream", own_stream)
+
+    class Background:  # what the engine reads of an appearance stage
+        name, random_weights = "bg", True
+
+        def __init__(self):
+            self.threaded = threaded
+
+        def close(self):
+            pass
+
+    class Nobody:
+        name = "nobody"
+
+        def __call__(self, frame):
+            return Detections.empty()
+
+    pipeline = Pipeline(Nobody(), appearance=Background())
+    frames = [Frame(i, 0.0, np.zeros((8, 8, 3), np.uint8)) for i in range(3)]
+    assert run(frames, pipeline, inflight=inflight).frames == 3
+    opened = (inflight - 1) + (1 if inflight > 1 or threaded else 0)  # threads' streams + the consumer's
+    assert asked == [threaded] * opened
