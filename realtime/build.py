@@ -151,6 +151,8 @@ def _check_appearance_section(cfg: AppConfig) -> None:
         raise BuildError(f"appearance mode must be auto or off, got {a.mode!r}")
     if a.every < 1:
         raise BuildError(f"--appearance-every must be >= 1, got {a.every}")
+    if a.chunks < 1:
+        raise BuildError(f"appearance chunks must be >= 1, got {a.chunks}")
     if a.lookahead < 0:
         raise BuildError(f"--appearance-lookahead must be >= 0, got {a.lookahead}")
     if a.config is not None and a.checkpoint is None:
@@ -170,7 +172,7 @@ def _build_appearance(cfg: AppConfig, device: str):
 
         stage = AppearanceStage.from_config(AppearanceStageConfig(
             checkpoint=a.checkpoint, config=a.config, every=a.every, lookahead=a.lookahead, device=device,
-            threaded=a.threaded, dtype=a.dtype, graphs=a.graphs))
+            threaded=a.threaded, dtype=a.dtype, graphs=a.graphs, chunks=a.chunks))
     except ImportError as exc:
         log.info("appearance stage not available (%s)", exc)
         return None

@@ -67,6 +67,7 @@ class AppearanceSection:
     threaded: str = "auto"  # auto (on with CUDA: worker thread, own stream) | on | off (inline, deterministic)
     dtype: str = "float32"  # float32 (the reference's) | bfloat16 | float16
     graphs: str = "auto"  # auto (on with CUDA) | on | off: replay the backbone pass as a CUDA graph
+    chunks: int = 1  # the pass as this many slices of blocks (one launch each, the worker yielding between)
 
 
 @dataclass(frozen=True)
