@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -99,6 +99,7 @@ class Pipeline:
     appearance: AppearanceExtractor | None = None
     clock: "StageClock | None" = None
     annotate: bool = False  # name each stage's range for torch.profiler ("stage:<name>"), for kernel sums
+    _streams: dict = field(default_factory=dict, repr=False)  # (role, high priority) -> CUDA stream
 
     def describe(self) -> str:
         names = [self.detector.name]
@@ -226,6 +227,18 @@ class Pipeline:
         if start is not None:
             self.clock.end(key, work.frame.index, start)
 
+    def stream(self, role: str, high_priority: bool = False):
+        """A context running this thread's GPU work on the pipeline's CUDA stream for ``role`` (one per
+        role and priority, kept across runs: the allocator's cached blocks are per stream, so a timed
+        run after a warm-up one reuses them); nothing on the CPU."""
+        key = (role, high_priority)
+        stream = self._streams.get(key)
+        if stream is None:
+            stream = _new_cuda_stream(high_priority)
+            if stream is not None:
+                self._streams[key] = stream
+        return _stream_context(stream)
+
     def close(self) -> None:
         if self.appearance is not None:
             self.appearance.close()
@@ -315,9 +328,10 @@ class StageThreads:
     """
 
     def __init__(self, items: Iterable, groups: Sequence[Sequence[Callable]], stop: threading.Event,
-                 late_read: bool = False, high_priority: bool = False):
+                 late_read: bool = False, stream: Callable[[int], Any] | None = None):
         self.stop = stop
-        self.high_priority = high_priority  # the threads' CUDA streams at the device's highest priority
+        # thread k's CUDA stream context (default: a new stream each)
+        self.stream = stream or (lambda k: _stream_context(_new_cuda_stream()))
         self.queues = [queue.Queue(maxsize=1) for _ in groups]
         self.free = [threading.Semaphore(1) for _ in groups]
         self.late_read = late_read and len(groups) > 1
@@ -355,7 +369,7 @@ class StageThreads:
         return _END
 
     def _work(self, k: int, source, steps: tuple[Callable, ...]) -> None:
-        with _own_cuda_stream(self.high_priority):
+        with self.stream(k):
             try:
                 while not self.stop.is_set():
                     if not self.free[k].acquire(timeout=0.1):
@@ -418,20 +432,28 @@ def stage_groups(steps: Sequence[Callable], inflight: int) -> tuple[list[list[Ca
 MAX_INFLIGHT = 3  # detect, lift, finish: one frame per step
 
 
-def _own_cuda_stream(high_priority: bool = False):
-    """A fresh CUDA stream for this thread's work (nothing on the CPU). ``high_priority``: the highest
-    priority the device offers, so the per-frame kernels are scheduled ahead of a background keyframe
-    pass (the appearance worker's stream has the lowest)."""
+def _new_cuda_stream(high_priority: bool = False):
+    """A CUDA stream for one thread's work, or None on the CPU. ``high_priority``: the highest priority
+    the device offers, so the per-frame kernels are scheduled ahead of a background keyframe pass (the
+    appearance worker's stream has the lowest)."""
     try:
         import torch
 
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             from lart_stream.realtime.backends import cuda_stream_priority
 
-            return torch.cuda.stream(torch.cuda.Stream(priority=cuda_stream_priority(high_priority)))
+            return torch.cuda.Stream(priority=cuda_stream_priority(high_priority))
     except Exception:
         pass
-    return contextlib.nullcontext()
+    return None
+
+
+def _stream_context(stream):
+    if stream is None:
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.cuda.stream(stream)
 
 
 def _background_appearance(pipeline: Pipeline) -> bool:
@@ -472,11 +494,12 @@ def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames
     # A threaded appearance stage: every per-frame stream at the highest priority, so a keyframe pass
     # (lowest priority) only fills the GPU around the per-frame kernels.
     high = _background_appearance(pipeline)
-    ahead = StageThreads(works, groups, threading.Event(), late_read=late_read, high_priority=high) if groups else None
+    ahead = StageThreads(works, groups, threading.Event(), late_read=late_read,
+                         stream=lambda k: pipeline.stream(f"ahead{k}", high)) if groups else None
     items = iter(ahead) if ahead is not None else works
     # With threads the consumer leaves the legacy default stream too: that stream would otherwise
     # serialise with the other threads' streams and no GPU work could overlap.
-    main_stream = _own_cuda_stream(high) if groups or high else contextlib.nullcontext()
+    main_stream = pipeline.stream("consumer", high) if groups or high else contextlib.nullcontext()
     try:
         main_stream.__enter__()
         for work in items:

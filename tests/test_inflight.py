@@ -203,18 +203,16 @@ def test_late_read_delay_waits_for_the_second_stage_minus_the_first_stages_own_t
 def test_per_frame_streams_get_high_priority_when_the_appearance_stage_is_threaded(monkeypatch, inflight, threaded):
     """Every stream the frame loop opens (the consumer's and each frames-in-flight thread's) asks for
     the highest priority exactly when a threaded appearance stage runs its passes in the background;
-    sequential without one, the loop stays on the default stream (None: no stream opened)."""
-    import contextlib
-
+    sequential without one, the loop stays on the default stream (no stream opened)."""
     from lart_stream.realtime import engine
 
     asked: list[bool] = []
 
-    def own_stream(high_priority: bool = False):
+    def new_stream(high_priority: bool = False):
         asked.append(high_priority)
-        return contextlib.nullcontext()
+        return None  # no CUDA here: the loop runs in a null context
 
-    monkeypatch.setattr(engine, "_own_cuda_stream", own_stream)
+    monkeypatch.setattr(engine, "_new_cuda_stream", new_stream)
 
     class Background:  # what the engine reads of an appearance stage
         name, random_weights = "bg", True
@@ -236,3 +234,25 @@ def test_per_frame_streams_get_high_priority_when_the_appearance_stage_is_thread
     assert run(frames, pipeline, inflight=inflight).frames == 3
     opened = (inflight - 1) + (1 if inflight > 1 or threaded else 0)  # threads' streams + the consumer's
     assert asked == [threaded] * opened
+
+
+def test_pipeline_keeps_one_stream_per_role_and_priority_across_runs(monkeypatch):
+    """A timed run after a warm-up run uses the same streams (the allocator caches blocks per stream)."""
+    import contextlib
+
+    from lart_stream.realtime import engine
+
+    made: list[object] = []
+    entered: list[object] = []
+
+    def new_stream(high_priority: bool = False):
+        made.append(object())
+        return made[-1]
+
+    monkeypatch.setattr(engine, "_new_cuda_stream", new_stream)
+    monkeypatch.setattr(engine, "_stream_context", lambda s: entered.append(s) or contextlib.nullcontext())
+    pipeline = Pipeline(detector=None)
+    for role, high in [("consumer", True), ("ahead0", True), ("consumer", True), ("consumer", False)]:
+        with pipeline.stream(role, high):
+            pass
+    assert len(made) == 3 and entered == [made[0], made[1], made[0], made[2]]
