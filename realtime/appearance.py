@@ -32,13 +32,17 @@ shared/reference/appearance_backbone.md §1 and §7), made live:
   (``valid`` False) until the next one. A track not detected at a keyframe keeps its older feature.
 - Threads: on CUDA (``threaded`` auto) frame preparation and passes run in a worker thread on its own
   CUDA stream at the lowest priority, so a keyframe pass does not stall the per-frame path, which
-  only queues work and reads the latest finished features (their age says how old). The lowest
-  priority (0) is also the default stream's: only a per-frame path on a higher-priority stream is
-  scheduled ahead of a pass's kernels (benchmarks/device/appearance_stage.py measures both). On the
-  H200, MViTv2-L at 312x374 (bf16): a 75 ms pass raised the per-frame p99 of a stand-in workload from
-  1.7 ms to 12 ms threaded, 77 ms inline. A pass still
-  waiting when a newer one is queued is skipped (the worker fell behind). ``threaded`` off (the CPU
-  default) runs everything inline: deterministic.
+  only queues work and reads the latest finished features (their age says how old). The engine then
+  runs the per-frame stages (frames-in-flight threads included) on streams of the device's highest
+  priority, so their kernels are scheduled ahead of a pass's (realtime/engine.py). First H200 run,
+  MViTv2-L at 312x374 (bf16), both at priority 0: a 75 ms pass raised the per-frame p99 of a stand-in
+  workload from 1.7 ms to 12 ms threaded, 77 ms inline (benchmarks/device/appearance_stage.py measures
+  the priorities and slicing). ``chunks`` N: the backbone runs as N slices of blocks, one launch (graph)
+  each, the worker waiting for each before the next, so the per-frame path also gets the GPU between
+  slices. A pass still waiting when a newer one is queued is skipped (the worker fell behind).
+  ``threaded`` off (the CPU default) runs everything inline: deterministic.
+- End of the stream (``drain``): the frames a lookahead still holds are released in order, each
+  keyframe's clip clamped at the last frame (the demo clamps at the track's last frame).
 
 Frames are read, never modified; the worker may read a frame's image after ``update`` returned.
 """
