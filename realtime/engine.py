@@ -541,7 +541,10 @@ def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames
             if stop.is_set():
                 reason = "stopped"
         if reason == "end of input" and last is not None:
-            pipeline.drain(last)  # a file's end: the frames a lookahead holds back are published too
+            try:  # a file's end: the frames a lookahead holds back are published too
+                pipeline.drain(last)
+            except Exception:  # the frames already published stand; the summary still comes
+                log.exception("publishing the frames held back by the appearance lookahead failed")
     finally:
         main_stream.__exit__(None, None, None)
         if ahead is not None:
