@@ -19,6 +19,7 @@ import logging
 import math
 import pickle
 import types
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
@@ -28,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lart_stream.models.blocks import FeedForward
+from lart_stream.models.checkpoint_file import is_zip_checkpoint, load_failure, torch_file_problem
 
 log = logging.getLogger(__name__)
 
@@ -499,18 +501,26 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"HMR2 checkpoint not found: {path}")
+    problem = torch_file_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"HMR2 checkpoint {path}: {problem}")
+    mmap = is_zip_checkpoint(path)  # the legacy format can't be memory-mapped
     try:
-        obj = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except pickle.UnpicklingError:
-        # weights_only refuses the pickled config objects: read them as stubs instead.
-        _CheckpointUnpickler.stubbed = set()
-        obj = torch.load(path, map_location="cpu", mmap=True, weights_only=False, pickle_module=_checkpoint_pickle)
-        log.info("HMR2 checkpoint: non-tensor objects read as stubs: %s", sorted(_CheckpointUnpickler.stubbed))
-    except RuntimeError as exc:  # not a zip-format file: nothing to memory-map
-        raise CheckpointError(f"{path}: not a torch checkpoint ({exc})") from exc
+        try:
+            obj = torch.load(path, map_location="cpu", mmap=mmap, weights_only=True)
+        except pickle.UnpicklingError:
+            # weights_only refuses the pickled config objects: read them as stubs instead.
+            _CheckpointUnpickler.stubbed = set()
+            obj = torch.load(path, map_location="cpu", mmap=mmap, weights_only=False, pickle_module=_checkpoint_pickle)
+            log.info("HMR2 checkpoint: non-tensor objects read as stubs: %s", sorted(_CheckpointUnpickler.stubbed))
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, ValueError, TypeError, AttributeError,
+            zipfile.BadZipFile) as exc:  # a damaged archive or pickle: one line, not torch's advice
+        raise CheckpointError(load_failure(path, "HMR2 checkpoint", exc)) from None
     sd = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
     if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path}: expected a Lightning checkpoint with a 'state_dict' of tensors")
+    if not sd:
+        raise CheckpointError(f"HMR2 checkpoint {path}: the state dict is empty (the file holds no weights)")
     return dict(sd)
 
 

@@ -55,14 +55,38 @@ def build_pipeline(cfg: AppConfig) -> Pipeline:
     tracker = _build_tracker(cfg, lifter)
     actions = _build_actions(cfg, device) if cfg.actions.enabled and lifter is not None else None
     sinks = _build_sinks(cfg)
-    if cfg.runtime.annotate:
+    video = annotation_path(cfg)
+    if video is not None:
         from lart_stream.realtime.annotate import AnnotatedVideoWriter, AnnotationError
 
-        try:
-            sinks.append(AnnotatedVideoWriter(cfg.runtime.annotate, fps=_source_fps(cfg)))
+        try:  # opened (probed) now: a path or container that can't be written fails before any frame
+            sinks.append(AnnotatedVideoWriter(video, fps=_source_fps(cfg), top_k=min(3, cfg.actions.top_k)))
         except AnnotationError as exc:
             raise BuildError(str(exc)) from exc
     return Pipeline(detector, lifter, tracker, actions, sinks)
+
+
+DEFAULT_ANNOTATION_DIR = "lart-stream-out"  # under the working folder, never inside the input's folder
+
+
+def annotation_path(cfg: AppConfig) -> Path | None:
+    """Where the annotated video goes: the given path; none for "none"; for "auto", a file or folder
+    source gets lart-stream-out/NAME.mp4 (made if missing), a camera or stream gets none."""
+    choice = cfg.runtime.annotate
+    if not choice or choice.lower() == "none":
+        return None
+    if choice.lower() != "auto":
+        return Path(choice).expanduser()
+    path = cfg.source.path
+    if cfg.source.camera is not None or not path or not Path(path).expanduser().exists():
+        return None
+    out = Path(DEFAULT_ANNOTATION_DIR)
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise BuildError(f"cannot make {out.resolve()} for the annotated video ({exc.strerror}); "
+                         "pass --annotate PATH or --annotate none") from exc
+    return out / f"{Path(path).expanduser().resolve().stem or 'frames'}.mp4"
 
 
 def _source_fps(cfg: AppConfig) -> float:
@@ -125,7 +149,7 @@ def _build_actions(cfg: AppConfig, device: str):
     a = cfg.actions
     size = a.size if a.size != "auto" else ("official" if a.checkpoint else "tiny")
     mode = a.mode if a.mode != "auto" else ("window" if a.checkpoint else "causal")
-    kwargs = dict(checkpoint=a.checkpoint, mean_std=a.mean_std, size=size, mode=mode, stride=a.stride,
+    kwargs = dict(checkpoint=a.checkpoint, dim_head=a.dim_head, mean_std=a.mean_std, size=size, mode=mode, stride=a.stride,
                   lookahead=a.lookahead, device=device, top_k=a.top_k, backend=cfg.runtime.backend,
                   # Random weights: the pose-only variant, since no MViT/Hiera features exist here and
                   # joints need an SMPL file; feeding zeros would only add noise to a meaningless output.
