@@ -25,7 +25,7 @@ def torch_file_problem(path: Path) -> str | None:
         return "the file is empty"
     if head[:1] == b"\x80" and _LEGACY_MAGIC in head:
         return None
-    return "not a PyTorch checkpoint (neither the zip archive torch.save writes nor its legacy format)"
+    return "not a PyTorch checkpoint (neither a zip archive nor PyTorch's legacy pickle format)"
 
 
 def load_failure(path: Path, what: str, exc: BaseException) -> str:

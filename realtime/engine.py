@@ -244,9 +244,9 @@ class StatusLine:
         if not self.enabled or now - self._last < self.period_s:
             return
         self._last = now
+        self._shown = True  # before writing: a signal handler may break the line as soon as it is out
         self.stream.write("\r\x1b[2K" + text)
         self.stream.flush()
-        self._shown = True
 
     def break_line(self) -> None:
         """End the status line where it is (the terminal's ^C echo stays on it), so the next message
