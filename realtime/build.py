@@ -163,6 +163,9 @@ def _build_actions(cfg: AppConfig, device: str):
     except (ValueError, KeyError, OSError) as exc:
         raise BuildError(f"LART model: {exc}") from exc
     log.info("LART stage: %s", stage.describe())
+    if cfg.runtime.export_dir and cfg.runtime.backend == "auto":  # (other backends: the stage warns itself)
+        log.info("LART runs in PyTorch: the LART ONNX files in %s are for export and parity checks, not used "
+                 "at run time", cfg.runtime.export_dir)
     return stage
 
 

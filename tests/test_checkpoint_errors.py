@@ -137,3 +137,14 @@ def test_keys_outside_encoder_and_smpl_are_refused(tmp_path):
                        extra={"discriminator.weight": torch.zeros(2), "decoder.bias": torch.zeros(2)})
     with pytest.raises(ValueError, match="unexpected checkpoint keys .*decoder.bias, discriminator.weight"):
         load_lart(path)
+
+
+def test_export_refuses_a_lart_checkpoint_without_dim_head_in_one_line(tmp_path, capsys):
+    from lart_stream.export.cli import main
+
+    cfg = LARTConfig.tiny()
+    path = tmp_path / "lart.ckpt"
+    _save_with_hparams(path, LART(cfg), None)
+    assert main(["--out", str(tmp_path / "o"), "--models", "lart_window", "--lart-checkpoint", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--lart-dim-head" in err[0], err

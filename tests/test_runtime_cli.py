@@ -240,6 +240,7 @@ def test_hmr_runs_from_an_exported_onnx_through_onnxruntime(tmp_path, pedestrian
     proc, summary = _summary(tmp_path, "--source", str(pedestrians), "--max-frames", "8", "--backend", "onnxruntime",
                              "--export-dir", str(export))
     assert "HMR stage: onnxruntime" in proc.stderr
+    assert "LART; running it in PyTorch" in proc.stderr  # said at start-up, not implied
     assert summary["frames"] == 8 and summary["stages_ms"]["lift"]["n"] == 8
 
 
