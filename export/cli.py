@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     size = p.add_argument("--model-size", choices=("tiny", "official"), default="official",
                           help="HMR and LART size without a checkpoint (tiny for tests)")
     add_alias(p, "--size", size)
-    hmr = p.add_argument("--hmr-checkpoint", help="HMR 2.0 checkpoint (epoch=35-step=1000000.ckpt); random weights if absent")
+    hmr = p.add_argument("--hmr-checkpoint",
+                         help="HMR 2.0 checkpoint (epoch=35-step=1000000.ckpt); random weights if absent")
     add_alias(p, "--hmr2-checkpoint", hmr)
     p.add_argument("--lart-checkpoint", help="LART checkpoint; random weights if absent")
     p.add_argument("--lart-dim-head", type=positive_int, metavar="N",

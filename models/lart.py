@@ -494,7 +494,8 @@ def split_encoder_keys(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
         unknown = sorted(k for k in sd if not k.startswith(("encoder.", SMPL_PREFIX)))
         if unknown:
             more = f" ... and {len(unknown) - 8} more" if len(unknown) > 8 else ""
-            raise ValueError(f"unexpected checkpoint keys (neither encoder.* nor smpl.*): {', '.join(unknown[:8])}{more}")
+            raise ValueError(f"unexpected checkpoint keys (neither encoder.* nor smpl.*): "
+                             f"{', '.join(unknown[:8])}{more}")
         enc = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
         return enc, sorted(k for k in sd if k.startswith(SMPL_PREFIX))
     return dict(sd), []

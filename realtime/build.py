@@ -149,8 +149,8 @@ def _build_actions(cfg: AppConfig, device: str):
     a = cfg.actions
     size = a.size if a.size != "auto" else ("official" if a.checkpoint else "tiny")
     mode = a.mode if a.mode != "auto" else ("window" if a.checkpoint else "causal")
-    kwargs = dict(checkpoint=a.checkpoint, dim_head=a.dim_head, mean_std=a.mean_std, size=size, mode=mode, stride=a.stride,
-                  lookahead=a.lookahead, device=device, top_k=a.top_k, backend=cfg.runtime.backend,
+    kwargs = dict(checkpoint=a.checkpoint, dim_head=a.dim_head, mean_std=a.mean_std, size=size, mode=mode,
+                  stride=a.stride, lookahead=a.lookahead, device=device, top_k=a.top_k, backend=cfg.runtime.backend,
                   # Random weights: the pose-only variant, since no MViT/Hiera features exist here and
                   # joints need an SMPL file; feeding zeros would only add noise to a meaningless output.
                   pose_only=a.checkpoint is None and cfg.hmr.smpl is None)

@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="HMR and LART size at once (default: auto, official with a checkpoint, tiny without)")
     models.add_argument("--hmr-size", choices=["auto", "tiny", "official"], help="HMR size (overrides --model-size)")
     models.add_argument("--smpl", metavar="SMPL_NEUTRAL.pkl", help="SMPL model file (joints and keypoints)")
-    models.add_argument("--tracker", choices=["auto", "phalp", "iou"], help="auto: phalp with real HMR weights, iou without")
+    models.add_argument("--tracker", choices=["auto", "phalp", "iou"],
+                        help="auto: phalp with real HMR weights, iou without")
     models.add_argument("--lart-checkpoint", metavar="CKPT", help="LART checkpoint")
     models.add_argument("--lart-dim-head", type=positive_int, metavar="N",
                         help="LART attention head size (unset: read from the checkpoint, which the reference's "
@@ -77,9 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     mode = models.add_argument("--action-mode", choices=["auto", "causal", "window"],
                                help="auto: window with a LART checkpoint, causal without")
     add_alias(models, "--mode", mode)
-    models.add_argument("--window", type=non_negative_int, metavar="T", help="frames per action window (0: the model's)")
+    models.add_argument("--window", type=non_negative_int, metavar="T",
+                        help="frames per action window (0: the model's)")
     models.add_argument("--stride", type=positive_int, metavar="S", help="window mode: run every S frames")
-    models.add_argument("--lookahead", type=non_negative_int, metavar="K", help="window mode: predict frame t-K at frame t")
+    models.add_argument("--lookahead", type=non_negative_int, metavar="K",
+                        help="window mode: predict frame t-K at frame t")
     models.add_argument("--top-k", type=positive_int, metavar="K", help="actions per person in each message")
     out = p.add_argument_group("output")
     out.add_argument("--publish", metavar="ADDR", help="ZeroMQ PUB address ('none' to disable)")
@@ -94,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--device", metavar="auto|cpu|cuda", help="auto: cuda when available")
     rt.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime", "torch"],
                     help="for HMR and the ONNX detector; LART always runs in PyTorch")
-    rt.add_argument("--export-dir", metavar="DIR", help="models exported by `lart-stream export` (onnxruntime/TensorRT)")
+    rt.add_argument("--export-dir", metavar="DIR",
+                    help="models exported by `lart-stream export` (onnxruntime/TensorRT)")
     rt.add_argument("--threads", type=non_negative_int, metavar="N",
                     help="CPU threads for torch and OpenCV (0: one per core; 1 is steadier on a busy machine)")
     rt.add_argument("--overlap", action="store_true", default=None,
