@@ -104,7 +104,7 @@ class Publisher:
         self.session = secrets.randbits(32)
         self.dropped = 0  # messages dropped on the pipeline side (queue full)
         self._sent = 0
-        self._seq = {t: 0 for t in protocol.TOPICS}
+        self._seq: dict[str, int] = {}  # per wire topic: actions/<stream> counts its own messages
         self._lock = threading.Lock()
         self._closed = False
         self._stats = _StatsWindow()
@@ -154,7 +154,8 @@ class Publisher:
             if self._closed:
                 return
             t_ns, wall_ns = time.monotonic_ns(), time.time_ns()
-            msg = protocol.actions_message(result, session=self.session, seq=self._next("actions"),
+            msg = protocol.actions_message(result, session=self.session,
+                                           seq=self._next(f"actions/{result.frame.stream_id}"),
                                            t_publish_ns=t_ns, t_wall_ns=wall_ns, top_k=self.config.top_k,
                                            full_scores=self.config.full_scores)
             self._queue([_FORWARD, *protocol.encode_actions(msg)])
@@ -246,7 +247,7 @@ class Publisher:
         self._ctx.destroy(linger=0)
 
     def _next(self, topic: str) -> int:
-        seq = self._seq[topic]
+        seq = self._seq.get(topic, 0)
         self._seq[topic] = seq + 1
         return seq
 
@@ -271,11 +272,12 @@ class Publisher:
         scale = min(1.0, self.config.frames_width / w)
         jw, jh = max(1, round(w * scale)), max(1, round(h * scale))
         small = frame.image if scale == 1.0 else cv2.resize(frame.image, (jw, jh), interpolation=cv2.INTER_AREA)
-        header = FrameMessage(session=self.session, seq=self._next("frames"), stream=str(frame.stream_id),
+        header = FrameMessage(session=self.session, seq=self._next(f"frames/{frame.stream_id}"),
+                              stream=str(frame.stream_id),
                               frame=int(frame.index), t_capture_ns=protocol.seconds_to_ns(frame.t_capture),
                               t_publish_ns=t_ns, t_wall_ns=wall_ns, image_size=(w, h), jpeg_size=(jw, jh))
         # JPEG encoding happens on the sender thread; the pixels travel as a raw buffer.
-        self._queue([_JPEG, b"frames", protocol.encode_frame(header)[1], np.ascontiguousarray(small)])
+        self._queue([_JPEG, *protocol.encode_frame(header)[:2], np.ascontiguousarray(small)])
 
     def _send_stats_locked(self, given: dict[str, Any], t_ns: int) -> None:
         msg = self._stats.message(given, t_ns, session=self.session, seq=self._next("stats"),

@@ -50,9 +50,11 @@ class SubscriberClosed(RuntimeError):
 class Subscriber:
     def __init__(self, address: str, topics: Sequence[str] = ("actions",), *, newest_only: bool = False,
                  hwm: int = 1000, curve_server_key: str | None = None, curve_secret_key: str | None = None,
-                 max_message_bytes: int = 64 << 20) -> None:
+                 max_message_bytes: int = 64 << 20, streams: Sequence[str] | None = None) -> None:
         """Connect to a publisher.
 
+        streams: only these stream ids' ``actions``/``frames`` (subscribed by topic prefix
+        ``actions/<stream>``; ``stats`` is not per stream). None: every stream.
         curve_server_key: the server's public .key file (turns CURVE on).
         curve_secret_key: this client's .key_secret file; without it an ephemeral key pair
         is used, which only a publisher without an allow-list accepts.
@@ -65,7 +67,12 @@ class Subscriber:
             raise ValueError(f"address {address!r}: expected tcp://HOST:PORT or ipc://PATH")
         if curve_secret_key is not None and curve_server_key is None:
             raise ValueError("a client key needs the server public key (curve_server_key) too")
+        if streams is not None:
+            bad = [x for x in streams if not protocol.STREAM_ID.match(str(x))]
+            if bad or not streams:
+                raise ValueError(f"bad stream id(s) {bad or '(none given)'}: letters, digits, _ . - only")
         self.address, self.topics, self.newest_only = address, tuple(topics), newest_only
+        self.streams = None if streams is None else frozenset(str(x) for x in streams)
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.SUB)
         try:
@@ -74,8 +81,8 @@ class Subscriber:
             self._sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)  # a hostile peer cannot exhaust memory
             if curve_server_key is not None:
                 self._setup_curve(curve_server_key, curve_secret_key)
-            for t in self.topics:
-                self._sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+            for prefix in self._prefixes():
+                self._sock.setsockopt(zmq.SUBSCRIBE, prefix)
             try:
                 self._sock.connect(address)
             except zmq.ZMQError as e:
@@ -85,13 +92,13 @@ class Subscriber:
             self._ctx.destroy(0)
             raise
         self._closed = False
-        self._last_seq: dict[tuple[int, str], int] = {}
+        self._last_seq: dict[tuple[int, str, str | None], int] = {}
         self._warned_random: set[int] = set()
         self._received = self._skipped = self._duplicates = self._missed = 0
         self._thread: threading.Thread | None = None
         if newest_only:
             self._cond = threading.Condition()
-            self._pending: dict[str, Message] = {}  # topic -> newest, in order of first arrival
+            self._pending: dict[tuple, Message] = {}  # (topic, stream) -> newest, in order of first arrival
             self._thread = threading.Thread(target=self._receive_forever, name="lart-subscriber", daemon=True)
             self._thread.start()
 
@@ -148,6 +155,11 @@ class Subscriber:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _prefixes(self) -> list[bytes]:
+        if self.streams is None:
+            return [t.encode() for t in self.topics]
+        return [protocol.topic_of(t, s) for t in self.topics for s in sorted(self.streams)]
+
     def _setup_curve(self, server_key: str, secret_key: str | None) -> None:
         from lart_stream.realtime.publisher import load_curve_key
 
@@ -169,7 +181,10 @@ class Subscriber:
             if self._skipped <= _LOUD_WARNINGS or self._skipped % 100 == 0:
                 log.warning("skipping invalid message #%d from %s: %s", self._skipped, self.address, e)
             return None
-        key = (msg.session, msg.topic)
+        stream = None if isinstance(msg, protocol.StatsMessage) else msg.stream
+        if stream is not None and self.streams is not None and stream not in self.streams:
+            return None  # a longer id sharing the prefix (actions/cam1 vs actions/cam10)
+        key = (msg.session, msg.topic, stream)
         last = self._last_seq.get(key)
         if last is not None and msg.seq <= last:
             self._duplicates += 1
@@ -209,7 +224,8 @@ class Subscriber:
                     msg = self._accept(parts)
                     if msg is not None:
                         with self._cond:
-                            self._pending[msg.topic] = msg  # replaces, keeps the topic's place in line
+                            # replaces, keeps the topic's place in line; one slot per stream
+                            self._pending[(msg.topic, getattr(msg, "stream", None))] = msg
                             self._cond.notify_all()
         except zmq.ZMQError as e:
             if e.errno != zmq.ETERM:

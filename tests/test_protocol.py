@@ -126,7 +126,7 @@ def test_prediction_without_its_track_is_left_out():
 @pytest.mark.parametrize("msg", all_messages(), ids=lambda m: type(m).__name__)
 def test_round_trip(msg):
     parts = encode(msg)
-    assert parts[0] == msg.topic.encode() and len(parts) == (3 if msg.topic == "frames" else 2)
+    assert parts[0] == protocol.topic_of(msg.topic, msg.stream) and len(parts) == (3 if msg.topic == "frames" else 2)
     assert decode(parts) == msg
 
 
@@ -159,7 +159,7 @@ def test_every_message_validates_against_schema(schema, msg):
 
 @pytest.mark.parametrize("mutate, where", [
     (lambda d: d.pop("frame"), "frame"),
-    (lambda d: d.update(v=2), "v"),
+    (lambda d: d.update(v=3), "v"),
     (lambda d: d.update(extra_field=1), "extra_field"),
     (lambda d: d["tracks"][1].update(box=[1.0, 2.0, 3.0]), "box"),
     (lambda d: d["tracks"][1].update(state="lost"), "state"),
@@ -214,7 +214,7 @@ def _wire(**changes) -> list[bytes]:
     ([b"actions", encode(hand_actions())[1][:-5]], "not valid msgpack"),
     ([b"actions", encode(hand_actions())[1] + b"\x00"], "not valid msgpack"),
     ([b"actions", msgpack.packb([1, 2])], "expected a map"),
-    (_wire(v=2), "schema version 2"),
+    (_wire(v=3), "schema version 3"),
     (_wire(v="1"), "schema version"),
     (_wire(frame=True), "actions.frame: expected an integer"),
     (_wire(frame=1.0), "actions.frame: expected an integer"),
