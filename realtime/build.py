@@ -38,7 +38,10 @@ def _need_file(path: str | None, what: str) -> None:
         raise BuildError(f"{what} not found: {path}")
 
 
-def build_pipeline(cfg: AppConfig) -> Pipeline:
+def build_pipeline(cfg: AppConfig, streams: int = 1) -> Pipeline:
+    """The stages of ``cfg``. ``streams`` > 1: sized for that many streams in one batched pipeline
+    (realtime/multistream.py): HMR and LART buckets for every stream's people; trackers come from
+    ``build_trackers``."""
     device = resolve_device(cfg.runtime.device)
     if cfg.runtime.export_dir and not Path(cfg.runtime.export_dir).expanduser().is_dir():
         raise BuildError(f"export folder not found: {cfg.runtime.export_dir} (make it with `lart-stream export`)")
@@ -51,9 +54,9 @@ def build_pipeline(cfg: AppConfig) -> Pipeline:
     except DetectorError as exc:
         raise BuildError(str(exc)) from exc
 
-    lifter = _build_lifter(cfg, device)
+    lifter = _build_lifter(cfg, device, streams)
     tracker = _build_tracker(cfg, lifter)
-    actions = _build_actions(cfg, device) if cfg.actions.enabled and lifter is not None else None
+    actions = _build_actions(cfg, device, streams) if cfg.actions.enabled and lifter is not None else None
     sinks = _build_sinks(cfg)
     if cfg.runtime.annotate:
         from lart_stream.realtime.annotate import AnnotatedVideoWriter, AnnotationError
@@ -86,17 +89,24 @@ def _replace(obj, **changes):
     return dataclasses.replace(obj, **changes)
 
 
-def _build_lifter(cfg: AppConfig, device: str):
+def build_trackers(cfg: AppConfig, lifter, n: int) -> list:
+    """One tracker per stream (each its own id counter and state)."""
+    return [_build_tracker(cfg, lifter) for _ in range(n)]
+
+
+def _build_lifter(cfg: AppConfig, device: str, streams: int = 1):
     try:
-        from lart_stream.realtime.lifting import HMRLifter, HMRLifterConfig
+        from lart_stream.realtime.lifting import (MULTI_STREAM_BUCKETS, HMRLifter, HMRLifterConfig,
+                                                  multi_stream_max_batch)
     except ImportError as exc:
         log.info("HMR stage not available (%s): tracking in 2D, no actions", exc)
         return None
     size = cfg.hmr.size if cfg.hmr.size != "auto" else ("official" if cfg.hmr.checkpoint else "tiny")
+    batch = dict(max_batch=multi_stream_max_batch(streams), buckets=MULTI_STREAM_BUCKETS) if streams > 1 else {}
     try:
         return HMRLifter.from_config(HMRLifterConfig(checkpoint=cfg.hmr.checkpoint, size=size, device=device,
                                                      smpl_path=cfg.hmr.smpl, backend=cfg.runtime.backend,
-                                                     export_dir=cfg.runtime.export_dir))
+                                                     export_dir=cfg.runtime.export_dir, **batch))
     except (ValueError, KeyError, OSError) as exc:
         raise BuildError(f"HMR model: {exc}") from exc
 
@@ -116,7 +126,7 @@ def _build_tracker(cfg: AppConfig, lifter):
     return build_tracker(kind, TrackerConfig())
 
 
-def _build_actions(cfg: AppConfig, device: str):
+def _build_actions(cfg: AppConfig, device: str, streams: int = 1):
     try:
         from lart_stream.realtime.actions import ActionStage, ActionStageConfig
     except ImportError as exc:
@@ -134,6 +144,10 @@ def _build_actions(cfg: AppConfig, device: str):
         kwargs["window"] = a.window
     if a.max_people:
         kwargs["max_people"] = a.max_people
+    if streams > 1:
+        from lart_stream.realtime.multistream import STREAM_SHIFT, multi_stream_tracks
+
+        kwargs.update(multi_stream_tracks(streams), group_shift=STREAM_SHIFT)
     try:
         stage = ActionStage.from_config(ActionStageConfig(**kwargs))
     except (ValueError, KeyError, OSError) as exc:
