@@ -41,8 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="subcommands: " + "; ".join(f"{k}: {v[2]}" for k, v in SUBCOMMANDS.items())
         + " (lart-stream SUB --help)")
     src = p.add_argument_group("input")
-    src.add_argument("--camera", type=int, metavar="N", help="camera index")
-    src.add_argument("--source", metavar="PATH|URL", help="video file, folder of images, rtsp:// or http(s):// stream")
+    src.add_argument("--camera", action=_AppendInput, metavar="[NAME=]N",
+                     help="camera index; repeat (with --source too) for several streams in one pipeline")
+    src.add_argument("--source", action=_AppendInput, metavar="[NAME=]PATH|URL",
+                     help="video file, folder of images, rtsp:// or http(s):// stream; repeat for several streams "
+                          "(ids s0, s1, ... or NAME=)")
     src.add_argument("--realtime", action="store_true", default=None, help="pace files to their frame rate")
     src.add_argument("--fps", type=float, help="pacing rate for image folders with --realtime")
     src.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
@@ -79,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="CPU threads for torch and OpenCV (default: one per core; 1 is steadier on a busy machine)")
     rt.add_argument("--overlap", action="store_true", default=None,
                     help="detect the next frame in its own thread (throughput up, up to one frame more latency)")
-    rt.add_argument("--config", metavar="FILE.toml", help="config file; flags override it")
+    rt.add_argument("--gpus", metavar="LIST", help="one worker process per entry (e.g. 0,1 or cpu,cpu), streams "
+                    "assigned round-robin, all published through one address (a ZeroMQ proxy)")
+    rt.add_argument("--workers", type=int, metavar="N", help="N worker processes on the --device (like --gpus)")
+    rt.add_argument("--config", metavar="FILE.toml", help="config file ([[streams]]: several streams); flags override it")
     rt.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     rt.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     rt.add_argument("--status", choices=["auto", "on", "off"], help="live status line (auto: on a TTY)")
@@ -105,12 +111,61 @@ FLAG_TO_SETTING = {
 }
 
 
+class _AppendInput(argparse.Action):
+    """--source / --camera, in the order given: several make several streams."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.inputs = [*(getattr(namespace, "inputs", None) or []), (self.dest, values)]
+        setattr(namespace, self.dest, values)
+
+
+def resolve_streams(args: argparse.Namespace, cfg, file_streams: list | None) -> list:
+    """The streams of a multi-stream run (SourceConfigs), or [] for one stream (today's path)."""
+    from lart_stream.realtime.config import ConfigError
+    from lart_stream.realtime.multistream import check_stream_ids, parse_input
+
+    inputs = getattr(args, "inputs", None) or []
+    try:
+        if len(inputs) > 1 or (inputs and (args.gpus or args.workers)):
+            streams = [parse_input(kind, str(v), n, cfg.source) for n, (kind, v) in enumerate(inputs)]
+        elif not inputs and file_streams:
+            streams = file_streams
+        else:
+            return []
+        check_stream_ids([s.stream_id for s in streams])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return streams
+
+
 def resolve_config(args: argparse.Namespace):
-    from lart_stream.realtime.config import AppConfig, apply_overrides, load_file
+    from lart_stream.realtime.config import AppConfig, ConfigError, apply_overrides, load_file
 
     cfg = AppConfig()
+    args.file_streams = None
+    inputs = getattr(args, "inputs", None) or []
+    if len(inputs) == 1:  # one stream: today's flags (NAME=... names it)
+        from lart_stream.realtime.multistream import parse_input
+
+        try:
+            one = parse_input(inputs[0][0], str(inputs[0][1]), 0, cfg.source)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        args.camera, args.source = one.camera, one.path
+        args.stream_id = one.stream_id if str(inputs[0][1]).startswith(one.stream_id + "=") else None
+    elif len(inputs) > 1:
+        args.camera = args.source = None  # several streams: resolve_streams takes them
     if args.config:
-        cfg = apply_overrides(cfg, load_file(args.config), args.config)
+        raw = load_file(args.config)
+        entries = raw.pop("streams", None)
+        cfg = apply_overrides(cfg, raw, args.config)
+        if entries is not None:
+            from lart_stream.realtime.multistream import streams_from_config
+
+            try:
+                args.file_streams = streams_from_config(entries, cfg.source, args.config)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
     flags: dict[str, dict[str, Any]] = {}
     for flag, (section, key) in FLAG_TO_SETTING.items():
         value = getattr(args, flag)
@@ -118,6 +173,8 @@ def resolve_config(args: argparse.Namespace):
             flags.setdefault(section, {})[key] = value
     if args.no_actions:
         flags.setdefault("actions", {})["enabled"] = False
+    if getattr(args, "stream_id", None):
+        flags.setdefault("source", {})["stream_id"] = args.stream_id
     return apply_overrides(cfg, flags, "command line")
 
 
@@ -145,14 +202,48 @@ def run_main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"lart-stream: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        streams = resolve_streams(args, cfg, args.file_streams)
+        gpus = _worker_devices(args, cfg)
+    except ConfigError as exc:
+        print(f"lart-stream: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.print_config:
         print(to_toml(cfg))
+        for s in streams:
+            print(f"[[streams]]\nid = {json.dumps(s.stream_id)}\n"
+                  + (f"camera = {s.camera}\n" if s.camera is not None else f"path = {json.dumps(s.path)}\n"))
         return EXIT_OK
     logging.basicConfig(level=cfg.runtime.log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if gpus:
+        from lart_stream.realtime.workers import run_workers
+
+        return run_workers(cfg, streams or [cfg.source], gpus)
+    if streams:
+        return _run(cfg, streams)
     return _run(cfg)
 
 
-def _run(cfg) -> int:
+def _worker_devices(args: argparse.Namespace, cfg) -> list[str]:
+    """--gpus 0,1 | cpu,cpu -> one device per worker; --workers N -> N of --device; [] = no workers."""
+    from lart_stream.realtime.config import ConfigError
+
+    if args.gpus and args.workers:
+        raise ConfigError("give either --gpus or --workers, not both")
+    if args.workers is not None:
+        if args.workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+        return [cfg.runtime.device] * args.workers
+    if not args.gpus:
+        return []
+    devices = [d.strip() for d in args.gpus.split(",")]
+    for d in devices:
+        if not (d == "cpu" or d.isdigit()):
+            raise ConfigError(f"--gpus {args.gpus!r}: expected GPU indices or cpu, e.g. 0,1 or cpu,cpu")
+    return devices
+
+
+def _run(cfg, streams: list | None = None) -> int:
     from lart_stream.realtime.build import BuildError, build_pipeline
     from lart_stream.realtime.engine import StatusLine, run
     from lart_stream.realtime.sources import SourceError, open_source
@@ -175,6 +266,19 @@ def _run(cfg) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     source = pipeline = None
+    if streams:
+        from lart_stream.realtime.multistream import serve
+
+        status_on = {"on": True, "off": False}.get(cfg.runtime.status)
+        try:
+            summary = serve(cfg, streams, stop=stop, status=StatusLine(enabled=status_on))
+        except (SourceError, BuildError) as exc:
+            print(f"lart-stream: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return _finish(cfg, summary)
     try:
         try:
             source = open_source(cfg.source, stop)
@@ -203,6 +307,10 @@ def _run(cfg) -> int:
             source.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
+    return _finish(cfg, summary)
+
+
+def _finish(cfg, summary) -> int:
     print(summary.format(), file=sys.stderr)
     if cfg.runtime.summary_json:
         Path(cfg.runtime.summary_json).write_text(json.dumps(summary.as_dict(), indent=2))

@@ -34,10 +34,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from lart_stream.realtime.config import AppConfig
 from lart_stream.realtime.engine import STAGES, Pipeline, RollingStats, RunSummary, StatusLine
 from lart_stream.realtime.protocol import STREAM_ID
 from lart_stream.realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks
-from lart_stream.realtime.sources import FrameSource
+from lart_stream.realtime.sources import FrameSource, SourceConfig
 
 log = logging.getLogger(__name__)
 
@@ -424,3 +425,101 @@ def _stats_dict(multi: MultiStreamPipeline, frames_at: dict[str, int], seconds: 
 
 def _rounded(d: dict) -> dict:
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Stream specs (command line, [[streams]] in the config file) and one process serving them
+
+
+def parse_input(kind: str, value: str, position: int, base: SourceConfig) -> SourceConfig:
+    """One ``--source``/``--camera`` value -> a SourceConfig. ``NAME=URL|PATH|N`` names the stream;
+    otherwise it is ``s<position>``. ValueError on a bad id or camera index."""
+    name, sep, rest = value.partition("=")
+    if sep and STREAM_ID.match(name) and "/" not in name and ":" not in name:
+        sid, target = name, rest
+    else:
+        sid, target = f"s{position}", value
+    if kind == "camera":
+        try:
+            return dataclasses.replace(base, camera=int(target), path=None, stream_id=sid)
+        except ValueError:
+            raise ValueError(f"--camera {value!r}: expected a camera index N or NAME=N") from None
+    return dataclasses.replace(base, path=target, camera=None, stream_id=sid)
+
+
+def streams_from_config(entries: object, base: SourceConfig, origin: str) -> list[SourceConfig]:
+    """``[[streams]]`` tables (``id`` plus any [source] setting: path, camera, realtime, fps, ...) ->
+    SourceConfigs; unset settings come from ``base`` (the [source] section). ValueError naming the entry."""
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f"{origin}: [[streams]] must be a list of tables")
+    valid = {f.name for f in dataclasses.fields(base)} - {"stream_id"}
+    out = []
+    for n, entry in enumerate(entries):
+        entry = dict(entry)
+        sid = str(entry.pop("id", f"s{n}"))
+        unknown = sorted(set(entry) - valid)
+        if unknown:
+            raise ValueError(f"{origin}: streams[{n}] ({sid}): unknown setting {unknown[0]} "
+                             f"(valid: id, {', '.join(sorted(valid))})")
+        if ("camera" in entry) == ("path" in entry):
+            raise ValueError(f"{origin}: streams[{n}] ({sid}): give exactly one of path or camera")
+        for key, value in entry.items():
+            default = getattr(base, key)
+            want = int if key == "camera" else str if key == "path" else type(default)
+            ok = isinstance(value, (int, float) if want is float else want)
+            if not ok or isinstance(value, bool) != isinstance(default, bool):
+                raise ValueError(f"{origin}: streams[{n}] ({sid}).{key}: expected {want.__name__}, got {value!r}")
+        out.append(dataclasses.replace(base, **{"camera": None, "path": None, **entry, "stream_id": sid}))
+    check_stream_ids([s.stream_id for s in out])
+    return out
+
+
+def serve(cfg: AppConfig, streams: Sequence[SourceConfig], *, stop: threading.Event | None = None, status: StatusLine | None = None,
+          connect_to: str | None = None, start_frames: Sequence[int] | None = None,
+          on_results: Callable[[list[FrameResult]], None] | None = None,
+          gather_ms: float = MultiStreamConfig.gather_ms) -> MultiRunSummary:
+    """Build the pipeline of ``cfg`` for ``streams`` (SourceConfigs), open them, run until they end.
+
+    ``connect_to``: publish by connecting to this proxy XSUB address (a worker) instead of binding
+    cfg.publish.address. Raises SourceError / BuildError (user errors) before anything runs."""
+    from lart_stream.realtime.build import BuildError, build_pipeline, build_trackers
+    from lart_stream.realtime.sources import open_source
+
+    stop = stop or threading.Event()
+    check_stream_ids([s.stream_id for s in streams])
+    if connect_to is not None:
+        cfg = dataclasses.replace(cfg, publish=dataclasses.replace(cfg.publish, address="none"))
+    sources: list[FrameSource] = []
+    pipeline = None
+    try:
+        for s in streams:
+            sources.append(open_source(s, stop))
+        pipeline = build_pipeline(cfg, streams=len(streams))
+        if connect_to is not None:
+            from lart_stream.realtime.publisher import Publisher, PublisherConfig
+
+            p = cfg.publish
+            try:
+                pipeline.sinks = [Publisher(PublisherConfig(address=connect_to, connect=True, top_k=cfg.actions.top_k,
+                                                            frames=p.frames, frames_width=p.frames_width,
+                                                            frames_fps=p.frames_fps, hwm=p.hwm)), *pipeline.sinks]
+            except ValueError as exc:
+                raise BuildError(str(exc)) from exc
+        log.info("streams: %s", ", ".join(f"{s.stream_id}={src.name}" for s, src in zip(streams, sources)))
+        log.info("pipeline: %s, %d streams batched", pipeline.describe(), len(streams))
+        for stage in (pipeline.lifter, pipeline.actions):
+            if stage is not None and hasattr(stage, "warmup"):
+                stage.warmup()
+        if pipeline.random_weights:
+            log.warning("RANDOM WEIGHTS: predictions are meaningless")
+        trackers = build_trackers(cfg, pipeline.lifter, len(streams)) if pipeline.tracker is not None else [None] * len(streams)
+        publisher = next((s for s in pipeline.sinks if hasattr(s, "send_stats")), None)
+        return run_streams(sources, [s.stream_id for s in streams], pipeline, trackers,
+                           MultiStreamConfig(gather_ms=gather_ms, max_frames=cfg.runtime.max_frames),
+                           stop=stop, status=status, on_stats=publisher.send_stats if publisher else None,
+                           on_results=on_results, start_frames=start_frames)
+    finally:
+        if pipeline is not None:
+            pipeline.close()
+        for src in sources:
+            src.close()

@@ -56,6 +56,7 @@ class PublisherConfig:
     stats_interval_s: float = 1.0  # automatic `stats` messages; 0 = only send_stats()
     curve_secret_key: str | None = None  # server's .key_secret: turns CURVE encryption on
     curve_allowed_keys: str | None = None  # folder of client *.key public keys (allow-list)
+    connect: bool = False  # connect to a proxy's XSUB (realtime/workers.py) instead of binding the address
 
     def __post_init__(self) -> None:
         if not self.address.startswith(("tcp://", "ipc://", "inproc://")):
@@ -120,10 +121,10 @@ class Publisher:
             xpub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription reaches us, not only the first
             self._setup_curve(xpub)
             try:
-                xpub.bind(config.address)
+                (xpub.connect if config.connect else xpub.bind)(config.address)
             except zmq.ZMQError as e:
                 raise ValueError(f"cannot publish on {config.address}: {e}") from None
-            self.endpoint = xpub.getsockopt_string(zmq.LAST_ENDPOINT)
+            self.endpoint = config.address if config.connect else xpub.getsockopt_string(zmq.LAST_ENDPOINT)
             inner = self._ctx.socket(zmq.PAIR)
             inner.setsockopt(zmq.LINGER, 0)
             inner.setsockopt(zmq.RCVHWM, config.hwm)
@@ -139,7 +140,7 @@ class Publisher:
                     s.close(0)
             self._shutdown_context()
             raise
-        if config.curve_secret_key is None and not is_loopback(config.address):
+        if config.curve_secret_key is None and not config.connect and not is_loopback(config.address):
             log.warning("publishing on %s without CURVE: predictions are readable, unencrypted, by anyone "
                         "who can reach this address (see `lart-stream keys`)", config.address)
         self._sender = _Sender(xpub, inner, config.jpeg_quality)
