@@ -79,13 +79,13 @@ class StreamReader:
     """Reads one source on its own thread into a one-slot hand-off (the source decides what is dropped:
     live sources keep the newest frame; files and paced files hand out every frame in order).
 
-    ``start_frame``: frames with a smaller index are read and skipped (a restarted worker resumes a
-    file where the dead one stopped)."""
+    ``start_frame``: frames of a file with a smaller index are read and skipped (a restarted worker
+    resumes a file where the dead one stopped; a live source just goes on from its newest frame)."""
 
     def __init__(self, source: FrameSource, ready: threading.Condition, stop: threading.Event,
                  start_frame: int = 0):
         self.source, self.ready, self.stop = source, ready, stop
-        self.start_frame = start_frame
+        self.start_frame = 0 if source.live else start_frame
         self.slot: Frame | None = None
         self.ended = False
         self.error: Exception | None = None
