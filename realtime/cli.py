@@ -29,6 +29,7 @@ SUBCOMMANDS = {
     "keys": ("lart_stream.realtime.transport_cli", "keys_main", "make CURVE key pairs"),
     "export": ("lart_stream.export.cli", "main", "export models to ONNX / TensorRT and check parity"),
     "bench": ("lart_stream.benchmarks.bench", "main", "latency benchmark of the pipeline"),
+    "cluster": ("lart_stream.realtime.cluster", "main", "one worker per GPU on a Ray cluster (extra [cluster])"),
 }
 
 log = logging.getLogger("lart_stream")
