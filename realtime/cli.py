@@ -251,13 +251,9 @@ def _run(cfg, streams: list | None = None) -> int:
 
     stop = threading.Event()
     if cfg.runtime.threads > 0:
-        # Spinning thread teams degrade badly when another process holds a core: let users cap them.
-        import cv2
-        import torch
+        from lart_stream.realtime.multistream import set_threads
 
-        torch.set_num_threads(cfg.runtime.threads)
-        cv2.setNumThreads(cfg.runtime.threads)
-        log.info("CPU threads: torch %d, OpenCV %d", torch.get_num_threads(), cv2.getNumThreads())
+        set_threads(cfg.runtime.threads)
 
     def on_signal(signum, _frame):
         if stop.is_set():  # a second Ctrl-C: the user really wants out

@@ -474,6 +474,17 @@ def streams_from_config(entries: object, base: SourceConfig, origin: str) -> lis
     return out
 
 
+def set_threads(n: int) -> None:
+    """Cap torch's and OpenCV's CPU threads: spinning thread teams degrade badly when another process
+    (another worker) holds a core."""
+    import cv2
+    import torch
+
+    torch.set_num_threads(n)
+    cv2.setNumThreads(n)
+    log.info("CPU threads: torch %d, OpenCV %d", torch.get_num_threads(), cv2.getNumThreads())
+
+
 def serve(cfg: AppConfig, streams: Sequence[SourceConfig], *, stop: threading.Event | None = None, status: StatusLine | None = None,
           connect_to: str | None = None, start_frames: Sequence[int] | None = None,
           on_results: Callable[[list[FrameResult]], None] | None = None,
@@ -487,6 +498,8 @@ def serve(cfg: AppConfig, streams: Sequence[SourceConfig], *, stop: threading.Ev
 
     stop = stop or threading.Event()
     check_stream_ids([s.stream_id for s in streams])
+    if cfg.runtime.threads > 0:
+        set_threads(cfg.runtime.threads)
     if connect_to is not None:
         cfg = dataclasses.replace(cfg, publish=dataclasses.replace(cfg.publish, address="none"))
     sources: list[FrameSource] = []
