@@ -47,11 +47,11 @@ _ID_MASK = (1 << STREAM_SHIFT) - 1
 TRACKS_PER_STREAM = 16  # LART capacity per stream
 
 
-def multi_stream_tracks(streams: int) -> dict:
+def multi_stream_tracks(streams: int, per_stream: int = TRACKS_PER_STREAM) -> dict:
     """ActionStageConfig sizes for ``streams`` streams: capacity and graph buckets (exact up to 16,
     then steps of 8: a causal step's padding rows cost little, a graph per count up to 128 would
     cost capture time)."""
-    cap = TRACKS_PER_STREAM * max(1, streams)
+    cap = per_stream * max(1, streams)
     buckets = tuple(range(1, 17)) + tuple(range(24, cap + 1, 8))
     return {"max_tracks": cap, "graph_buckets": tuple(b for b in buckets if b <= cap)}
 
