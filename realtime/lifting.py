@@ -104,6 +104,8 @@ class HMRLifter:
         self.dtype = _resolve_precision(cfg.precision, self.device)
         self.runner = runner
         self.backend_info = backend_info
+        self.rows_upload = self.device.type == "cuda"  # lift_many: upload only the rows crops read
+        self._many_frames: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}  # batch position -> buffers
         fused = cfg.fused if cfg.fused is not None else (
             model is not None and self.device.type == "cuda" and cfg.cuda_graphs)
         if fused and model is None:
@@ -193,10 +195,10 @@ class HMRLifter:
         if len(frames) == 1:
             return [self(frames[0], detections[0])]
         crops, center, side, sizes = [], [], [], []
-        for frame, det in zip(frames, detections):
+        for k, (frame, det) in enumerate(zip(frames, detections)):
             if not len(det):
                 continue
-            c, ce, si = crop_people(image_to_tensor(frame.image, self.device), det.xyxy, self.crop_cfg)
+            c, ce, si = crop_people(self._frame_tensor(k, frame, det), det.xyxy, self.crop_cfg)
             crops.append(c)
             center.append(ce)
             side.append(si)
@@ -221,6 +223,25 @@ class HMRLifter:
             people.append(People(det.xyxy, det.confidence, image_size=frame.size,
                                  **{k: v[rows] for k, v in arrays.items()}))
         return people
+
+    def _frame_tensor(self, k: int, frame: Frame, det: Detections) -> torch.Tensor:
+        """(3, H, W) float RGB of frame ``k`` of a lift_many batch. On CUDA only the rows the crops read
+        travel, through pinned memory, into a device buffer kept per batch position (the rest of it
+        holds an older frame, never read): the same crops as image_to_tensor of the whole frame."""
+        if not self.rows_upload or frame.image.dtype != np.uint8:
+            return image_to_tensor(frame.image, self.device)
+        W, H = frame.size
+        buffers = self._many_frames
+        if k not in buffers or tuple(buffers[k][1].shape) != (H, W, 3):
+            cuda = self.device.type == "cuda"
+            buffers[k] = (torch.zeros((H, W, 3), dtype=torch.uint8).pin_memory() if cuda else None,
+                          torch.zeros((H, W, 3), dtype=torch.uint8, device=self.device))
+        host, dev = buffers[k]
+        center, side = box_center_size(det.xyxy, self.crop_cfg.aspect)
+        sigma = blur_sigma(side, self.crop_cfg)
+        R = radius_bucket(int(blur_radius(sigma[sigma > 0]).max())) if (sigma > 0).any() else 0
+        upload_rows(frame.image, _rows_read(center, side, R, H), host, dev)
+        return dev.permute(2, 0, 1).flip(0).float()
 
     @torch.no_grad()
     def eager(self, frame: Frame, detections: Detections) -> People:
@@ -453,7 +474,6 @@ class _FusedStage:
     copy back, one sync."""
 
     BOX = 5  # box row: centre x, centre y, crop side, frame W, frame H (post-processing reads all five)
-    UPLOAD_CHUNK = 2 << 20  # bytes of frame rows per staging memcpy + transfer
 
     def __init__(self, lifter: HMRLifter, capture: bool):
         self.model, self.smpl = lifter.model, lifter.smpl
@@ -604,18 +624,7 @@ class _FusedStage:
     def _upload(self, image: np.ndarray, rows: tuple[int, int]) -> None:
         """Frame rows [lo, hi) -> staging buffer -> device buffer. Rows outside are never read by
         the crops (weights there are zero), so they may hold an older frame."""
-        lo, hi = rows
-        if hi <= lo:
-            return
-        if self.cuda:
-            staging = self.frame_host.numpy()  # type: ignore[union-attr]
-            step = max(1, self.UPLOAD_CHUNK // max(1, staging.shape[1] * 3))
-            for a in range(lo, hi, step):  # the memcpy of a chunk overlaps the transfer of the one before
-                b = min(a + step, hi)
-                np.copyto(staging[a:b], image[a:b])
-                self.frame_dev[a:b].copy_(self.frame_host[a:b], non_blocking=True)  # type: ignore[index]
-        else:
-            self.frame_dev[lo:hi].copy_(torch.from_numpy(np.ascontiguousarray(image[lo:hi])))  # type: ignore[index]
+        upload_rows(image, rows, self.frame_host, self.frame_dev)  # type: ignore[arg-type]
 
     def rows_of_crops(self, crops: torch.Tensor, center: np.ndarray, side: np.ndarray,
                       image_size: np.ndarray) -> dict[str, np.ndarray]:
@@ -712,6 +721,26 @@ class _FusedStage:
         if self.cuda:
             torch.cuda.current_stream(self.device).synchronize()
         return People(detections.xyxy, detections.confidence, image_size=(W, H), **self._unpack(n))
+
+
+UPLOAD_CHUNK = 2 << 20  # bytes of frame rows per staging memcpy + transfer
+
+
+def upload_rows(image: np.ndarray, rows: tuple[int, int], host: torch.Tensor | None, dev: torch.Tensor) -> None:
+    """Frame rows [lo, hi) -> (pinned ``host`` staging, CUDA) -> ``dev`` (H, W, 3) uint8. Rows outside
+    are left as they are (the crops never read them)."""
+    lo, hi = rows
+    if hi <= lo:
+        return
+    if host is not None:
+        staging = host.numpy()
+        step = max(1, UPLOAD_CHUNK // max(1, staging.shape[1] * 3))
+        for a in range(lo, hi, step):  # the memcpy of a chunk overlaps the transfer of the one before
+            b = min(a + step, hi)
+            np.copyto(staging[a:b], image[a:b])
+            dev[a:b].copy_(host[a:b], non_blocking=True)
+    else:
+        dev[lo:hi].copy_(torch.from_numpy(np.ascontiguousarray(image[lo:hi])))
 
 
 def _rows_read(center: np.ndarray, side: np.ndarray, radius: int, H: int) -> tuple[int, int]:

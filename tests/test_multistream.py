@@ -323,3 +323,39 @@ def test_runtime_imports_without_ray():
             "print('rc', main(['--streams', f.name]))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "rc 2" in r.stdout and "Ray is not installed" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused-path"])
+@pytest.mark.parametrize("rows_upload", [False, True], ids=["whole-frame", "rows-only"])
+def test_lift_many_equals_one_frame_at_a_time(fused, rows_upload):
+    """Crops of several frames in one network call give each frame's People as the one-frame eager path.
+    rows-only: the CUDA path's upload of just the rows the crops read, into a buffer holding an older
+    frame elsewhere (the blurred large box reads the most rows)."""
+    rng = np.random.default_rng(0)
+    lifter = HMRLifter.from_config(HMRLifterConfig(size="tiny", fused=fused))
+    lifter.rows_upload = rows_upload
+
+    def frame(k: int, size) -> Frame:
+        return Frame(k, 0.0, rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8), f"s{k}")
+
+    from lart_stream.realtime.records import Detections
+
+    def boxes(*rows) -> Detections:
+        b = np.asarray(rows, np.float32).reshape(-1, 4)
+        return Detections(b, np.ones(len(b)), np.zeros(len(b)))
+
+    frames = [frame(0, (160, 120)), frame(1, (200, 90)), frame(2, (640, 1200))]
+    dets = [boxes([10, 10, 60, 100], [50, 20, 120, 118]), boxes(), boxes([5, 600, 400, 1190], [300, 40, 330, 90])]
+    for _ in range(2):  # the second time the row buffers hold the first round's frames outside the rows
+        many = lifter.lift_many(frames, dets)
+        frames = [Frame(f.index, 0.0, rng.integers(0, 255, f.image.shape, dtype=np.uint8), f.stream_id)
+                  for f in frames]
+    many = lifter.lift_many(frames, dets)
+    for f, d, p in zip(frames, dets, many):
+        one = lifter.eager(f, d)
+        assert len(p) == len(d) and p.image_size == f.size
+        for name in ("pose_vector", "cam_t", "location", "appearance"):
+            a, b = getattr(p, name), getattr(one, name)
+            # the same float32 operations on the same pixels; batching may reorder the network's sums
+            scale = max(1.0, float(np.abs(b).max())) if b.size else 1.0
+            assert a.shape == b.shape and (not a.size or np.abs(a - b).max() <= 1e3 * np.finfo(np.float32).eps * scale)
