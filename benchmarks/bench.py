@@ -44,7 +44,10 @@ class RunSpec:
     backend: str = "torch"  # torch (CUDA graphs on CUDA) | torch-eager | onnxruntime | tensorrt
     per_person: bool = False  # reference-style: one eager HMR call per person
     tracker: str = "iou"
-    overlap: bool = False  # detect the next frame in its own thread
+    inflight: int = 1  # frames in flight (engine.run): 1 sequential, 2 detect ahead, 3 detect/lift/finish threads
+    hmr_weights: str = "cast"  # cast: bf16 weights cast once | autocast: fp32 weights under autocast (old path)
+    compile: bool = False  # HMR network through torch.compile (max-autotune) inside our graphs
+    fp8: bool = False  # HMR's ViT linears in FP8 (row-wise scaled torch._scaled_mm)
 
 
 class TrackCounter:
@@ -96,7 +99,9 @@ def build_stages(spec: RunSpec, device: str, args: argparse.Namespace):
             raise RuntimeError("onnxruntime has only CPU providers here: it would run HMR on the CPU")
     lifter = HMRLifter.from_config(HMRLifterConfig(
         size=spec.hmr_size, device=device, backend=backend, cuda_graphs=graphs, export_dir=export_dir,
-        precision="fp32" if spec.per_person else "auto", max_batch=max(16, spec.people)))
+        precision="fp32" if spec.per_person else "auto", max_batch=max(16, spec.people),
+        cast_weights=spec.hmr_weights == "cast", compile=spec.compile, compile_cache_dir=args.compile_cache,
+        fp8=spec.fp8))
     if spec.per_person:
         lifter = PerPersonLifter(lifter)
     kwargs = dict(size=spec.lart_size, mode=spec.mode, device=device, max_tracks=max(16, spec.people),
@@ -132,7 +137,8 @@ def _real_detector(args: argparse.Namespace, device: str):
         return None
     from lart_stream.realtime.detectors import DetectorConfig, build_detector
 
-    return build_detector(DetectorConfig(model=args.detector, device=device, person_classes=args.person_classes))
+    return build_detector(DetectorConfig(model=args.detector, device=device, person_classes=args.person_classes,
+                                         precision=args.detector_precision))
 
 
 def run_one(spec: RunSpec, args: argparse.Namespace, device: str, boxes: np.ndarray | None,
@@ -151,28 +157,42 @@ def run_one(spec: RunSpec, args: argparse.Namespace, device: str, boxes: np.ndar
     publisher = Publisher(PublisherConfig(address=args.publish))
     counter = TrackCounter()
     pipeline = Pipeline(detector, lifter, tracker, actions, [publisher, counter])
+    cuda = device.startswith("cuda")
     try:
-        if device.startswith("cuda"):
+        if cuda:
             torch.cuda.reset_peak_memory_stats()
         # Warm-up: graph capture (before any second thread uses the GPU: a capture fails if another
         # thread launches work meanwhile), allocator, caches; then a fresh clock.
         inner = getattr(lifter, "inner", lifter)
+        t_warm = time.perf_counter()
         inner.warmup(batch_sizes=[1] if spec.per_person else [spec.people], frame_size=size)
+        warmup_s = time.perf_counter() - t_warm
         actions.warmup()
-        run(SyntheticSource(args.warmup, size, args.source), pipeline)
+        run(SyntheticSource(args.warmup, size, args.source), pipeline)  # lazy captures: one thread on the GPU
+        if spec.inflight > 1:  # then the threads' own streams get their allocator blocks
+            run(SyntheticSource(args.warmup, size, args.source), pipeline, inflight=spec.inflight)
         pipeline.stats = RollingStats(window=100_000)
+        if cuda and not args.no_gpu_clock:
+            from lart_stream.realtime.gpu_clock import StageClock
+
+            torch.cuda.synchronize()
+            pipeline.clock = StageClock(device)
         detector.real_ms.clear()
         counter.counts.clear()
         source = SyntheticSource(args.frames, size, args.source, rate=args.rate)
         cpu0, wall0 = time.process_time(), time.monotonic()
-        summary = run(source, pipeline, overlap=spec.overlap)
+        summary = run(source, pipeline, inflight=spec.inflight)
         cpu = (time.process_time() - cpu0) / max(time.monotonic() - wall0, 1e-9) * 100
+        kernels = kernel_profile(pipeline, spec, args, size) if args.kernel_profile else None
     finally:
         pipeline.close()
     stages = {k: report.percentiles(list(pipeline.stats.samples[k]))
               for k in ("detect", "lift", "track", "actions", "publish") if pipeline.stats.count.get(k)}
     if detector.real_ms:
         stages["detect_real"] = report.percentiles(detector.real_ms)
+    gpu = gpu_figures(pipeline, summary.seconds, summary.frames)
+    fused = getattr(inner, "_fused", None)
+    compile_log = [{**dataclasses.asdict(r), "warm": r.warm} for r in getattr(fused, "compile_log", [])]
     return {
         "name": spec.name,
         "config": {**dataclasses.asdict(spec), "frames": args.frames, "input": args.size, "rate": args.rate,
@@ -186,22 +206,83 @@ def run_one(spec: RunSpec, args: argparse.Namespace, device: str, boxes: np.ndar
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None,
         "cpu_percent": round(cpu, 1),
         "tracks_mean": round(float(np.mean(counter.counts)), 2) if counter.counts else 0.0,
+        **gpu,
+        "hmr": getattr(inner, "backend_info", ""),
+        "hmr_warmup_s": round(warmup_s, 2),
+        "compile_log": compile_log,
+        **({"kernel_ms": kernels} if kernels else {}),
     }
+
+
+def kernel_profile(pipeline: Pipeline, spec: RunSpec, args: argparse.Namespace, size: tuple[int, int]) -> dict:
+    """``args.kernel_profile`` more frames under torch.profiler: GPU kernel time per stage per frame
+    (benchmarks/kernel_profile.py). The timed run's statistics are kept aside meanwhile."""
+    import json
+    import tempfile
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from lart_stream.benchmarks.kernel_profile import kernel_time_by_stage
+
+    stats, clock = pipeline.stats, pipeline.clock
+    pipeline.stats, pipeline.clock, pipeline.annotate = RollingStats(), None, True
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    try:
+        with profile(activities=activities) as prof:
+            summary = run(SyntheticSource(args.kernel_profile, size, args.source), pipeline, inflight=spec.inflight)
+        with tempfile.TemporaryDirectory() as tmp:
+            prof.export_chrome_trace(f"{tmp}/trace.json")
+            trace = json.loads(Path(f"{tmp}/trace.json").read_text())
+    finally:
+        pipeline.stats, pipeline.clock, pipeline.annotate = stats, clock, False
+    out = kernel_time_by_stage(trace, summary.frames)
+    out["wall_s"] = round(summary.seconds, 3)
+    return out
+
+
+def gpu_figures(pipeline: Pipeline, seconds: float, frames: int) -> dict:
+    """GPU span per stage per frame (CUDA events, realtime/gpu_clock.py) beside the wall times, and
+    the GPU busy fraction (union of the stage intervals over the timed span); {} without a clock."""
+    clock = pipeline.clock
+    if clock is None:
+        return {}
+    from lart_stream.realtime.gpu_clock import busy_fraction
+
+    intervals = list(clock.intervals)
+    gpu_ms = {k[4:]: report.percentiles(list(v)) for k, v in pipeline.stats.samples.items() if k.startswith("gpu_")}
+    span = (max(iv.end_ms for iv in intervals) - min(iv.start_ms for iv in intervals)) if intervals else 0.0
+    return {"gpu_ms": gpu_ms, "gpu_busy_fraction": round(busy_fraction(intervals), 4),
+            "gpu_sum_ms_per_frame": round(sum(v["mean"] for v in gpu_ms.values()), 4),
+            "gpu_span_ms": round(span, 2)}
 
 
 def plan(args: argparse.Namespace, device: str) -> list[RunSpec]:
     official = args.model_size == "official"
     size = "official" if official else "tiny"
     base = RunSpec("base", "ours", people=args.people, window=args.window, hmr_size=size, lart_size=size,
-                   backend=args.backend, mode=args.mode, tracker=args.tracker, overlap=args.overlap)
+                   backend=args.backend, mode=args.mode, tracker=args.tracker,
+                   inflight=max(args.inflight, 2 if args.overlap else 1), hmr_weights=args.hmr_weights,
+                   compile=args.compile, fp8=args.fp8)
     sweeps = set(args.sweep.split(",")) if args.sweep else set()
     if "all" in sweeps:
-        sweeps = {"people", "window", "backend", "size", "baselines", "overlap"}
+        sweeps = {"people", "window", "backend", "size", "baselines", "overlap", "inflight", "weights"}
+    people = [int(n) for n in args.people_sweep.split(",")]
     specs: list[RunSpec] = []
     if "people" in sweeps:
-        specs += [dataclasses.replace(base, name=f"people{n}", people=n) for n in (1, 5, 10, 20)]
+        specs += [dataclasses.replace(base, name=_name(f"people{n}", base), people=n) for n in people]
     else:
-        specs.append(dataclasses.replace(base, name=f"people{args.people}"))
+        specs.append(dataclasses.replace(base, name=_name(f"people{args.people}", base)))
+    if "inflight" in sweeps:
+        for n in (people if "people" in sweeps else [args.people]):
+            specs += [dataclasses.replace(base, name=f"people{n}-inflight{k}", series=f"ours-inflight{k}", people=n,
+                                          inflight=k) for k in (1, 2, 3) if k != base.inflight]
+    if "weights" in sweeps:
+        other = "autocast" if args.hmr_weights == "cast" else "cast"
+        specs.append(dataclasses.replace(base, name=f"hmr-{other}", series=f"hmr-{other}", hmr_weights=other,
+                                         fp8=False))
+        if not args.fp8:
+            specs.append(dataclasses.replace(base, name="hmr-fp8", series="hmr-fp8", fp8=True))
     if "window" in sweeps:
         specs += [dataclasses.replace(base, name=f"T{t}-{m}", series=f"window-{m}", window=t, mode=m)
                   for t in (32, 64, 125) for m in ("causal", "window")]
@@ -214,14 +295,24 @@ def plan(args: argparse.Namespace, device: str) -> list[RunSpec]:
         if other == "tiny" or device.startswith("cuda"):
             specs.append(dataclasses.replace(base, name=f"size-{other}", series=f"size-{other}", hmr_size=other,
                                              lart_size=other))
-    if "overlap" in sweeps:
+    if "overlap" in sweeps:  # older name: the detector one frame ahead
         specs += [dataclasses.replace(base, name=f"people{n}-overlap", series="ours-overlap", people=n,
-                                      overlap=not args.overlap) for n in (1, 5, 10, 20)]
+                                      inflight=1 if base.inflight > 1 else 2) for n in people]
     if "baselines" in sweeps:
         specs.append(dataclasses.replace(base, name=f"full-window-recompute", series="window-full", mode="window"))
         specs.append(dataclasses.replace(base, name="per-person-eager", series="per-person-eager",
-                                         per_person=True, backend="torch-eager", mode="window"))
+                                         per_person=True, backend="torch-eager", mode="window", inflight=1,
+                                         hmr_weights="autocast", compile=False, fp8=False))
     return specs
+
+
+def _name(name: str, spec: RunSpec) -> str:
+    """The base runs' names say what is not the default (inflight, autocast, compiled)."""
+    tags = [f"inflight{spec.inflight}"] if spec.inflight > 1 else []
+    tags += ["autocast"] if spec.hmr_weights != "cast" else []
+    tags += ["compiled"] if spec.compile else []
+    tags += ["fp8"] if spec.fp8 else []
+    return "-".join([name, *tags])
 
 
 def comparisons(runs: list[dict]) -> list[dict]:
@@ -242,13 +333,43 @@ def comparisons(runs: list[dict]) -> list[dict]:
         out.append({"title": "LART: full-window recompute vs incremental causal step (p50 of the actions stage)",
                     "rows": rows})
     ref = by.get("per-person-eager")
-    ours = next((r for r in runs if r["name"] == f"people{ref['config']['people']}"), None) if ref else None
-    if ref and ours:
+    same = [r for r in runs if ref and not r["config"]["per_person"] and r["config"]["people"] == ref["config"]["people"]
+            and r["config"]["mode"] == "causal"]
+    if ref and same:
+        rows = []
+        for ours in (same[0], max(same, key=lambda r: r["fps"])):  # the base run, and the fastest setting
+            row = {"people": ref["config"]["people"], "ours": ours["name"], "reference fps": ref["fps"],
+                   "ours fps": ours["fps"], "speed-up": ours["fps"] / max(ref["fps"], 1e-9),
+                   "reference c2p p50 ms": ref["capture_to_publish_ms"]["p50"],
+                   "ours c2p p50 ms": ours["capture_to_publish_ms"]["p50"]}
+            if row not in rows:
+                rows.append(row)
         out.append({"title": "Reference-style flow (one eager fp32 HMR call per person, window LART) vs ours",
-                    "rows": [{"people": ref["config"]["people"], "reference fps": ref["fps"], "ours fps": ours["fps"],
-                              "speed-up": ours["fps"] / max(ref["fps"], 1e-9),
-                              "reference c2p p50 ms": ref["capture_to_publish_ms"]["p50"],
-                              "ours c2p p50 ms": ours["capture_to_publish_ms"]["p50"]}]})
+                    "rows": rows})
+    gpu_rows = [{"run": r["name"], "fps": r["fps"], "GPU busy": r["gpu_busy_fraction"],
+                 **{f"{k} wall/GPU ms": f"{r['stages_ms'][k]['mean']:.2f} / {v['mean']:.2f}"
+                    for k, v in r["gpu_ms"].items() if k in r["stages_ms"]},
+                 "GPU ms/frame (sum)": r["gpu_sum_ms_per_frame"]}
+                for r in runs if r.get("gpu_ms")]
+    if gpu_rows:
+        keys = list(dict.fromkeys(k for row in gpu_rows for k in row))
+        out.append({"title": "Per stage: host wall time vs GPU span (CUDA events; mean ms per frame), GPU busy "
+                             "fraction (union of stage intervals over the run)",
+                    "rows": [{k: row.get(k, "") for k in keys} for row in gpu_rows]})
+    prof = [{"run": r["name"], **{f"{k} kernels ms": v for k, v in r["kernel_ms"]["per_frame_ms"].items()},
+             "fps if GPU-bound": round(1e3 / r["kernel_ms"]["per_frame_ms"]["total"], 1)
+             if r["kernel_ms"]["per_frame_ms"].get("total") else "",
+             "top kernels": ", ".join(f"{n} {ms:.2f}" for n, ms in r["kernel_ms"]["top_kernels"][:4])}
+            for r in runs if r.get("kernel_ms")]
+    if prof:
+        keys = list(dict.fromkeys(k for row in prof for k in row))
+        out.append({"title": "GPU kernel time per frame by stage (torch.profiler, kernels only; 'total' / frame "
+                             "period = how busy the GPU could be)", "rows": [{k: row.get(k, "") for k in keys}
+                                                                            for row in prof]})
+    compiled = [dict(run=r["name"], **c) for r in runs for c in r.get("compile_log", [])]
+    if compiled:
+        out.append({"title": "torch.compile start-up per batch bucket (cold: compiled; warm: from the disk cache)",
+                    "rows": compiled})
     return out
 
 
@@ -270,8 +391,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracker", choices=["phalp", "iou"], default="iou")
     p.add_argument("--detector", default="hog", help="real detector timed beside the scripted one: hog | FILE.onnx | none")
     p.add_argument("--person-classes", default="0")
-    p.add_argument("--overlap", action="store_true", help="detect the next frame in its own thread")
-    p.add_argument("--sweep", default="", help="comma list of people,window,backend,size,baselines,overlap or all")
+    p.add_argument("--detector-precision", choices=["fp32", "fp16", "bf16"], default="fp32",
+                   help="the ONNX detector on the torch backend (autocast)")
+    p.add_argument("--overlap", action="store_true", help="same as --inflight 2")
+    p.add_argument("--inflight", type=int, default=1, choices=[1, 2, 3],
+                   help="frames in flight: 1 sequential, 2 detect ahead, 3 detect/lift/finish in their own threads")
+    p.add_argument("--hmr-weights", choices=["cast", "autocast"], default="cast",
+                   help="bf16 HMR: weights cast once (default) or fp32 weights under autocast (the old path)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the HMR network (minutes per batch size cold)")
+    p.add_argument("--fp8", action="store_true", help="HMR's ViT linears in FP8 (row-wise scales; Hopper/Ada)")
+    p.add_argument("--compile-cache", help="inductor cache folder (default ~/.cache/lart-stream/inductor)")
+    p.add_argument("--kernel-profile", type=int, default=0, metavar="N",
+                   help="after each timed run, N frames under torch.profiler: kernel time per stage")
+    p.add_argument("--no-gpu-clock", action="store_true", help="no CUDA events around the stages")
+    p.add_argument("--people-sweep", default="1,5,10,20", help="people counts of the people/inflight/overlap sweeps")
+    p.add_argument("--sweep", default="",
+                   help="comma list of people,inflight,weights,window,backend,size,baselines,overlap or all")
     p.add_argument("--device", default="auto")
     p.add_argument("--export-dir", help="models from `lart-stream export` for the onnxruntime/tensorrt runs "
                                         "(default: export HMR to a temporary folder)")

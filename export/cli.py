@@ -3,6 +3,9 @@
     lart-stream export --out exported/ --size official --hmr2-checkpoint hmr2.ckpt --lart-checkpoint lart.ckpt
     lart-stream export --out exported/ --size tiny --check            # random weights, CPU parity report
     lart-stream export --out exported/ --detector yolov8n.onnx --tensorrt
+    lart-stream export --out exported/ --models mvit --mvit-checkpoint mvit.pyth [--mvit-config mvit.yaml]
+
+``--models all`` includes the appearance model (mvit) only when ``--mvit-checkpoint`` is given.
 
 Exit codes: 0 done (and parity passed with --check), 1 parity failed, 2 user error (one line, no
 traceback): a missing file, TensorRT requested but absent, a bad option.
@@ -16,9 +19,10 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+from lart_stream.models.checkpoint import CheckpointError
 from lart_stream.realtime.backends import BACKEND_NAMES, BackendUnavailable
 
-MODEL_CHOICES = ("hmr2", "lart_window", "lart_step")
+MODEL_CHOICES = ("hmr2", "lart_window", "lart_step", "mvit")
 
 
 class UserError(Exception):
@@ -32,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--size", choices=("tiny", "official"), default="official", help="model sizes (tiny for tests)")
     p.add_argument("--hmr2-checkpoint", help="HMR 2.0 checkpoint (epoch=35-step=1000000.ckpt); random weights if absent")
     p.add_argument("--lart-checkpoint", help="LART checkpoint; random weights if absent")
+    p.add_argument("--mvit-checkpoint", help="PySlowFast MViT AVA checkpoint (mvit.pyth); random weights if absent")
+    p.add_argument("--mvit-config", help="its PySlowFast yaml (mvit.yaml); default: the cfg the .pyth embeds")
+    p.add_argument("--mvit-size", help="clip HxW the MViT graph takes (e.g. 312x374); default: the config's crop")
     p.add_argument("--detector", help="a person-detector ONNX (YOLOv8/YOLO11 [1,4+C,A] or NMS'd [N,6]) to validate"
                                       " and, with --tensorrt, build an engine for")
     p.add_argument("--fp16-onnx", action="store_true", help="also write *.fp16.onnx (TensorRT >= 11 builds FP16 from it)")
@@ -58,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _run(args)
-    except (UserError, BackendUnavailable, FileNotFoundError) as e:
+    except (UserError, BackendUnavailable, FileNotFoundError, CheckpointError) as e:
         print(f"lart-stream export: error: {e}", file=sys.stderr)
         return 2
 
@@ -67,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     from lart_stream.export import onnx_export as ox
 
     if args.models == "all":
-        models = list(MODEL_CHOICES)
+        models = [m for m in MODEL_CHOICES if m != "mvit" or args.mvit_checkpoint]
     elif args.models == "none":
         models = []
     else:
@@ -77,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
         batches = [int(b) for b in args.batches.split(",") if b.strip()]
     except ValueError:
         raise UserError(f"--batches: expected comma-separated integers, got {args.batches!r}") from None
-    for flag in ("hmr2_checkpoint", "lart_checkpoint", "detector"):
+    for flag in ("hmr2_checkpoint", "lart_checkpoint", "mvit_checkpoint", "mvit_config", "detector"):
         path = getattr(args, flag)
         if path and not Path(path).is_file():
             raise UserError(f"--{flag.replace('_', '-')}: no such file: {path}")
@@ -132,10 +139,21 @@ def _build_specs(kind: str, args: argparse.Namespace) -> list:
         warnings.simplefilter("ignore")  # the random-weights warning is printed once by _run
         if kind == "hmr2":
             return [ox.hmr2_spec(args.size, args.hmr2_checkpoint, args.seed)]
+        if kind == "mvit":
+            h, w = _hw(args.mvit_size) if args.mvit_size else (None, None)
+            return [ox.mvit_spec(args.size, args.mvit_checkpoint, args.seed, config=args.mvit_config, height=h, width=w)]
         builder = ox.SPEC_BUILDERS.get(kind)
         if builder is None:
             raise UserError(f"{kind}: export not available yet (models/lart.py has no export entry point)")
         return [builder(args.size, args.lart_checkpoint, args.seed)]
+
+
+def _hw(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--mvit-size: expected HxW (e.g. 312x374), got {text!r}") from None
+    return h, w
 
 
 def _build_engines(specs: list, args: argparse.Namespace, out: Path) -> None:

@@ -11,6 +11,8 @@ Files written by :func:`export_model` (one per model kind):
 - ``lart_window.onnx`` the LART trailing-window forward, dynamic number of tracks
 - ``lart_step.onnx``   the LART causal streaming step with the key/value cache as explicit
                        inputs and outputs, dynamic number of tracks
+- ``mvit.onnx``        MViTv2 backbone + AVA head: one clip (fixed T, H, W) and a dynamic number
+                       of boxes -> RoI features (LART's appearance input) and 80 AVA scores
 - ``*.fp16.onnx``      (optional) FP16 twins for TensorRT >= 11, which builds FP16 only from a
                        typed graph (realtime/tensorrt_engine.py)
 
@@ -31,7 +33,7 @@ import torch
 from torch import nn
 
 from lart_stream.realtime.backends import BATCH, ModelIO, io_from_onnx
-from lart_stream.realtime.model_io import LART_CACHE_PAIRS, hmr2_io, lart_step_io, lart_window_io  # noqa: F401
+from lart_stream.realtime.model_io import LART_CACHE_PAIRS, hmr2_io, lart_step_io, lart_window_io, mvit_io  # noqa: F401
 from lart_stream.realtime.manifest import (MANIFEST, io_from_json, io_to_json, onnx_sha256, read_manifest,  # noqa: F401
                                           write_manifest)
 
@@ -312,8 +314,43 @@ def lart_streaming_rows(spec: ExportSpec, backend: Any, *, frames: int | None = 
                            LART_CACHE_PAIRS, init, precision=precision)
 
 
+def mvit_boxes(shape: tuple[int, ...], g: torch.Generator, height: int, width: int) -> torch.Tensor:
+    """(n, 5) boxes on clip 0 in clip pixels: sizes up to 0.8 of the frame, a fifth of them
+    starting outside it, so some cross the border."""
+    n = shape[0]
+    size = torch.tensor([width, height], dtype=torch.float32)
+    xy = (torch.rand(n, 2, generator=g) * 1.2 - 0.2) * size
+    wh = torch.rand(n, 2, generator=g) * 0.8 * size
+    return torch.cat([torch.zeros(n, 1), xy, xy + wh], dim=1)
+
+
+def mvit_spec(size: str = "tiny", checkpoint: str | Path | None = None, seed: int = 0,
+              config: str | Path | None = None, height: int | None = None, width: int | None = None,
+              model: nn.Module | None = None) -> ExportSpec:
+    """MViT backbone + head (models/mvit.py): a PySlowFast mvit.pyth (+ mvit.yaml) when given, else
+    random weights (loudly) of the tiny or the official MViTv2-L 40x3 config."""
+    from lart_stream.models import mvit as MV
+
+    random = False
+    if model is None and checkpoint is not None:
+        model, _ = MV.load_mvit(checkpoint, config)
+    elif model is None:
+        if size not in ("official", "tiny"):
+            raise ValueError(f"MViT size must be 'official' or 'tiny', got {size!r}")
+        cfg = MV.MViTConfig.official_l_40x3() if size == "official" else MV.MViTConfig.tiny()
+        model = MV.MViT(cfg).init_random_(seed)
+        random = True
+        warnings.warn("mvit: no checkpoint given, exporting RANDOM weights (outputs are meaningless)", stacklevel=2)
+    cfg = model.config
+    io = mvit_io(cfg, height, width)
+    h, w = io.inputs[0].shape[3], io.inputs[0].shape[4]
+    makers = {"boxes": lambda shape, g: mvit_boxes(shape, g, h, w)}
+    return ExportSpec("mvit", TupleOutputs(model.eval(), io.output_names), io, {}, random,
+                      {"size": size, "height": h, "width": w, **dataclasses.asdict(cfg)}, makers)
+
+
 SPEC_BUILDERS: dict[str, Callable[..., ExportSpec]] = {
-    "hmr2": hmr2_spec, "lart_window": lart_window_spec, "lart_step": lart_step_spec}
+    "hmr2": hmr2_spec, "lart_window": lart_window_spec, "lart_step": lart_step_spec, "mvit": mvit_spec}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,4 +432,5 @@ def numpy_inputs(example: Sequence[torch.Tensor], io: ModelIO) -> dict[str, np.n
 __all__ = ["DetectorInfo", "ExportSpec", "Fp16Twin", "LARTStepExport", "LARTWindowExport", "LART_CACHE_PAIRS",
            "MANIFEST", "OPSET", "SPEC_BUILDERS", "TupleOutputs", "example_inputs", "lart_step_io", "lart_step_spec",
            "lart_window_io", "lart_window_spec", "onnx_sha256", "export_model", "export_onnx", "hmr2_io", "hmr2_spec", "inspect_detector",
-           "io_from_json", "io_to_json", "numpy_inputs", "read_manifest", "write_manifest"]
+           "io_from_json", "io_to_json", "mvit_boxes", "mvit_io", "mvit_spec", "numpy_inputs", "read_manifest",
+           "write_manifest"]

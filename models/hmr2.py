@@ -13,25 +13,28 @@ graphs can take it with a dynamic batch.
 
 from __future__ import annotations
 
-import _compat_pickle
 import dataclasses
 import logging
 import math
 import pickle
-import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Mapping, NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from lart_stream.models.blocks import FeedForward
+from lart_stream.models.checkpoint import CheckpointError, _CheckpointUnpickler, _checkpoint_pickle  # noqa: F401
+from lart_stream.models.checkpoint import shape_problems, show_keys as _show
 
 log = logging.getLogger(__name__)
 
 POSE_VECTOR_DIM = 229  # 9 global orient + 207 body pose + 10 betas + 3 camera (LART pose_shape)
+# Layers kept in fp32 when the matmul weights are cast to bf16 (models/precision.py): the readouts of
+# the 6D pose, shape and camera (0.2 M weights), whose outputs go into rotation maths and cameras.
+FP32_READOUTS = ("smpl_head.decpose", "smpl_head.decshape", "smpl_head.deccam")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -411,86 +414,6 @@ DROP_PREFIXES = (
 DROP_KEYS = ("initialized",)  # ActNorm initialisation flag, training only
 
 
-class CheckpointError(ValueError):
-    """A checkpoint whose keys or shapes do not match the model."""
-
-
-class _Stub(dict):
-    """Stand-in for a class the checkpoint pickles outside its tensors (yacs CfgNode, Lightning callbacks)."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__()
-        self.args = args
-
-    def __setstate__(self, state: Any) -> None:
-        self.__dict__["state"] = state
-
-    def append(self, item: Any) -> None:
-        self.__dict__.setdefault("items", []).append(item)
-
-    def extend(self, items: Any) -> None:
-        for item in items:
-            self.append(item)
-
-
-# Globals a checkpoint may use for real: tensor/array rebuilders and plain data types. Nothing that
-# reads files, imports or runs code; every other global becomes a _Stub.
-_REAL_GLOBALS = {
-    "builtins": {"set", "frozenset", "slice", "range", "complex", "bytearray", "bytes", "dict", "list", "tuple",
-                 "int", "float", "bool", "str", "object"},
-    "collections": {"OrderedDict", "defaultdict", "Counter", "deque"},
-    "copyreg": {"_reconstructor"},
-    "_codecs": {"encode"},
-    "torch": {"Size", "device", "dtype", "finfo", "iinfo"},
-    "torch._tensor": {"_rebuild_from_type_v2"},
-    "torch.nn.parameter": {"Parameter"},
-    "numpy": {"ndarray", "dtype"},
-    "numpy.core.multiarray": {"_reconstruct", "scalar"},
-    "numpy._core.multiarray": {"_reconstruct", "scalar"},
-    "datetime": {"datetime", "date", "time", "timedelta", "timezone"},
-    "pathlib": {"Path", "PosixPath", "WindowsPath", "PurePath", "PurePosixPath", "PureWindowsPath"},
-}
-
-
-def _is_real_global(module: str, name: str) -> bool:
-    if name in _REAL_GLOBALS.get(module, ()):
-        return True
-    if module == "torch._utils" and name.startswith("_rebuild"):
-        return True
-    if module == "torch" and (name.endswith("Storage") or isinstance(getattr(torch, name, None), torch.dtype)):
-        return True
-    return module == "numpy.dtypes"  # numpy 2 dtype classes
-
-
-def _py3_name(module: str, name: str) -> tuple[str, str]:
-    """Protocol-2 pickles name Python 2 modules (__builtin__, copy_reg): map them as pickle itself does."""
-    if (module, name) in _compat_pickle.NAME_MAPPING:
-        return _compat_pickle.NAME_MAPPING[(module, name)]
-    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
-
-
-class _CheckpointUnpickler(pickle.Unpickler):
-    """Resolves tensor/array rebuilders and plain types for real (_REAL_GLOBALS), any other global to a ``_Stub``.
-
-    Lightning checkpoints pickle the training config (a yacs CfgNode) and callback state next to
-    the weights; this reads them without importing (or running) yacs, Lightning or anything else.
-    """
-
-    stubbed: set[str] = set()
-
-    def find_class(self, module: str, name: str) -> Any:
-        module, name = _py3_name(module, name)
-        if _is_real_global(module, name):
-            return super().find_class(module, name)
-        _CheckpointUnpickler.stubbed.add(f"{module}.{name}")
-        return type(name, (_Stub,), {"__module__": "stub." + module})
-
-
-_checkpoint_pickle = types.ModuleType("lart_stream_checkpoint_pickle")
-_checkpoint_pickle.Unpickler = _CheckpointUnpickler  # type: ignore[attr-defined]
-_checkpoint_pickle.load = lambda f, **kw: _CheckpointUnpickler(f, **kw).load()  # type: ignore[attr-defined]
-
-
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The flat state_dict of a checkpoint file: a Lightning {'state_dict': ...} or a bare dict.
 
@@ -537,26 +460,10 @@ def split_state_dict(sd: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Te
     return model_sd, smpl_sd
 
 
-def _show(keys: list[str], limit: int = 12) -> str:
-    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
-
-
 def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
     """Raise CheckpointError naming missing, unexpected and mis-shaped keys (expected vs got)."""
-    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in sd.items()}
-    missing = sorted(set(want) - set(got))
-    unexpected = sorted(set(got) - set(want))
-    shaped = [f"{k}: expected {list(want[k])}, got {list(got[k])}" for k in sorted(set(want) & set(got))
-              if want[k] != got[k]]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing: {_show(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected: {_show(unexpected)}")
-    if shaped:
-        problems.append(f"{len(shaped)} mis-shaped: {_show(shaped)}")
+    problems = shape_problems({k: tuple(v.shape) for k, v in model.state_dict().items()},
+                              {k: tuple(v.shape) for k, v in sd.items()})
     if problems:
         raise CheckpointError("HMR2 state_dict does not match the model: " + "; ".join(problems))
 

@@ -25,7 +25,10 @@ T steps kept per sequence.
 
 Inputs per detected person-frame: People.pose_vector (normalised inside the model with mean_std),
 joints_3D = 45 joints (44 are padded with the zero joint) + cam_t when the checkpoint has a joint
-encoder, and the appearance feature when it has one (see ``people_appearance``; zeros otherwise).
+encoder, and the appearance feature when it has one: the appearance stage's (realtime/appearance.py,
+``update(..., appearance=)``; zeros where a track has none yet, as LART's training data has for
+frames without a feature), else People.appearance when declared (``people_appearance``), else zeros
+(warned).
 
 A prediction is published for a track only when it was detected at the frame it refers to (the
 reference scores detected key frames only). Buffers are fixed-length rings (T steps per track);
@@ -78,7 +81,7 @@ from torch import nn
 from lart_stream.models.ava import AVA_EVAL_IDS, AVA_EVAL_NAMES
 from lart_stream.models.lart import JOINTS_DIM, LART, LARTConfig, POSE_DIM, load_lart, load_pose_stats
 from lart_stream.realtime.backends import _Graph
-from lart_stream.realtime.records import ActionPredictions, People, Tracks
+from lart_stream.realtime.records import ActionPredictions, AppearanceFeatures, People, Tracks
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +110,10 @@ class ActionStageConfig:
     # same width would be silently wrong.
     people_appearance: bool = False
     seed: int = 0  # random-weight initialisation
-    pose_only: bool = False  # without a checkpoint: build the pose-only variant (no joints/appearance inputs)
+    pose_only: bool = False  # without a checkpoint: no joints input (and no appearance input unless appearance_dim)
+    # Width of the features an appearance stage feeds (realtime/appearance.py; 0: none). Random weights:
+    # the model takes an appearance input of this width. A checkpoint: its width must be this.
+    appearance_dim: int = 0
     cuda_graphs: bool = True  # on CUDA: static buffers + one captured graph per frame (eager on the CPU)
     graph_buckets: tuple[int, ...] = ()  # live-track counts with a graph (+ max_tracks); () = 1..max_tracks
     # Several streams in one stage (realtime/multistream.py): track ids carry the stream in their bits
@@ -120,7 +126,8 @@ class ActionStageConfig:
             (self.mode in ("window", "causal"), f"mode must be window or causal, got {self.mode!r}"),
             (self.attention in ("sdpa", "exact"), f"attention must be sdpa or exact, got {self.attention!r}"),
             (self.dtype in _DTYPES, f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}"),
-            (self.window >= 0 and self.max_people >= 0, "window and max_people must be >= 0"),
+            (self.window >= 0 and self.max_people >= 0 and self.appearance_dim >= 0,
+             "window, max_people and appearance_dim must be >= 0"),
             (self.stride >= 1, f"stride must be >= 1, got {self.stride}"),
             (self.lookahead >= 0 and self.pool_half >= 1, "lookahead must be >= 0 and pool_half >= 1"),
             (self.max_tracks >= 1 and self.top_k >= 1, "max_tracks and top_k must be >= 1"),
@@ -143,6 +150,30 @@ def _split(x: torch.Tensor, dims: tuple[int, int, int]) -> tuple[torch.Tensor | 
         out.append(x[..., lo:lo + d] if d else None)
         lo += d
     return tuple(out)
+
+
+def random_config(size: str, pose_only: bool, appearance_dim: int) -> LARTConfig:
+    """The model built without a checkpoint: joints unless pose_only; an appearance input of
+    ``appearance_dim`` (0: the size's default width with joints, fed zeros; none when pose_only)."""
+    base = LARTConfig.tiny() if size == "tiny" else LARTConfig.official_mvit()
+    kw: dict[str, int] = {}
+    if pose_only:
+        kw.update(joints_mid=0, joints_en=0)
+    if appearance_dim:
+        kw["app_dim"] = appearance_dim
+    elif pose_only:
+        kw.update(app_dim=0, app_mid=0, app_en=0)
+    has_app = kw.get("app_dim", base.app_dim) > 0
+    kw["dim"] = base.pose_en + (0 if pose_only else base.joints_en) + (base.app_en if has_app else 0)
+    return (LARTConfig.tiny if size == "tiny" else LARTConfig.official_mvit)(**kw)
+
+
+def check_appearance_width(config: LARTConfig, appearance_dim: int) -> None:
+    """One-line ValueError when a checkpoint's appearance input is not the appearance stage's width."""
+    if appearance_dim and config.has_appearance and config.app_dim != appearance_dim:
+        raise ValueError(f"the LART checkpoint takes {config.app_dim}-d appearance features "
+                         f"(encoder.apperance_encoder.0.weight has {config.app_dim} input columns) but the "
+                         f"appearance model gives {appearance_dim}-d features")
 
 
 class _CausalGraphStep(nn.Module):
@@ -318,13 +349,10 @@ class ActionStage:
                 raise ValueError("size 'tiny' with a checkpoint: a checkpoint's tensor shapes set the size")
             model, _ = load_lart(cfg.checkpoint)
             random_weights = False
+            check_appearance_width(model.config, cfg.appearance_dim)
         else:
             torch.manual_seed(cfg.seed)
-            no_extra = dict(joints_mid=0, joints_en=0, app_dim=0, app_mid=0, app_en=0)
-            if cfg.size == "official":
-                model = LART(LARTConfig.pose_only() if cfg.pose_only else LARTConfig.official_mvit())
-            else:
-                model = LART(LARTConfig.tiny(dim=16, **no_extra) if cfg.pose_only else LARTConfig.tiny())
+            model = LART(random_config(cfg.size, cfg.pose_only, cfg.appearance_dim))
             random_weights = True
             log.warning("=" * 72 + "\nLART: NO CHECKPOINT - RANDOM WEIGHTS (%s size). Action scores are "
                         "meaningless and must not be shown as predictions.\n" + "=" * 72, cfg.size)
@@ -462,7 +490,11 @@ class ActionStage:
     # ------------------------------------------------------------------ update
 
     @torch.inference_mode()
-    def update(self, tracks: Tracks, people: People, frame_index: int) -> ActionPredictions:
+    def update(self, tracks: Tracks, people: People, frame_index: int,
+               appearance: AppearanceFeatures | None = None) -> ActionPredictions:
+        """One step. ``appearance``: the appearance stage's features, row-aligned with ``tracks`` (a
+        track without one, ``valid`` False, gets the zero vector LART was trained on for a frame
+        without a feature); None: People.appearance when declared the trained feature, else zeros."""
         if people.pose_vector is None:
             return self._empty()
         tau = self._tau
@@ -474,7 +506,7 @@ class ActionStage:
         if len(ids) != len(self._sid) or not (self._sid[np.minimum(pos, len(ids) - 1)] == ids).all():
             pos = self._membership(ids, tau)
         # 2. this step's observations
-        self._write(tracks, people, self._srows[pos], tau)
+        self._write(tracks, people, self._srows[pos], tau, appearance)
         # 3. run
         if self.cfg.mode == "causal":
             return self._causal(tracks, tau)
@@ -503,7 +535,8 @@ class ActionStage:
         self._members += 1
         return np.searchsorted(self._sid, ids)
 
-    def _write(self, tracks: Tracks, people: People, rows: np.ndarray, tau: int) -> None:
+    def _write(self, tracks: Tracks, people: People, rows: np.ndarray, tau: int,
+               appearance: AppearanceFeatures | None = None) -> None:
         """Bookkeeping of this step's observations (rows: pool row per track, -1 = not followed);
         features into the device rings (eager) or into the host staging buffer by pool row (static
         path; rows without a detection stay zero)."""
@@ -515,10 +548,12 @@ class ActionStage:
         self._det_now[:] = False
         keep = rows >= 0
         pi, tsu = tracks.person_index, tracks.time_since_update
+        at = None if appearance is None else np.arange(len(tracks))  # track row of each kept row
         if not keep.all():
             if not keep.any():
                 return
             rows, pi, tsu = rows[keep], pi[keep], tsu[keep]
+            at = None if at is None else at[keep]
         if (pi >= len(people)).any():
             raise ValueError(f"Tracks.person_index {pi.max()} out of range for {len(people)} people")
         det = (tsu == 0) & (pi >= 0)
@@ -531,7 +566,13 @@ class ActionStage:
         values: list[np.ndarray | None] = [people.pose_vector[pi_d], None, None]  # None: zeros
         if self._dims[1]:
             values[1] = self._joint_features(people, pi_d)
-        if self._dims[2]:
+        if self._dims[2] and appearance is not None:
+            if appearance.dim != self._dims[2] or len(appearance) != len(tracks):
+                raise ValueError(f"appearance features ({len(appearance)} x {appearance.dim}) do not fit "
+                                 f"{len(tracks)} tracks x {self._dims[2]}-d")
+            a = at[det]
+            values[2] = appearance.feature[a] * appearance.valid[a, None]  # zeros where there is none
+        elif self._dims[2]:
             app, d = people.appearance, self._dims[2]
             if not self.cfg.people_appearance or app is None or app.shape[1] != d:
                 got = "not used" if not self.cfg.people_appearance else (None if app is None else app.shape[1])

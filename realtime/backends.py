@@ -41,7 +41,7 @@ from torch import nn
 _log = logging.getLogger(__name__)
 
 BACKEND_NAMES = ("tensorrt", "onnxruntime", "torch")
-MODEL_KINDS = ("detector", "hmr2", "lart_window", "lart_step")
+MODEL_KINDS = ("detector", "hmr2", "lart_window", "lart_step", "mvit")
 BATCH = "batch"  # the symbolic dimension a backend may pad (crops or tracks)
 DEFAULT_BUCKETS = (1, 2, 4, 8, 16, 32)
 

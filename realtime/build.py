@@ -45,10 +45,22 @@ def build_pipeline(cfg: AppConfig, streams: int = 1) -> Pipeline:
     device = resolve_device(cfg.runtime.device)
     if cfg.runtime.export_dir and not Path(cfg.runtime.export_dir).expanduser().is_dir():
         raise BuildError(f"export folder not found: {cfg.runtime.export_dir} (make it with `lart-stream export`)")
+    _check_appearance_section(cfg)
     for path, what in ((cfg.hmr.checkpoint, "HMR checkpoint"), (cfg.hmr.smpl, "SMPL model file"),
-                       (cfg.actions.checkpoint, "LART checkpoint"), (cfg.actions.mean_std, "LART mean_std file")):
+                       (cfg.actions.checkpoint, "LART checkpoint"), (cfg.actions.mean_std, "LART mean_std file"),
+                       (cfg.appearance.checkpoint, "MViT checkpoint"), (cfg.appearance.config, "MViT config")):
         _need_file(path, what)
+    # Bind the publish address before any model loads: a port in use is found in a moment, not after 10 s.
+    sinks = _build_sinks(cfg)
+    try:
+        return _build_stages(cfg, device, sinks, streams)
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
 
+
+def _build_stages(cfg: AppConfig, device: str, sinks: list, streams: int = 1) -> Pipeline:
     try:
         detector = build_detector(_replace(cfg.detector, device=device, backend=cfg.runtime.backend))
     except DetectorError as exc:
@@ -56,8 +68,16 @@ def build_pipeline(cfg: AppConfig, streams: int = 1) -> Pipeline:
 
     lifter = _build_lifter(cfg, device, streams)
     tracker = _build_tracker(cfg, lifter)
-    actions = _build_actions(cfg, device, streams) if cfg.actions.enabled and lifter is not None else None
-    sinks = _build_sinks(cfg)
+    run_actions = cfg.actions.enabled and lifter is not None
+    appearance = None
+    if run_actions and streams > 1 and cfg.appearance.mode != "off":
+        # the MViT stage follows one stream's frames (its lookahead buffer): not batched across streams yet
+        log.warning("appearance: MViT features run for single-stream pipelines only; %d streams get none",
+                    streams)
+    elif run_actions:
+        appearance = _build_appearance(cfg, device)
+    actions = _build_actions(cfg, device, appearance, streams) if run_actions else None
+    appearance = _keep_appearance(cfg, appearance, actions)
     if cfg.runtime.annotate:
         from lart_stream.realtime.annotate import AnnotatedVideoWriter, AnnotationError
 
@@ -65,11 +85,16 @@ def build_pipeline(cfg: AppConfig, streams: int = 1) -> Pipeline:
             sinks.append(AnnotatedVideoWriter(cfg.runtime.annotate, fps=_source_fps(cfg)))
         except AnnotationError as exc:
             raise BuildError(str(exc)) from exc
-    return Pipeline(detector, lifter, tracker, actions, sinks)
+    return Pipeline(detector, lifter, tracker, actions, sinks, appearance=appearance)
 
 
 def _source_fps(cfg: AppConfig) -> float:
     """The frame rate an annotated video is written at: the file's own, else the pacing rate."""
+    return _known_fps(cfg) or 10.0
+
+
+def _known_fps(cfg: AppConfig) -> float:
+    """The pacing rate, else a video file's own rate; 0 when unknown (cameras, streams)."""
     if cfg.source.fps > 0:
         return cfg.source.fps
     path = cfg.source.path
@@ -79,8 +104,8 @@ def _source_fps(cfg: AppConfig) -> float:
         cap = cv2.VideoCapture(path)
         fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
         cap.release()
-        return fps if 1 <= fps <= 240 else 10.0
-    return 10.0
+        return fps if 1 <= fps <= 240 else 0.0
+    return 0.0
 
 
 def _replace(obj, **changes):
@@ -104,9 +129,14 @@ def _build_lifter(cfg: AppConfig, device: str, streams: int = 1):
     size = cfg.hmr.size if cfg.hmr.size != "auto" else ("official" if cfg.hmr.checkpoint else "tiny")
     batch = dict(max_batch=multi_stream_max_batch(streams), buckets=MULTI_STREAM_BUCKETS) if streams > 1 else {}
     try:
+        from lart_stream.realtime.compiled import parse_batches
+
         return HMRLifter.from_config(HMRLifterConfig(checkpoint=cfg.hmr.checkpoint, size=size, device=device,
                                                      smpl_path=cfg.hmr.smpl, backend=cfg.runtime.backend,
-                                                     export_dir=cfg.runtime.export_dir, **batch))
+                                                     export_dir=cfg.runtime.export_dir, precision=cfg.hmr.precision,
+                                                     compile=cfg.hmr.compile, compile_cache_dir=cfg.hmr.compile_cache,
+                                                     compile_batches=parse_batches(cfg.hmr.compile_batches),
+                                                     fp8=cfg.hmr.fp8, **batch))
     except (ValueError, KeyError, OSError) as exc:
         raise BuildError(f"HMR model: {exc}") from exc
 
@@ -120,13 +150,69 @@ def _build_tracker(cfg: AppConfig, lifter):
     kind = cfg.tracker.kind
     if kind == "auto":
         real_3d = lifter is not None and not lifter.random_weights
-        kind = "phalp" if real_3d else "iou"
+        kind = "lart" if real_3d else "iou"
         if not real_3d:
-            log.info("tracker: 2D IoU baseline (the 3D PHALP cost needs real HMR weights)")
-    return build_tracker(kind, TrackerConfig())
+            log.info("tracker: 2D IoU baseline (the 3D trackers need real HMR weights)")
+    try:
+        tracker = build_tracker(kind, TrackerConfig())
+    except ValueError as exc:  # an unknown tracker.kind in a config file
+        raise BuildError(f"tracker: {exc}") from exc
+    tracker.warmup()  # scipy's imports and first solve now, not on the first frame with people
+    return tracker
 
 
-def _build_actions(cfg: AppConfig, device: str, streams: int = 1):
+def _check_appearance_section(cfg: AppConfig) -> None:
+    a = cfg.appearance
+    if a.mode not in ("auto", "off"):
+        raise BuildError(f"appearance mode must be auto or off, got {a.mode!r}")
+    if a.every < 1:
+        raise BuildError(f"--appearance-every must be >= 1, got {a.every}")
+    if a.lookahead < 0:
+        raise BuildError(f"--appearance-lookahead must be >= 0, got {a.lookahead}")
+    if a.config is not None and a.checkpoint is None:
+        raise BuildError("--appearance-config needs --appearance-checkpoint")
+
+
+def _build_appearance(cfg: AppConfig, device: str):
+    a = cfg.appearance
+    if a.mode == "off":
+        return None
+    if a.checkpoint is None and cfg.actions.checkpoint is not None:
+        # random MViT features would only corrupt a trained LART: it gets zeros instead (warned by LART)
+        log.info("appearance: no --appearance-checkpoint, so no MViT features for the LART checkpoint")
+        return None
+    try:
+        from lart_stream.realtime.appearance import AppearanceStage, AppearanceStageConfig
+
+        stage = AppearanceStage.from_config(AppearanceStageConfig(
+            checkpoint=a.checkpoint, config=a.config, every=a.every, lookahead=a.lookahead, device=device,
+            threaded=a.threaded, dtype=a.dtype))
+    except ImportError as exc:
+        log.info("appearance stage not available (%s)", exc)
+        return None
+    except (ValueError, KeyError, OSError) as exc:
+        raise BuildError(f"MViT model: {exc}") from exc
+    return stage
+
+
+def _keep_appearance(cfg: AppConfig, appearance, actions):
+    """The appearance stage when the action model takes its features, else None (closed)."""
+    if appearance is None:
+        return None
+    if actions is None or not actions.model.config.has_appearance:
+        if actions is not None:
+            (log.warning if cfg.appearance.checkpoint else log.info)(
+                "the LART model takes no appearance input: appearance stage not run")
+        appearance.close()
+        return None
+    log.info("appearance stage: %s", appearance.describe())
+    note = appearance.latency_note(_known_fps(cfg))
+    if note:
+        log.info("%s", note)
+    return appearance
+
+
+def _build_actions(cfg: AppConfig, device: str, appearance=None, streams: int = 1):
     try:
         from lart_stream.realtime.actions import ActionStage, ActionStageConfig
     except ImportError as exc:
@@ -137,9 +223,10 @@ def _build_actions(cfg: AppConfig, device: str, streams: int = 1):
     mode = a.mode if a.mode != "auto" else ("window" if a.checkpoint else "causal")
     kwargs = dict(checkpoint=a.checkpoint, mean_std=a.mean_std, size=size, mode=mode, stride=a.stride,
                   lookahead=a.lookahead, device=device, top_k=a.top_k, backend=cfg.runtime.backend,
-                  # Random weights: the pose-only variant, since no MViT/Hiera features exist here and
-                  # joints need an SMPL file; feeding zeros would only add noise to a meaningless output.
-                  pose_only=a.checkpoint is None and cfg.hmr.smpl is None)
+                  # Random weights: no joints input without an SMPL file (zeros would only add noise to a
+                  # meaningless output); an appearance input only when the appearance stage feeds one.
+                  pose_only=a.checkpoint is None and cfg.hmr.smpl is None,
+                  appearance_dim=appearance.dim if appearance is not None else 0)
     if a.window:
         kwargs["window"] = a.window
     if a.max_people:
@@ -170,5 +257,7 @@ def _build_sinks(cfg: AppConfig) -> list:
                                           frames_width=p.frames_width,
                                           frames_fps=p.frames_fps, hwm=p.hwm, curve_secret_key=p.curve_secret_key,
                                           curve_allowed_keys=p.curve_allowed_keys))]
-    except Exception as exc:  # zmq errors (address in use, bad endpoint) are user errors here
+    except ValueError as exc:  # address in use, bad address or key files: the message says what to do
+        raise BuildError(str(exc)) from None
+    except Exception as exc:  # any other zmq error is a user error here too
         raise BuildError(f"cannot publish on {p.address}: {exc}") from exc

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--realtime", action="store_true", default=None, help="pace files to their frame rate")
     src.add_argument("--fps", type=float, help="pacing rate for image folders with --realtime")
     src.add_argument("--max-frames", type=int, metavar="N", help="stop after N processed frames")
+    src.add_argument("--stall-timeout", type=float, metavar="S",
+                     help="reopen a network stream that sends no frame for S seconds (default 5)")
     models = p.add_argument_group("models (random tiny weights unless checkpoints are given)")
     models.add_argument("--detector", metavar="hog|MODEL.onnx", help="person detector (default: OpenCV HOG)")
     models.add_argument("--detector-confidence", type=float, metavar="P")
@@ -57,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--hmr-checkpoint", metavar="CKPT", help="4D-Humans HMR 2.0 checkpoint")
     models.add_argument("--hmr-size", choices=["auto", "tiny", "official"])
     models.add_argument("--smpl", metavar="SMPL_NEUTRAL.pkl", help="SMPL model file (joints and keypoints)")
-    models.add_argument("--tracker", choices=["auto", "phalp", "iou"])
+    models.add_argument("--tracker", choices=["auto", "lart", "phalp-reference", "phalp", "iou"],
+                        help="auto: lart with real HMR weights, iou without; phalp-reference: PHALP as published "
+                             "(phalp: its old name)")
     models.add_argument("--lart-checkpoint", metavar="CKPT", help="LART checkpoint")
     models.add_argument("--lart-mean-std", metavar="NPY", help="LART pose normalisation statistics (mean_std.npy)")
     models.add_argument("--lart-size", choices=["auto", "tiny", "official"])
@@ -68,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--stride", type=int, metavar="S", help="window mode: run every S frames")
     models.add_argument("--lookahead", type=int, metavar="K", help="window mode: predict frame t-K at frame t")
     models.add_argument("--top-k", type=int, metavar="K")
+    app = p.add_argument_group("appearance (MViT features for LART; a tiny random MViT without a checkpoint)")
+    app.add_argument("--appearance", choices=["auto", "off"], help="auto: when LART takes appearance features")
+    app.add_argument("--appearance-checkpoint", metavar="mvit.pyth", help="PySlowFast MViTv2 AVA checkpoint")
+    app.add_argument("--appearance-config", metavar="mvit.yaml", help="its config (default: the one it embeds)")
+    app.add_argument("--appearance-every", type=int, metavar="K", help="a keyframe pass every K frames (default 6)")
+    app.add_argument("--appearance-lookahead", type=int, metavar="N",
+                     help="let the clip see N future frames (up to half the clip): output N frames later")
     out = p.add_argument_group("output")
     out.add_argument("--publish", metavar="ADDR", help="ZeroMQ PUB address (default tcp://127.0.0.1:5555; 'none' to disable)")
     out.add_argument("--frames-topic", action="store_true", default=None, help="also publish JPEG frames for viewers")
@@ -81,8 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--export-dir", metavar="DIR", help="models exported by `lart-stream export` (onnxruntime/TensorRT)")
     rt.add_argument("--threads", type=int, metavar="N",
                     help="CPU threads for torch and OpenCV (default: one per core; 1 is steadier on a busy machine)")
-    rt.add_argument("--overlap", action="store_true", default=None,
-                    help="detect the next frame in its own thread (throughput up, up to one frame more latency)")
+    rt.add_argument("--hmr-precision", choices=["auto", "fp32", "bf16", "fp16"],
+                    help="HMR network precision; bf16/fp16 cast the weights once (default on CUDA: bf16)")
+    rt.add_argument("--compile", action="store_true", default=None,
+                    help="torch.compile the HMR network inside its CUDA graphs (cold: minutes per batch size; "
+                         "cached on disk for the next start)")
+    rt.add_argument("--compile-cache", metavar="DIR", help="compile cache folder (default ~/.cache/lart-stream/inductor)")
+    rt.add_argument("--compile-batches", metavar="LIST",
+                    help="people counts to compile, e.g. 1-6 (default: every batch size up to 16, then 20-32 by 4; "
+                         "other counts run uncompiled)")
+    rt.add_argument("--fp8", action="store_true", default=None,
+                    help="HMR's ViT linears in FP8 (Hopper/Ada GPUs; small accuracy cost, see the README)")
+    rt.add_argument("--inflight", type=int, metavar="N",
+                    help="frames in flight (1-3): 1 one frame at a time; 2 detection of the next frame beside "
+                         "the rest; 3 detection, lifting and tracking+actions+publishing of three frames at once "
+                         "(throughput up, latency up to N-1 frames)")
+    rt.add_argument("--overlap", action="store_true", default=None, help="same as --inflight 2")
     rt.add_argument("--gpus", metavar="LIST", help="one worker process per entry (e.g. 0,1 or cpu,cpu), streams "
                     "assigned round-robin, all published through one address (a ZeroMQ proxy)")
     rt.add_argument("--workers", type=int, metavar="N", help="N worker processes on the --device (like --gpus)")
@@ -96,19 +121,25 @@ def build_parser() -> argparse.ArgumentParser:
 # flag -> (section, key); flags left unset (None) don't override the file.
 FLAG_TO_SETTING = {
     "camera": ("source", "camera"), "source": ("source", "path"), "realtime": ("source", "realtime"),
-    "fps": ("source", "fps"), "max_frames": ("runtime", "max_frames"),
+    "fps": ("source", "fps"), "max_frames": ("runtime", "max_frames"), "stall_timeout": ("source", "stall_timeout_s"),
     "detector": ("detector", "model"), "detector_confidence": ("detector", "confidence"),
     "person_classes": ("detector", "person_classes"),
     "hmr_checkpoint": ("hmr", "checkpoint"), "hmr_size": ("hmr", "size"), "smpl": ("hmr", "smpl"),
+    "hmr_precision": ("hmr", "precision"), "compile": ("hmr", "compile"), "compile_cache": ("hmr", "compile_cache"),
+    "compile_batches": ("hmr", "compile_batches"),
+    "fp8": ("hmr", "fp8"),
     "tracker": ("tracker", "kind"),
     "lart_checkpoint": ("actions", "checkpoint"), "lart_mean_std": ("actions", "mean_std"),
     "lart_size": ("actions", "size"), "action_mode": ("actions", "mode"), "window": ("actions", "window"),
     "stride": ("actions", "stride"), "lookahead": ("actions", "lookahead"), "top_k": ("actions", "top_k"),
+    "appearance": ("appearance", "mode"), "appearance_checkpoint": ("appearance", "checkpoint"),
+    "appearance_config": ("appearance", "config"), "appearance_every": ("appearance", "every"),
+    "appearance_lookahead": ("appearance", "lookahead"),
     "publish": ("publish", "address"), "frames_topic": ("publish", "frames"),
     "curve_secret_key": ("publish", "curve_secret_key"), "curve_allowed_keys": ("publish", "curve_allowed_keys"),
     "summary_json": ("runtime", "summary_json"), "annotate": ("runtime", "annotate"), "device": ("runtime", "device"), "backend": ("runtime", "backend"),
     "export_dir": ("runtime", "export_dir"),
-    "log_level": ("runtime", "log_level"), "overlap": ("runtime", "overlap"), "threads": ("runtime", "threads"), "status": ("runtime", "status"),
+    "log_level": ("runtime", "log_level"), "overlap": ("runtime", "overlap"), "inflight": ("runtime", "inflight"), "threads": ("runtime", "threads"), "status": ("runtime", "status"),
 }
 
 
@@ -215,6 +246,9 @@ def run_main(argv: list[str]) -> int:
             print(f"[[streams]]\nid = {json.dumps(s.stream_id)}\n"
                   + (f"camera = {s.camera}\n" if s.camera is not None else f"path = {json.dumps(s.path)}\n"))
         return EXIT_OK
+    if not 1 <= cfg.runtime.inflight <= 3:
+        print(f"lart-stream: --inflight takes 1, 2 or 3, got {cfg.runtime.inflight}", file=sys.stderr)
+        return EXIT_USAGE
     logging.basicConfig(level=cfg.runtime.log_level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if gpus:
         from lart_stream.realtime.workers import run_workers
@@ -285,7 +319,7 @@ def _run(cfg, streams: list | None = None) -> int:
             return EXIT_USAGE
         log.info("source: %s%s", source.name, " (live: newest frame only)" if source.live else "")
         log.info("pipeline: %s", pipeline.describe())
-        for stage in (pipeline.lifter, pipeline.actions):
+        for stage in (pipeline.lifter, pipeline.appearance, pipeline.actions):
             if stage is not None and hasattr(stage, "warmup"):
                 stage.warmup()  # CUDA graphs are captured here, not in the middle of the stream
         if pipeline.random_weights:
@@ -294,9 +328,11 @@ def _run(cfg, streams: list | None = None) -> int:
         status_on = {"on": True, "off": False}.get(cfg.runtime.status)
         status = StatusLine(enabled=status_on)
         publisher = next((s for s in pipeline.sinks if hasattr(s, "send_stats")), None)
+        if publisher is not None:
+            publisher.watch_source(lambda: source.state)  # heartbeat `stats` carry it, frames or not
         summary = run(source, pipeline, max_frames=cfg.runtime.max_frames, stop=stop, status=status,
                       on_stats=publisher.send_stats if publisher is not None else None,
-                      overlap=cfg.runtime.overlap)
+                      overlap=cfg.runtime.overlap, inflight=cfg.runtime.inflight)
     finally:
         if pipeline is not None:
             pipeline.close()

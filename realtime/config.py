@@ -27,11 +27,16 @@ class HMRSection:
     checkpoint: str | None = None  # 4D-Humans Lightning checkpoint (epoch=35-step=1000000.ckpt)
     size: str = "auto"  # auto: official with a checkpoint, tiny without
     smpl: str | None = None  # SMPL_NEUTRAL.pkl (3D joints and 2D keypoints)
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16: weights cast once
+    compile: bool = False  # torch.compile the network inside our CUDA graphs (minutes per batch size, cached)
+    compile_cache: str | None = None  # inductor cache folder (default ~/.cache/lart-stream/inductor)
+    compile_batches: str = ""  # people counts (batch buckets) compiled, e.g. "1-6"; "" every bucket
+    fp8: bool = False  # the ViT's linears in FP8 e4m3, row-wise scales (Hopper/Ada; off by default)
 
 
 @dataclass(frozen=True)
 class TrackerSection:
-    kind: str = "auto"  # auto: phalp with real HMR weights, iou (2D) with random ones
+    kind: str = "auto"  # auto: lart (3D) with real HMR weights, iou (2D) with random ones; or phalp-reference
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,19 @@ class ActionsSection:
     stride: int = 1  # run every `stride` frames (window mode)
     lookahead: int = 0  # publish the prediction for frame t-k once frame t arrived (window mode)
     top_k: int = 5
+
+
+@dataclass(frozen=True)
+class AppearanceSection:
+    # auto: run the MViT appearance stage for LART's appearance input; a tiny random MViT when neither
+    # checkpoint is given; none for a LART checkpoint without an MViT checkpoint (zeros, warned)
+    mode: str = "auto"  # auto | off
+    checkpoint: str | None = None  # PySlowFast MViTv2 + AVA head (mvit.pyth)
+    config: str | None = None  # its config (mvit.yaml); default: the yaml the checkpoint embeds
+    every: int = 6  # a keyframe pass every N frames (the demo's cadence)
+    lookahead: int = 0  # frames of future the clip may see (up to half the clip); output that much later
+    threaded: str = "auto"  # auto (on with CUDA: worker thread, own stream) | on | off (inline, deterministic)
+    dtype: str = "float32"  # float32 (the reference's) | bfloat16 | float16
 
 
 @dataclass(frozen=True)
@@ -71,7 +89,8 @@ class RuntimeSection:
     log_level: str = "INFO"
     status: str = "auto"  # auto (on a TTY) | on | off
     summary_json: str | None = None
-    overlap: bool = False  # detect the next frame in its own thread: more fps, up to one frame more latency
+    overlap: bool = False  # older name for inflight = 2
+    inflight: int = 1  # frames in the pipeline at once (1-3): more fps, up to inflight-1 frames more latency
     annotate: str | None = None  # write an annotated video (boxes, track ids, top actions) here
 
 
@@ -82,6 +101,7 @@ class AppConfig:
     hmr: HMRSection = field(default_factory=HMRSection)
     tracker: TrackerSection = field(default_factory=TrackerSection)
     actions: ActionsSection = field(default_factory=ActionsSection)
+    appearance: AppearanceSection = field(default_factory=AppearanceSection)
     publish: PublishSection = field(default_factory=PublishSection)
     runtime: RuntimeSection = field(default_factory=RuntimeSection)
 

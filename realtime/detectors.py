@@ -32,6 +32,7 @@ class DetectorConfig:
     person_classes: str = "0"  # ONNX: comma-separated class ids that are people (e.g. "0,1")
     device: str = "cpu"
     backend: str = "auto"
+    precision: str = "fp32"  # ONNX on the torch backend: fp32 | fp16 | bf16
 
 
 class HOGDetector:
@@ -87,7 +88,8 @@ def build_detector(cfg: DetectorConfig):
         raise DetectorError(f"person classes must be comma-separated integers, got {cfg.person_classes!r}") from None
     try:
         detector = OnnxDetector(OnnxDetectorConfig(onnx_path=str(path), backend=cfg.backend, device=cfg.device,
-                                                   person_classes=classes, conf_threshold=cfg.confidence))
+                                                   person_classes=classes, conf_threshold=cfg.confidence,
+                                                   precision=cfg.precision))
     except Exception as exc:  # a file onnxruntime can't load, a graph of the wrong shape
         raise DetectorError(f"cannot use detector {path}: {exc}") from exc
     log.info("detector: %s", detector.describe())

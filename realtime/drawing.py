@@ -14,6 +14,22 @@ def _color(track_id: int) -> tuple[int, int, int]:
     return tuple(int(c) for c in rng.integers(64, 256, 3))
 
 
+COASTING_COLOR = (160, 160, 160)  # BGR grey: a track not detected in this frame
+
+
+def _dashed_rectangle(image: np.ndarray, p1: tuple[int, int], p2: tuple[int, int], color: tuple[int, int, int],
+                      dash: int = 8) -> None:
+    """A thin dashed box: the track's last known box, not a detection."""
+    import cv2
+
+    (x1, y1), (x2, y2) = p1, p2
+    for a, b, fixed, horizontal in ((x1, x2, y1, True), (x1, x2, y2, True), (y1, y2, x1, False), (y1, y2, x2, False)):
+        for s in range(min(a, b), max(a, b), 2 * dash):
+            e = min(s + dash, max(a, b))
+            pts = ((s, fixed), (e, fixed)) if horizontal else ((fixed, s), (fixed, e))
+            cv2.line(image, pts[0], pts[1], color, 1)
+
+
 def draw(image: np.ndarray, frame: FrameMessage, actions: ActionsMessage | None, top_k: int = 3) -> np.ndarray:
     """Boxes, track ids and top actions of ``actions`` drawn on the JPEG image (in place)."""
     import cv2
@@ -25,8 +41,13 @@ def draw(image: np.ndarray, frame: FrameMessage, actions: ActionsMessage | None,
         for t in actions.tracks:
             x1, y1, x2, y2 = (int(round(v)) for v in (t.box[0] * sx, t.box[1] * sy, t.box[2] * sx, t.box[3] * sy))
             color = _color(t.id)
-            cv2.rectangle(image, (x1, y1), (x2, y2), color, 2 if t.time_since_update == 0 else 1)
-            lines = [f"#{t.id}"]
+            if t.time_since_update == 0:
+                cv2.rectangle(image, (x1, y1), (x2, y2), color, 2)
+                lines = [f"#{t.id}"]
+            else:  # coasting: where it was last seen, marked as such
+                color = COASTING_COLOR
+                _dashed_rectangle(image, (x1, y1), (x2, y2), color)
+                lines = [f"#{t.id} lost {t.time_since_update}f"]
             if t.action is not None:
                 prefix = "random " if actions.random_weights else ""
                 lines += [f"{prefix}{a.name} {a.score:.2f}" for a in t.action.top[:top_k]]

@@ -1,7 +1,7 @@
 """The pipeline engine: chains the stages, times each one, and runs the frame loop.
 
     Frame -> detector -> Detections -> lifter -> People -> tracker -> Tracks
-          -> actions -> ActionPredictions -> sinks (publisher)
+          -> [appearance -> AppearanceStep] -> actions -> ActionPredictions -> sinks (publisher)
 
 A stage that is not available is None and left out: without a lifter, People
 carry 2D boxes only; without a tracker there are no tracks; without 3D people
@@ -19,17 +19,21 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from lart_stream.realtime.records import Detections, FrameResult, Frame, People, Tracks
 from lart_stream.realtime.sources import FrameSource
-from lart_stream.realtime.stages import ActionRecognizer, Detector, Lifter, ResultSink, Tracker
+from lart_stream.realtime.stages import ActionRecognizer, AppearanceExtractor, Detector, Lifter, ResultSink, Tracker
+
+if TYPE_CHECKING:
+    from lart_stream.realtime.gpu_clock import StageClock
 
 log = logging.getLogger(__name__)
 
-STAGES = ("detect", "lift", "track", "actions", "publish", "annotate")
+STAGES = ("detect", "lift", "track", "appearance", "actions", "publish", "annotate")
+GPU_STAGES = ("detect", "lift", "appearance", "actions")  # stages with GPU work (timed by a StageClock)
 
 
 class RollingStats:
@@ -63,8 +67,26 @@ class RollingStats:
 
 
 @dataclass
+class Work:
+    """One frame on its way through the stages (what the frames-in-flight hand-offs carry)."""
+
+    frame: Frame
+    ms: dict[str, float] = field(default_factory=dict)
+    detections: Detections | None = None
+    people: People | None = None
+    result: FrameResult | None = None
+    error: Exception | None = None  # a stage failed: later stages pass the item on untouched
+
+
+@dataclass
 class Pipeline:
-    """The chain of stages; ``process`` turns one Frame into one FrameResult."""
+    """The chain of stages; ``process`` turns one Frame into one FrameResult.
+
+    The chain is three steps on a ``Work`` item, so the frames-in-flight runner (``run(inflight=)``)
+    can put each in its own thread: ``detect_step`` -> ``lift_step`` -> ``finish_step`` (tracking,
+    actions, sinks, statistics: always in the consumer's thread, in frame order).
+    ``clock`` (realtime/gpu_clock.py, CUDA only): GPU time of each stage's work, as stats ``gpu_<stage>``.
+    """
 
     detector: Detector
     lifter: Lifter | None = None
@@ -72,70 +94,125 @@ class Pipeline:
     actions: ActionRecognizer | None = None
     sinks: Sequence[ResultSink] = ()
     stats: RollingStats = field(default_factory=RollingStats)
+    # MViT features for LART (realtime/appearance.py); with a lookahead the action stage runs that many
+    # frames behind, on the frame the appearance stage hands back
+    appearance: AppearanceExtractor | None = None
+    clock: "StageClock | None" = None
+    annotate: bool = False  # name each stage's range for torch.profiler ("stage:<name>"), for kernel sums
 
     def describe(self) -> str:
         names = [self.detector.name]
-        for stage in (self.lifter, self.tracker, self.actions):
+        for stage in (self.lifter, self.tracker, self.appearance, self.actions):
             if stage is not None:
                 names.append(stage.name)
         return " -> ".join(names)
 
     @property
     def random_weights(self) -> bool:
-        return any(getattr(s, "random_weights", False) for s in (self.lifter, self.actions) if s is not None)
+        return any(getattr(s, "random_weights", False) for s in (self.lifter, self.appearance, self.actions)
+                   if s is not None)
 
     def process(self, frame: Frame, detected: tuple[Detections, float] | None = None) -> FrameResult:
-        """Run every stage on ``frame``; ``detected`` = (detections, ms) when the detector already ran
-        (overlapped in its own thread)."""
-        ms: dict[str, float] = {}
-        t = time.perf_counter()
-
+        """Run every stage on ``frame``; ``detected`` = (detections, ms) when the detector already ran."""
+        work = Work(frame)
         if detected is None:
-            detections = self.detector(frame)
-            t = _lap(ms, "detect", t)
+            self.detect_step(work)
         else:
-            detections, ms["detect"] = detected
+            work.detections, work.ms["detect"] = detected
+        for step in (self.lift_step, self.finish_step):
+            step(work)
+        if work.error is not None:
+            raise work.error
+        return work.result  # type: ignore[return-value]
 
-        if self.lifter is not None:
-            people = self.lifter(frame, detections)
-            t = _lap(ms, "lift", t)
-        else:
-            people = People.from_detections(detections, frame.size)
+    def steps(self) -> tuple[Callable[[Work], Work], ...]:
+        return self.detect_step, self.lift_step, self.finish_step
 
-        if self.tracker is not None:
-            tracks = self.tracker.update(people, frame.index)
-            t = _lap(ms, "track", t)
-        else:
-            tracks = Tracks.empty()
+    def detect_step(self, work: Work) -> Work:
+        with self._timed(work, "detect"):
+            work.detections = self.detector(work.frame)
+        return work
 
-        actions = None
-        if self.actions is not None and people.has_3d:
-            actions = self.actions.update(tracks, people, frame.index)
-            t = _lap(ms, "actions", t)
+    def lift_step(self, work: Work) -> Work:
+        if work.error is not None:
+            return work
+        if self.lifter is None:
+            work.people = People.from_detections(work.detections, work.frame.size)
+            return work
+        with self._timed(work, "lift"):
+            work.people = self.lifter(work.frame, work.detections)
+        return work
 
-        result = FrameResult(frame, detections, people, tracks, actions, ms, time.monotonic())
-        for sink in self.sinks:
-            sink.send(result)
-            t = _lap(ms, getattr(sink, "stage", "publish"), t)
-
+    def finish_step(self, work: Work) -> Work:
+        """Tracking, actions, sinks and statistics: stateful, so one thread, in frame order."""
+        if work.error is not None:
+            return work
+        frame, people, ms = work.frame, work.people, work.ms
+        tracks, actions = Tracks.empty(), None
+        try:
+            if self.tracker is not None:
+                with self._timed(work, "track"):
+                    tracks = self.tracker.update(people, frame.index)
+            appearance = None
+            if self.actions is not None and people.has_3d:
+                if self.appearance is None:
+                    with self._timed(work, "actions"):
+                        actions = self.actions.update(tracks, people, frame.index)
+                else:
+                    with self._timed(work, "appearance"):
+                        step = self.appearance.update(frame, tracks, people)
+                    if step is not None:  # None while a lookahead fills
+                        appearance = step.features
+                        with self._timed(work, "actions"):
+                            actions = self.actions.update(step.tracks, step.people, step.frame_index, appearance)
+            result = FrameResult(frame, work.detections, people, tracks, actions, ms, time.monotonic(), appearance)
+            for sink in self.sinks:
+                with self._timed(work, getattr(sink, "stage", "publish")):
+                    sink.send(result)
+        except Exception as exc:
+            work.error = exc
+            return work
         for key, value in ms.items():
             self.stats.add(key, value)
         # Capture-to-publish: the publisher is the first sink, so its send is included.
         self.stats.add("latency", (time.monotonic() - frame.t_capture) * 1e3)
-        return result
+        if self.clock is not None:
+            for iv in self.clock.collect():
+                self.stats.add(f"gpu_{iv.stage}", iv.ms)
+        work.result = result
+        return work
+
+    @contextlib.contextmanager
+    def _timed(self, work: Work, key: str):
+        """Host wall time of a stage into ``work.ms[key]`` (+ its GPU interval with a clock). A failure
+        in the detect or lift step is recorded on the item (its thread carries on with the next)."""
+        start = self.clock.begin() if self.clock is not None and key in GPU_STAGES else None
+        t = time.perf_counter()
+        try:
+            if self.annotate:
+                import torch
+
+                with torch.profiler.record_function(f"stage:{key}"):
+                    yield
+            else:
+                yield
+        except Exception as exc:
+            if key in ("detect", "lift"):
+                work.error = exc
+                return
+            raise
+        work.ms[key] = (time.perf_counter() - t) * 1e3
+        if start is not None:
+            self.clock.end(key, work.frame.index, start)
 
     def close(self) -> None:
+        if self.appearance is not None:
+            self.appearance.close()
         for sink in self.sinks:
             try:
                 sink.close()
             except Exception as exc:  # closing must never hide the summary
                 log.warning("closing %s failed: %s", type(sink).__name__, exc)
-
-
-def _lap(ms: dict[str, float], key: str, t0: float) -> float:
-    t1 = time.perf_counter()
-    ms[key] = (t1 - t0) * 1e3
-    return t1
 
 
 @dataclass
@@ -197,69 +274,103 @@ class StatusLine:
 _END = object()
 
 
-class _DetectAhead:
-    """Runs the detector on the next frame in its own thread while the main thread runs the rest.
+class StageThreads:
+    """Frames in flight: a chain of steps, each group in its own thread (and CUDA stream), with
+    one-slot hand-offs; the consumer iterating this runs nothing itself and gets items in order.
 
-    Raises throughput to about 1 / max(detect, rest) instead of 1 / (detect + rest), at the cost of
-    up to one frame's wait in a one-slot hand-off (the queue never grows). On CUDA the thread uses
-    its own stream, so detector kernels can overlap HMR and LART.
+    Each thread holds at most one item between taking it and the next group taking it over (a token
+    per hand-off), so at most ``len(groups)`` items are past the source, plus the consumer's one:
+    nothing queues up. The first thread reads the source only when its slot is free, so a live
+    source's newest frame is taken as late as possible and does not age in a queue. A step's failure
+    travels on the item (``Work.error``); the thread goes on with the next item.
+
+    Reusable for any chain: ``items`` any iterable, ``groups`` lists of steps ``item -> item``.
     """
 
-    def __init__(self, source: Iterable[Frame], detector: Detector, stop: threading.Event):
-        self.queue: queue.Queue = queue.Queue(maxsize=1)
-        self.free = threading.Semaphore(1)  # one frame in the detector or the hand-off at a time
+    def __init__(self, items: Iterable, groups: Sequence[Sequence[Callable]], stop: threading.Event):
         self.stop = stop
-        self.source, self.detector = source, detector
-        self.thread = threading.Thread(target=self._work, name="detect-ahead", daemon=True)
-        self.thread.start()
+        self.queues = [queue.Queue(maxsize=1) for _ in groups]
+        self.free = [threading.Semaphore(1) for _ in groups]
+        self.threads = []
+        inputs: list = [iter(items)] + self.queues[:-1]
+        for k, steps in enumerate(groups):
+            t = threading.Thread(target=self._work, args=(k, inputs[k], tuple(steps)),
+                                 name=f"stage-{k}", daemon=True)
+            self.threads.append(t)
+        for t in self.threads:
+            t.start()
 
-    def _put(self, item: object) -> bool:
+    def _put(self, q: queue.Queue, item: object) -> bool:
         while not self.stop.is_set():
             try:
-                self.queue.put(item, timeout=0.1)
+                q.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def _work(self) -> None:
-        frames = iter(self.source)
+    def _take(self, k: int, source) -> object:
+        if k == 0:
+            return next(source, _END)
+        while not self.stop.is_set():
+            try:
+                item = source.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is not _END:
+                self.free[k - 1].release()  # the item is ours now: the thread before may take the next
+            return item
+        return _END
+
+    def _work(self, k: int, source, steps: tuple[Callable, ...]) -> None:
         with _own_cuda_stream():
             try:
                 while not self.stop.is_set():
-                    # Take the next frame only once the main thread has taken the last one: a frame
-                    # is read as late as possible, so it does not age in the hand-off.
-                    if not self.free.acquire(timeout=0.1):
+                    if not self.free[k].acquire(timeout=0.1):
                         continue
-                    frame = next(frames, None)
-                    if frame is None:
+                    item = self._take(k, source)
+                    if item is _END:
                         break
-                    t = time.perf_counter()
-                    try:
-                        item = (frame, (self.detector(frame), (time.perf_counter() - t) * 1e3))
-                    except Exception as exc:  # reported by the main loop, which counts errors
-                        item = (frame, exc)
-                    if not self._put(item):
+                    for step in steps:
+                        item = step(item)
+                    if not self._put(self.queues[k], item):
                         break
+            except Exception as exc:  # the source itself failed: end the stream, reported by the consumer
+                log.error("stage thread %d stopped: %s", k, exc)
             finally:
-                self._put(_END)
+                self._put(self.queues[k], _END)
 
-    def __iter__(self) -> Iterator[tuple[Frame, tuple[Detections, float] | Exception]]:
+    def __iter__(self) -> Iterator:
+        last = self.queues[-1]
         while True:
             try:
-                item = self.queue.get(timeout=0.1)
+                item = last.get(timeout=0.1)
             except queue.Empty:
-                if self.stop.is_set() and not self.thread.is_alive():
+                if self.stop.is_set() and not self.threads[-1].is_alive():
                     return
                 continue
             if item is _END:
                 return
-            self.free.release()
+            self.free[-1].release()
             yield item
 
     def close(self) -> None:
         self.stop.set()
-        self.thread.join(timeout=5.0)
+        for t in self.threads:
+            t.join(timeout=5.0)
+
+
+def stage_groups(steps: Sequence[Callable], inflight: int) -> tuple[list[list[Callable]], list[Callable]]:
+    """Split a chain of steps into (thread groups, consumer steps) for ``inflight`` frames in flight:
+    1 = everything in the consumer; 2 = the first step ahead in a thread; 3 = the first two steps each
+    in a thread. The last step (the stateful one) always runs in the consumer."""
+    if inflight < 1:
+        raise ValueError(f"inflight must be >= 1, got {inflight}")
+    ahead = min(inflight - 1, len(steps) - 1)
+    return [[s] for s in steps[:ahead]], list(steps[ahead:])
+
+
+MAX_INFLIGHT = 3  # detect, lift, finish: one frame per step
 
 
 def _own_cuda_stream():
@@ -276,12 +387,18 @@ def _own_cuda_stream():
 def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames: int = 0,
         stop: threading.Event | None = None, status: StatusLine | None = None,
         on_stats: Callable[[dict], None] | None = None, stats_period_s: float = 1.0,
-        max_consecutive_errors: int = 25, overlap: bool = False) -> RunSummary:
+        max_consecutive_errors: int = 25, overlap: bool = False, inflight: int = 1) -> RunSummary:
     """Process frames until the source ends, ``max_frames`` is reached or ``stop`` is set.
 
-    ``overlap``: detect frame t+1 in a second thread while frame t goes through the other stages.
+    ``inflight``: frames in the pipeline at once (``stage_groups``): 1 = one frame at a time; 2 =
+    detection of t+1 beside the rest of t; 3 = detection of t+2, lifting of t+1 and tracking, actions
+    and publishing of t, each in its own thread and CUDA stream. Results come out in frame order with
+    each frame's own stage timings. ``overlap`` (older name) = ``inflight=2``.
     """
     stop = stop or threading.Event()
+    if overlap:
+        inflight = max(inflight, 2)
+    groups, consumer = stage_groups(pipeline.steps(), min(inflight, MAX_INFLIGHT))
     # Models and buffers are built: move them out of the collector's way, so a full collection
     # doesn't walk millions of long-lived objects in the middle of a frame (tail latency).
     gc.collect()
@@ -293,32 +410,34 @@ def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames
     t_stats = t0
     frames_at_stats = 0
     done: collections.deque = collections.deque(maxlen=30)  # completion times: the status line's fps
-    ahead = _DetectAhead(source, pipeline.detector, threading.Event()) if overlap else None
-    items = iter(ahead) if ahead is not None else ((f, None) for f in source)
-    # With overlap the main thread leaves the legacy default stream too: that stream would otherwise
-    # serialise with the detector's stream and no GPU work could overlap.
-    main_stream = _own_cuda_stream() if overlap else contextlib.nullcontext()
+    works = (Work(f) for f in source)
+    ahead = StageThreads(works, groups, threading.Event()) if groups else None
+    items = iter(ahead) if ahead is not None else works
+    # With threads the consumer leaves the legacy default stream too: that stream would otherwise
+    # serialise with the other threads' streams and no GPU work could overlap.
+    main_stream = _own_cuda_stream() if groups else contextlib.nullcontext()
     try:
         main_stream.__enter__()
-        for frame, detected in items:
+        for work in items:
             if stop.is_set():
                 reason = "stopped"
                 break
+            frame = work.frame
             if size is not None and frame.size != size:
                 log.warning("frame size changed from %dx%d to %dx%d at frame %d", *size, *frame.size, frame.index)
             size = frame.size
-            try:
-                if isinstance(detected, Exception):
-                    raise detected
-                result = pipeline.process(frame, detected)
-            except Exception:
+            for step in consumer:
+                work = step(work)
+            if work.error is not None:
                 errors += 1
                 consecutive += 1
-                log.exception("frame %d failed; continuing with the next frame", frame.index)
+                log.error("frame %d failed (%s: %s); continuing with the next frame", frame.index,
+                          type(work.error).__name__, work.error, exc_info=work.error)
                 if consecutive >= max_consecutive_errors:
                     reason = "too many errors"
                     break
                 continue
+            result = work.result
             consecutive = 0
             frames += 1
             people_max = max(people_max, len(result.people))
@@ -341,6 +460,9 @@ def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames
         main_stream.__exit__(None, None, None)
         if ahead is not None:
             ahead.close()
+    if pipeline.clock is not None:
+        for iv in pipeline.clock.collect(wait=True):
+            pipeline.stats.add(f"gpu_{iv.stage}", iv.ms)
     if stop.is_set() and reason == "end of input":
         reason = "stopped"
     if status is not None:

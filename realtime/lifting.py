@@ -35,11 +35,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lart_stream.models.hmr2 import (HMR2, HMR2Config, HMR2Output, body_origin_location, cam_crop_to_full, check_state_dict,
+from lart_stream.models.hmr2 import (FP32_READOUTS, HMR2, HMR2Config, HMR2Output, body_origin_location, cam_crop_to_full, check_state_dict,
                          config_for_state_dict, full_frame_focal, load_hmr2_with_smpl, pose_vector, project_to_frame,
                          read_checkpoint, split_state_dict)
 from lart_stream.models.hmr2_crop import (CropConfig, blur_radius, blur_rows, blur_sigma, box_center_size, crop_people,
                               crop_people_static, image_to_tensor, normalisation, radius_bucket)
+from lart_stream.models.precision import cast_matmul_weights_, fp8_linears_
 from lart_stream.realtime.records import Detections, Frame, People
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,17 @@ class HMRLifterConfig:
     smpl_joint_regressor: str | None = None  # SMPL_to_J19.pkl: the 19 extra joints (44 in all)
     smpl_from_checkpoint: bool = True  # without smpl_path, use the checkpoint's own smpl.* buffers
     max_batch: int = 16  # crops per network call; more people run in chunks
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 | bf16 | fp16
+    precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU; or fp32 | bf16 | fp16
+    # bf16/fp16: cast the matmul weights once (models/precision.py; LayerNorm, residual stream and the
+    # pose/shape/camera readouts stay fp32), or False: fp32 weights under autocast, re-cast every call
+    cast_weights: bool = True
+    # torch.compile the network (fused path), captured in our graphs per batch bucket; compiled
+    # artefacts cached on disk (realtime/compiled.py). Compiling takes minutes per bucket when cold.
+    compile: bool = False
+    fp8: bool = False  # the ViT's linears in FP8 e4m3 with row-wise scales (torch._scaled_mm; Hopper/Ada)
+    compile_cache_dir: str | None = None  # None: ~/.cache/lart-stream/inductor
+    compile_backend: str = "inductor"  # "eager": the same path without compiling (CPU tests)
+    compile_batches: tuple[int, ...] = ()  # batch buckets whose network is compiled (others plain); () all
     cuda_graphs: bool = True  # torch backend on CUDA: replay a captured graph per batch bucket
     antialias: bool = True  # the reference's blur of large boxes before the crop
     backend: str = "auto"  # auto | torch | onnxruntime | tensorrt (realtime/backends.py)
@@ -102,6 +113,15 @@ class HMRLifter:
         self.crop_cfg = CropConfig(crop_size=self.model_cfg.crop_size, crop_width=self.model_cfg.image_width,
                                    antialias=cfg.antialias)
         self.dtype = _resolve_precision(cfg.precision, self.device)
+        # Weights cast once: no autocast (and no per-call weight cast) on the torch network's paths.
+        self.weights_cast = self.model is not None and self.dtype != torch.float32 and cfg.cast_weights
+        if self.weights_cast:
+            cast_matmul_weights_(self.model, self.dtype, keep=FP32_READOUTS)
+        self.fp8 = cfg.fp8
+        if cfg.fp8:
+            if not self.weights_cast or self.dtype != torch.bfloat16:
+                raise ValueError("HMR stage: --fp8 needs bf16 precision with the weights cast (the torch network)")
+            fp8_linears_(self.model, "backbone.blocks")
         self.runner = runner
         self.backend_info = backend_info
         self.rows_upload = self.device.type == "cuda"  # lift_many: upload only the rows crops read
@@ -110,6 +130,8 @@ class HMRLifter:
             model is not None and self.device.type == "cuda" and cfg.cuda_graphs)
         if fused and model is None:
             raise ValueError("HMR stage: the fused path needs the torch network (backend torch)")
+        if cfg.compile and not fused:
+            raise ValueError("HMR stage: --compile needs the fused torch path (backend torch, CUDA graphs on)")
         self._fused = _FusedStage(self, capture=self.device.type == "cuda" and cfg.cuda_graphs) if fused else None
         if self._fused is not None:  # "<backend> [<why chosen>]" -> "<fused path> [<why chosen>]"
             why = backend_info[backend_info.find(" ["):] if " [" in backend_info else ""
@@ -269,10 +291,12 @@ class HMRLifter:
 
     # ------------------------------------------------------------------------------------------
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype == torch.float32:
+    def _autocast(self, cache: bool = True) -> contextlib.AbstractContextManager:
+        """Autocast for the fp32-weight path; nothing when fp32 or the weights are cast already.
+        cache=False: no weight-cast cache (it must not outlive a CUDA-graph capture)."""
+        if self.dtype == torch.float32 or self.weights_cast:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=cache)
 
     def _empty_output(self) -> HMR2Output:
         z = lambda *s: torch.zeros(s, device=self.device)  # noqa: E731
@@ -478,6 +502,18 @@ class _FusedStage:
     def __init__(self, lifter: HMRLifter, capture: bool):
         self.model, self.smpl = lifter.model, lifter.smpl
         self.mc, self.cc, self.dtype = lifter.model_cfg, lifter.crop_cfg, lifter.dtype
+        self.autocast = lifter._autocast
+        self.weights_cast = lifter.weights_cast
+        self.fp8 = lifter.fp8
+        self.network: Callable[[torch.Tensor], HMR2Output] = self.model  # type: ignore[assignment]
+        self.compiled = lifter.cfg.compile
+        self.compile_batches = frozenset(lifter.cfg.compile_batches)  # empty: every bucket
+        self.compile_log: list = []  # CompileRecord per batch bucket (seconds, cold or warm)
+        if self.compiled:
+            from lart_stream.realtime.compiled import CompileConfig, compile_network
+
+            self.network = compile_network(self.model, CompileConfig(  # type: ignore[arg-type]
+                backend=lifter.cfg.compile_backend, cache_dir=lifter.cfg.compile_cache_dir))
         self.device = dev = lifter.device
         self.cuda = dev.type == "cuda"
         self.capture = capture
@@ -504,6 +540,12 @@ class _FusedStage:
     def describe(self) -> str:
         mode = "CUDA graphs" if self.capture else "plain calls"
         prec = {v: k for k, v in PRECISIONS.items()}[self.dtype]
+        if self.dtype != torch.float32:
+            prec += " weights" if self.weights_cast else " autocast"
+        if self.fp8:
+            prec += ", ViT linears fp8"
+        if self.compiled:
+            prec += ", compiled"
         return (f"torch ({self.device}, fused crops + network + post, {mode} per batch "
                 f"{_ranges(self.buckets)}, {prec})")
 
@@ -568,16 +610,21 @@ class _FusedStage:
     def _net_step(self, B: int) -> _Step:
         if B not in self.net:
             crops, boxes = self.crops[:B], self._boxes_for(B)
-            self.net[B] = self._step(lambda: self._network_post(crops, boxes), warmup=3)
+            network = self.model
+            if self.compiled and (not self.compile_batches or B in self.compile_batches):
+                from lart_stream.realtime.compiled import timed_first_call
+
+                network = self.network  # compiled here, timed (cold, or warm from the disk cache)
+                self.compile_log.append(
+                    timed_first_call(lambda: self._network_post(network, crops, boxes), f"batch {B}")[1])
+            self.net[B] = self._step(lambda: self._network_post(network, crops, boxes), warmup=3)
         return self.net[B]
 
-    def _network_post(self, crops: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    def _network_post(self, network: Callable[[torch.Tensor], HMR2Output], crops: torch.Tensor,
+                      boxes: torch.Tensor) -> torch.Tensor:
         """crops (B, 3, 256, 192), boxes (B, 5) -> packed (B, D) float32: everything People needs."""
-        if self.dtype == torch.float32:
-            out = self.model(crops)  # type: ignore[misc]
-        else:  # no weight-cast cache: it must not outlive a capture
-            with torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=False):
-                out = self.model(crops)  # type: ignore[misc]
+        with self.autocast(cache=False):
+            out = network(crops)
         return self.post_pack(out, boxes)
 
     def post_pack(self, out: HMR2Output, boxes: torch.Tensor) -> torch.Tensor:

@@ -51,3 +51,12 @@ def lart_step_io(cfg: Any) -> ModelIO:
     outs = (TensorSpec("logits", (BATCH, cfg.ava_classes)), TensorSpec("k_cache_out", cache),
             TensorSpec("v_cache_out", cache), TensorSpec("key_bias_out", (BATCH, rows)))
     return ModelIO("lart_step", ins, outs)
+
+
+def mvit_io(cfg: Any, height: int | None = None, width: int | None = None) -> ModelIO:
+    """MViT backbone + AVA head: one clip (1, 3, T, H, W) (H, W fixed at export: the rel-pos
+    interpolation and index tables depend on them; default the config's square crop) and a
+    dynamic number of boxes [batch_index, x1, y1, x2, y2] -> RoI features and class scores."""
+    h, w = height or cfg.crop_size, width or cfg.crop_size
+    return ModelIO("mvit", (TensorSpec("clip", (1, cfg.in_chans, cfg.num_frames, h, w)), TensorSpec("boxes", (BATCH, 5))),
+                   (TensorSpec("features", (BATCH, cfg.feature_dim)), TensorSpec("scores", (BATCH, cfg.num_classes))))

@@ -49,6 +49,8 @@ class OnnxDetectorConfig:
     output_format: str = "auto"  # auto | yolo | nms
     input_size: tuple[int, int] | None = None  # (h, w) for a graph with dynamic H, W; else read from it
     pad_value: int = 114  # letterbox grey, as Ultralytics trains with
+    device_letterbox: bool = True  # torch backend: resize and pad on its device (DeviceLetterbox)
+    precision: str = "fp32"  # torch backend: fp32 | fp16 | bf16 (autocast; boxes near the threshold may change)
     engine_cache_dir: str | None = None
 
 
@@ -69,13 +71,11 @@ def letterbox(image: np.ndarray, size: tuple[int, int], pad_value: int = 114) ->
     """Resize ``image`` (H, W, 3) to fit ``size`` = (h, w) keeping aspect, centred, padded."""
     h, w = image.shape[:2]
     th, tw = size
-    scale = min(th / h, tw / w)
-    nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    (nh, nw), lb = letterbox_geometry((h, w), size)
     resized = image if (nh, nw) == (h, w) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    top, left = (th - nh) // 2, (tw - nw) // 2
     out = np.full((th, tw, 3), pad_value, dtype=np.uint8)
-    out[top:top + nh, left:left + nw] = resized
-    return out, Letterbox(scale, left, top)
+    out[lb.pad_y:lb.pad_y + nh, lb.pad_x:lb.pad_x + nw] = resized
+    return out, lb
 
 
 def to_blob(image_bgr: np.ndarray) -> np.ndarray:
@@ -91,6 +91,57 @@ def to_blob_torch(image_bgr: np.ndarray, device: "torch.device") -> "torch.Tenso
 
     t = torch.from_numpy(image_bgr).to(device)  # 1.2 MB at 640x640: pinning it would cost more than it saves
     return t.permute(2, 0, 1).flip(0).unsqueeze(0).float().div_(255.0)
+
+
+def letterbox_geometry(frame_hw: tuple[int, int], size: tuple[int, int]) -> tuple[tuple[int, int], Letterbox]:
+    """((nh, nw), Letterbox) of ``letterbox``: the resized size and where it sits in the input."""
+    h, w = frame_hw
+    th, tw = size
+    scale = min(th / h, tw / w)
+    nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+    return (nh, nw), Letterbox(scale, (tw - nw) // 2, (th - nh) // 2)
+
+
+class DeviceLetterbox:
+    """``letterbox`` + ``to_blob`` on the model's device: the frame goes up once as uint8 (through a
+    pinned staging buffer on CUDA) and is resized there (bilinear, half-pixel centres: what
+    cv2.INTER_LINEAR computes, rounded to uint8 levels like it; OpenCV's fixed-point weights can land
+    one level away), padded, flipped to RGB and scaled. No host resize, no host sync."""
+
+    def __init__(self, size: tuple[int, int], device: "torch.device", pad_value: int = 114):
+        import torch
+
+        self.size, self.device, self.pad = size, torch.device(device), float(pad_value)
+        self.cuda = self.device.type == "cuda"
+        self.host: "torch.Tensor | None" = None
+        self.frame: "torch.Tensor | None" = None
+        self.copied: "torch.cuda.Event | None" = None  # end of the last staging -> device copy
+        self.blob = torch.full((1, 3, *size), self.pad / 255.0, device=self.device)
+
+    def __call__(self, image: np.ndarray) -> tuple["torch.Tensor", Letterbox]:
+        import torch
+        import torch.nn.functional as F
+
+        h, w = image.shape[:2]
+        (nh, nw), lb = letterbox_geometry((h, w), self.size)
+        if self.frame is None or tuple(self.frame.shape) != (h, w, 3):
+            self.frame = torch.empty((h, w, 3), dtype=torch.uint8, device=self.device)
+            self.host = torch.empty((h, w, 3), dtype=torch.uint8).pin_memory() if self.cuda else None
+        if self.cuda:
+            if self.copied is not None:  # the staging buffer is free again (done long ago: the last
+                self.copied.synchronize()  # frame's detections were read back since)
+            np.copyto(self.host.numpy(), image)  # type: ignore[union-attr]
+            self.frame.copy_(self.host, non_blocking=True)
+            self.copied = torch.cuda.Event()
+            self.copied.record()
+        else:
+            self.frame.copy_(torch.from_numpy(np.ascontiguousarray(image)))
+        x = self.frame.permute(2, 0, 1).unsqueeze(0).float()  # (1, 3, H, W) BGR
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False).round_().clamp_(0, 255)
+        blob = self.blob  # padding stays at pad/255; the image part is rewritten every frame
+        blob[:, :, lb.pad_y:lb.pad_y + nh, lb.pad_x:lb.pad_x + nw] = x.flip(1) * (1.0 / 255.0)
+        return blob, lb
 
 
 def undo_letterbox(xyxy: np.ndarray, lb: Letterbox, frame_size: tuple[int, int]) -> np.ndarray:
@@ -216,7 +267,8 @@ class OnnxDetector:
         if backend is None:
             backend, self.backend_reason = resolve_backend(config.backend, "detector", config.device, onnx_path=path,
                                                            io=self._concrete_io(),
-                                                           engine_cache_dir=config.engine_cache_dir)
+                                                           engine_cache_dir=config.engine_cache_dir,
+                                                           precision=config.precision)
         else:
             self.backend_reason = "given"
         self.backend = backend
@@ -226,6 +278,8 @@ class OnnxDetector:
         self.format = config.output_format if config.output_format != "auto" else (
             detect_format(tuple(out_shape)) if fixed else "")  # decided on the first output otherwise
         self.name = f"onnx:{path.name}"
+        self._device_lb = (DeviceLetterbox(self.input_size, self.backend.device, config.pad_value)
+                           if isinstance(self.backend, TorchBackend) and config.device_letterbox else None)
 
     def _concrete_io(self) -> ModelIO:
         """The I/O with the image input's shape made concrete (a static graph for graphs/engines)."""
@@ -251,9 +305,12 @@ class OnnxDetector:
 
     def raw(self, frame: Frame) -> tuple[np.ndarray, Letterbox]:
         """The model's raw output for a frame, and the letterbox used (for tests and debugging)."""
-        img, lb = letterbox(frame.image, self.input_size, self.config.pad_value)
-        torch_backend = isinstance(self.backend, TorchBackend)  # preprocess on its device
-        blob = to_blob_torch(img, self.backend.device) if torch_backend else to_blob(img)
+        if self._device_lb is not None:
+            blob, lb = self._device_lb(frame.image)
+        else:
+            img, lb = letterbox(frame.image, self.input_size, self.config.pad_value)
+            torch_backend = isinstance(self.backend, TorchBackend)  # preprocess on its device
+            blob = to_blob_torch(img, self.backend.device) if torch_backend else to_blob(img)
         out = self.backend.run({self.input_name: blob})
         return to_numpy(out[self.output_name]), lb
 
@@ -264,5 +321,5 @@ class OnnxDetector:
         return postprocess(out, self.format, lb, frame.size, self.config)
 
 
-__all__ = ["Letterbox", "OnnxDetector", "OnnxDetectorConfig", "decode_nms", "decode_yolo", "detect_format",
+__all__ = ["DeviceLetterbox", "Letterbox", "letterbox_geometry", "OnnxDetector", "OnnxDetectorConfig", "decode_nms", "decode_yolo", "detect_format",
            "letterbox", "nms", "nms_numpy", "postprocess", "to_blob", "to_blob_torch", "undo_letterbox"]

@@ -4,7 +4,8 @@ A message is a ZeroMQ multipart message ``[topic, payload]`` where ``payload`` i
 msgpack map; the ``frames`` topic adds a third part holding the JPEG bytes:
 
     actions : [b"actions/<stream>", msgpack(ActionsMessage)]          one per processed frame
-    stats   : [b"stats",            msgpack(StatsMessage)]            about once a second
+    stats   : [b"stats",            msgpack(StatsMessage)]            about once a second, frames or not;
+                                                                      the last one of a session has final=true
     frames  : [b"frames/<stream>",  msgpack(FrameMessage header), jpeg]  optional, rate-limited
 
 Per-stream topics carry the stream id after a slash, so a subscriber takes one stream by
@@ -23,6 +24,7 @@ sequence numbers, this module only converts between typed messages and bytes.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -33,11 +35,14 @@ import numpy as np
 
 from lart_stream.realtime.records import FrameResult, TrackState
 
-SCHEMA_VERSION = 2  # 2: per-stream topics actions/<stream>, frames/<stream>
+SCHEMA_VERSION = 3  # 3: per-stream topics actions/<stream>, frames/<stream>
 TOPICS = ("actions", "stats", "frames")
 STREAM_TOPICS = ("actions", "frames")  # sent as "<topic>/<stream>"
 STREAM_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # what a stream id may be: it goes into a topic name
 WEIGHTS = ("official", "random", "none")  # "none": no action model ran, so no scores at all
+SOURCE_STATES = ("live", "stalled", "reconnecting", "ended")  # of the frame source, in `stats`
+SESSION_MAX = (1 << 32) - 1
+JPEG_SOI = b"\xff\xd8\xff"  # every JPEG starts with the SOI marker and the next marker's 0xff
 TRACK_STATES = {int(s): s.name.lower() for s in TrackState}  # 1 -> "tentative", ...
 
 
@@ -78,6 +83,9 @@ class TrackPrediction:
     hits: int  # frames with a matched detection
     time_since_update: int  # frames since last matched; 0 = detected in this frame
     action: TrackAction | None
+    # frames since the keyframe of the appearance feature the action model used for this track (at the
+    # frame it ran for); None: no feature (no appearance stage, or none yet for this track)
+    appearance_age: int | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,8 @@ class StatsMessage:
     published: int  # messages handed to the socket since start, all topics
     publish_dropped: int  # messages the publisher dropped (queue full) since start
     extra: dict[str, float] = field(default_factory=dict)
+    source: str | None = None  # "live" | "stalled" | "reconnecting" | "ended"; None: not known
+    final: bool = False  # the publisher's last message: it is shutting down
 
 
 @dataclass(frozen=True)
@@ -187,6 +197,7 @@ def actions_message(result: FrameResult, *, session: int, seq: int, t_publish_ns
         top = [tuple(ActionScore(int(ids[c]), names[c], s) for c, s in zip(cols, scores))
                for cols, scores in zip(best.tolist(), best_scores)]
     cam_t = tracks.cam_t
+    app_age = result.appearance.age_of() if result.appearance is not None else {}
     out = []
     for i in range(len(tracks)):
         tid = int(tracks.track_id[i])
@@ -201,7 +212,7 @@ def actions_message(result: FrameResult, *, session: int, seq: int, t_publish_ns
             cam_t=None if cam_t is None else tuple(cam_t[i].astype(np.float32).tolist()),
             state=TRACK_STATES.get(int(tracks.state[i]), "tentative"),
             age=int(tracks.age[i]), hits=int(tracks.hits[i]),
-            time_since_update=int(tracks.time_since_update[i]), action=action))
+            time_since_update=int(tracks.time_since_update[i]), action=action, appearance_age=app_age.get(tid)))
     frame = result.frame
     return ActionsMessage(
         session=session, seq=seq, stream=str(frame.stream_id), frame=int(frame.index),
@@ -245,6 +256,7 @@ def to_wire(msg: Message) -> dict[str, Any]:
                     "frame": t.action.frame,
                     "top": [[a.class_id, a.name, a.score] for a in t.action.top],
                     "scores": None if t.action.scores is None else list(t.action.scores)},
+                "appearance_age": t.appearance_age,
             } for t in msg.tracks],
         }
     if isinstance(msg, StatsMessage):
@@ -256,6 +268,7 @@ def to_wire(msg: Message) -> dict[str, Any]:
             "latency_ms": None if msg.latency_ms is None else _summary_wire(msg.latency_ms),
             "stage_ms": {k: _summary_wire(v) for k, v in msg.stage_ms.items()},
             "published": msg.published, "publish_dropped": msg.publish_dropped, "extra": dict(msg.extra),
+            "source": msg.source, "final": msg.final,
         }
     if isinstance(msg, FrameMessage):
         return {
@@ -313,29 +326,33 @@ def _is_num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _fields(obj: Any, path: str, required: Sequence[str]) -> dict:
+def _fields(obj: Any, path: str, required: Sequence[str], optional: Sequence[str] = ()) -> dict:
     if not isinstance(obj, dict):
         raise ProtocolError(f"{path}: expected a map, got {type(obj).__name__}")
     missing = [k for k in required if k not in obj]
     if missing:
         raise ProtocolError(f"{path}: missing field(s) {', '.join(missing)}")
-    extra = [str(k) for k in obj if k not in required]
+    extra = [str(k) for k in obj if k not in required and k not in optional]
     if extra:
         raise ProtocolError(f"{path}: unexpected field(s) {', '.join(sorted(extra))}")
     return obj
 
 
-def _int(obj: Any, path: str, minimum: int | None = 0) -> int:
-    if not _is_int(obj) or (minimum is not None and obj < minimum):
-        bound = "" if minimum is None else f" >= {minimum}"
-        raise ProtocolError(f"{path}: expected an integer{bound}, got {_show(obj)}")
+def _bounds(minimum: float | None, maximum: float | None) -> str:
+    return "".join(f" {op} {b}" for op, b in ((">=", minimum), ("<=", maximum)) if b is not None)
+
+
+def _int(obj: Any, path: str, minimum: int | None = 0, maximum: int | None = None) -> int:
+    if not _is_int(obj) or (minimum is not None and obj < minimum) or (maximum is not None and obj > maximum):
+        raise ProtocolError(f"{path}: expected an integer{_bounds(minimum, maximum)}, got {_show(obj)}")
     return int(obj)
 
 
-def _num(obj: Any, path: str, minimum: float | None = None) -> float:
-    if not _is_num(obj) or (minimum is not None and not obj >= minimum):
-        bound = "" if minimum is None else f" >= {minimum}"
-        raise ProtocolError(f"{path}: expected a number{bound}, got {_show(obj)}")
+def _num(obj: Any, path: str, minimum: float | None = None, maximum: float | None = None) -> float:
+    """A finite number within the bounds (NaN and infinities never pass)."""
+    if (not _is_num(obj) or not math.isfinite(obj) or (minimum is not None and not obj >= minimum)
+            or (maximum is not None and not obj <= maximum)):
+        raise ProtocolError(f"{path}: expected a finite number{_bounds(minimum, maximum)}, got {_show(obj)}")
     return float(obj)
 
 
@@ -354,11 +371,16 @@ def _list(obj: Any, path: str, length: int | None = None) -> list:
     return obj
 
 
-def _nums(obj: Any, path: str, length: int | None = None) -> tuple[float, ...]:
+def _nums(obj: Any, path: str, length: int | None = None, *, minimum: float = -math.inf,
+          maximum: float = math.inf) -> tuple[float, ...]:
+    """Finite numbers within the bounds (a NaN fails every comparison, so it takes the slow path)."""
     items = _list(obj, path, length)
-    if not items or set(map(type, items)) == {float}:  # fast path: what our encoder sends
+    # Fast path, all in C: floats only; a NaN or an infinity makes the sum non-finite.
+    if not items or (set(map(type, items)) == {float} and math.isfinite(sum(items))
+                     and minimum <= min(items) and max(items) <= maximum):
         return tuple(items)
-    return tuple(_num(x, f"{path}[{i}]") for i, x in enumerate(items))
+    lo, hi = (None if math.isinf(b) else b for b in (minimum, maximum))
+    return tuple(_num(x, f"{path}[{i}]", lo, hi) for i, x in enumerate(items))
 
 
 def _ints(obj: Any, path: str, length: int | None = None, minimum: int | None = 0) -> tuple[int, ...]:
@@ -374,7 +396,7 @@ def _show(obj: Any) -> str:
 
 
 def _check_version(d: Any, topic: str) -> None:
-    if isinstance(d, dict) and "v" in d and d["v"] != SCHEMA_VERSION:
+    if isinstance(d, dict) and "v" in d and (type(d["v"]) is not int or d["v"] != SCHEMA_VERSION):
         raise ProtocolError(f"{topic}: schema version {repr(d['v'])[:20]}, this client understands "
                             f"version {SCHEMA_VERSION} (upgrade the side that is older)")
 
@@ -384,20 +406,24 @@ _ACTIONS_FIELDS = ("v", "session", "seq", "stream", "frame", "t_capture_ns", "t_
 _TRACK_FIELDS = ("id", "box", "cam_t", "state", "age", "hits", "time_since_update", "action")
 _STATS_FIELDS = ("v", "session", "seq", "stream", "t_publish_ns", "t_wall_ns", "weights", "window_s", "fps",
                  "frame_count", "dropped_frames", "latency_ms", "stage_ms", "published", "publish_dropped",
-                 "extra")
+                 "extra", "source", "final")
 _FRAME_FIELDS = ("v", "session", "seq", "stream", "frame", "t_capture_ns", "t_publish_ns", "t_wall_ns",
                  "image_size", "jpeg_size")
 
 
-def _num_map(obj: Any, path: str) -> dict[str, float]:
+def _num_map(obj: Any, path: str, minimum: float | None = None) -> dict[str, float]:
     if not isinstance(obj, dict):
         raise ProtocolError(f"{path}: expected a map, got {_show(obj)}")
-    return {_str(k, f"{path} key"): _num(v, f"{path}.{k}") for k, v in obj.items()}
+    return {_str(k, f"{path} key"): _num(v, f"{path}.{k}", minimum) for k, v in obj.items()}
 
 
 def _summary(obj: Any, path: str) -> Summary:
     d = _fields(obj, path, ("mean", "p50", "max"))
-    return Summary(*(_num(d[k], f"{path}.{k}") for k in ("mean", "p50", "max")))
+    return Summary(*(_num(d[k], f"{path}.{k}", 0.0) for k in ("mean", "p50", "max")))
+
+
+def _session(obj: Any, path: str) -> int:
+    return _int(obj, path, 0, SESSION_MAX)
 
 
 def _decode_action(obj: Any, path: str, n_classes: int) -> TrackAction:
@@ -405,20 +431,21 @@ def _decode_action(obj: Any, path: str, n_classes: int) -> TrackAction:
     top = []
     for i, item in enumerate(_list(d["top"], f"{path}.top")):
         if (type(item) is list and len(item) == 3 and type(item[0]) is int and item[0] >= 0
-                and type(item[1]) is str and type(item[2]) is float):  # fast path
+                and type(item[1]) is str and type(item[2]) is float and 0.0 <= item[2] <= 1.0):  # fast path
             top.append(ActionScore(*item))
             continue
         p = f"{path}.top[{i}]"
         item = _list(item, p, 3)
-        top.append(ActionScore(_int(item[0], f"{p}[0]"), _str(item[1], f"{p}[1]"), _num(item[2], f"{p}[2]")))
-    scores = None if d["scores"] is None else _nums(d["scores"], f"{path}.scores")
+        top.append(ActionScore(_int(item[0], f"{p}[0]"), _str(item[1], f"{p}[1]"),
+                               _num(item[2], f"{p}[2]", 0.0, 1.0)))
+    scores = None if d["scores"] is None else _nums(d["scores"], f"{path}.scores", minimum=0.0, maximum=1.0)
     if scores is not None and len(scores) != n_classes:
         raise ProtocolError(f"{path}.scores: {len(scores)} scores for {n_classes} classes")
     return TrackAction(_int(d["frame"], f"{path}.frame"), tuple(top), scores)
 
 
 def _decode_track(obj: Any, path: str, n_classes: int, has_actions: bool) -> TrackPrediction:
-    d = _fields(obj, path, _TRACK_FIELDS)
+    d = _fields(obj, path, _TRACK_FIELDS, ("appearance_age",))
     action = None
     if d["action"] is not None:
         if not has_actions:
@@ -429,7 +456,8 @@ def _decode_track(obj: Any, path: str, n_classes: int, has_actions: bool) -> Tra
         cam_t=None if d["cam_t"] is None else _nums(d["cam_t"], f"{path}.cam_t", 3),
         state=_str(d["state"], f"{path}.state", tuple(TRACK_STATES.values())),
         age=_int(d["age"], f"{path}.age"), hits=_int(d["hits"], f"{path}.hits"),
-        time_since_update=_int(d["time_since_update"], f"{path}.time_since_update"), action=action)
+        time_since_update=_int(d["time_since_update"], f"{path}.time_since_update"), action=action,
+        appearance_age=None if d.get("appearance_age") is None else _int(d["appearance_age"], f"{path}.appearance_age"))
 
 
 def _decode_actions(obj: Any) -> ActionsMessage:
@@ -449,21 +477,24 @@ def _decode_actions(obj: Any) -> ActionsMessage:
     tracks = tuple(_decode_track(t, f"actions.tracks[{i}]", len(ids), weights != "none")
                    for i, t in enumerate(_list(d["tracks"], "actions.tracks")))
     return ActionsMessage(
-        session=_int(d["session"], "actions.session"), seq=_int(d["seq"], "actions.seq"),
+        session=_session(d["session"], "actions.session"), seq=_int(d["seq"], "actions.seq"),
         stream=_str(d["stream"], "actions.stream"), frame=_int(d["frame"], "actions.frame"),
         t_capture_ns=_int(d["t_capture_ns"], "actions.t_capture_ns"),
         t_publish_ns=_int(d["t_publish_ns"], "actions.t_publish_ns"),
         t_wall_ns=_int(d["t_wall_ns"], "actions.t_wall_ns"),
         image_size=_ints(d["image_size"], "actions.image_size", 2), weights=weights,
-        class_ids=ids, class_names=names, stage_ms=_num_map(d["stage_ms"], "actions.stage_ms"), tracks=tracks)
+        class_ids=ids, class_names=names, stage_ms=_num_map(d["stage_ms"], "actions.stage_ms", 0.0),
+        tracks=tracks)
 
 
 def _decode_stats(obj: Any) -> StatsMessage:
     d = _fields(obj, "stats", _STATS_FIELDS)
     if not isinstance(d["stage_ms"], dict):
         raise ProtocolError(f"stats.stage_ms: expected a map, got {_show(d['stage_ms'])}")
+    if type(d["final"]) is not bool:
+        raise ProtocolError(f"stats.final: expected true or false, got {_show(d['final'])}")
     return StatsMessage(
-        session=_int(d["session"], "stats.session"), seq=_int(d["seq"], "stats.seq"),
+        session=_session(d["session"], "stats.session"), seq=_int(d["seq"], "stats.seq"),
         stream=_str(d["stream"], "stats.stream"), t_publish_ns=_int(d["t_publish_ns"], "stats.t_publish_ns"),
         t_wall_ns=_int(d["t_wall_ns"], "stats.t_wall_ns"), weights=_str(d["weights"], "stats.weights", WEIGHTS),
         window_s=_num(d["window_s"], "stats.window_s", 0.0), fps=_num(d["fps"], "stats.fps", 0.0),
@@ -474,14 +505,18 @@ def _decode_stats(obj: Any) -> StatsMessage:
                   for k, v in d["stage_ms"].items()},
         published=_int(d["published"], "stats.published"),
         publish_dropped=_int(d["publish_dropped"], "stats.publish_dropped"),
-        extra=_num_map(d["extra"], "stats.extra"))
+        extra=_num_map(d["extra"], "stats.extra"),
+        source=None if d["source"] is None else _str(d["source"], "stats.source", SOURCE_STATES),
+        final=d["final"])
 
 
 def _decode_frame(obj: Any, jpeg: bytes) -> FrameMessage:
     d = _fields(obj, "frames", _FRAME_FIELDS)
     size = _ints(d["jpeg_size"], "frames.jpeg_size", 2, minimum=1)
+    if not jpeg.startswith(JPEG_SOI):
+        raise ProtocolError(f"frames: third part is not a JPEG (no SOI marker; starts {jpeg[:8]!r})")
     return FrameMessage(
-        session=_int(d["session"], "frames.session"), seq=_int(d["seq"], "frames.seq"),
+        session=_session(d["session"], "frames.session"), seq=_int(d["seq"], "frames.seq"),
         stream=_str(d["stream"], "frames.stream"), frame=_int(d["frame"], "frames.frame"),
         t_capture_ns=_int(d["t_capture_ns"], "frames.t_capture_ns"),
         t_publish_ns=_int(d["t_publish_ns"], "frames.t_publish_ns"),

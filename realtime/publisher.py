@@ -15,6 +15,10 @@ message (counted in ``dropped``) and a full subscriber queue makes ZeroMQ drop
 messages for that subscriber only (PUB semantics, without XPUB_NODROP), so a
 stalled or dead subscriber costs neither memory nor frame rate and never makes
 the others lose messages.
+
+Heartbeat and end: while no frame is sent for ``stats_interval_s`` (a stalled or
+reconnecting source), a heartbeat thread publishes `stats` with the source state
+(``watch_source``); ``close`` publishes a last `stats` with ``final=True``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
 import numpy as np
@@ -35,17 +39,28 @@ import zmq
 
 from lart_stream.realtime import protocol
 from lart_stream.realtime.protocol import FrameMessage, StatsMessage, Summary
+from lart_stream.realtime.ratelimit import RateLimit
 from lart_stream.realtime.records import FrameResult
 
 log = logging.getLogger(__name__)
 
 _FORWARD, _JPEG, _QUIT = b"M", b"J", b"Q"  # kinds of messages on the inproc pipe
 _WINDOW_MAX = 4096  # samples kept per stats window
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"  # loopback: nothing exposed unless asked
+_FINAL_LINGER_MS = 500  # on close, time given to the final message to leave the socket
+REFUSED_LOG_PERIOD_S = 10.0  # refused CURVE clients retry every 100 ms: one log line per period
+_NO_CURVE = "no valid CURVE handshake (a client without --curve-server-key, or with another server's key)"
+_HANDSHAKE_FAILURES = {  # socket monitor events -> why a client was refused
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "its key is not in the allow-list (--curve-allowed-keys)",
+    # A client without CURVE, or with another server's key, ends in either of these two.
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: _NO_CURVE,
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: _NO_CURVE,
+}
 
 
 @dataclass(frozen=True)
 class PublisherConfig:
-    address: str = "tcp://127.0.0.1:5555"  # loopback by default: nothing exposed unless asked
+    address: str = DEFAULT_ADDRESS
     hwm: int = 100  # messages queued per subscriber (and on the inproc pipe) before dropping
     top_k: int = 5  # best classes sent per track, with names
     full_scores: bool = True  # also send every class's score per track
@@ -53,7 +68,7 @@ class PublisherConfig:
     frames_width: int = 640  # JPEG frames are downscaled to this width (never upscaled)
     jpeg_quality: int = 80
     frames_fps: float = 10.0  # at most this many frames per second, by capture time
-    stats_interval_s: float = 1.0  # automatic `stats` messages; 0 = only send_stats()
+    stats_interval_s: float = 1.0  # automatic `stats` (and heartbeat without frames); 0 = only send_stats()
     curve_secret_key: str | None = None  # server's .key_secret: turns CURVE encryption on
     curve_allowed_keys: str | None = None  # folder of client *.key public keys (allow-list)
     connect: bool = False  # connect to a proxy's XSUB (realtime/workers.py) instead of binding the address
@@ -61,6 +76,8 @@ class PublisherConfig:
     def __post_init__(self) -> None:
         if not self.address.startswith(("tcp://", "ipc://", "inproc://")):
             raise ValueError(f"publish address {self.address!r}: expected tcp://HOST:PORT or ipc://PATH")
+        if self.address.startswith("tcp://"):
+            _check_tcp_port(self.address)
         if self.hwm < 1:
             raise ValueError(f"hwm must be >= 1, got {self.hwm}")
         if self.top_k < 0:
@@ -73,6 +90,15 @@ class PublisherConfig:
         if self.curve_allowed_keys and not self.curve_secret_key:
             raise ValueError("an allow-list of client keys (curve_allowed_keys) needs the server secret key "
                              "(curve_secret_key)")
+
+
+def _check_tcp_port(address: str) -> None:
+    """libzmq takes any number as a port and silently binds it modulo 65536: refuse that here."""
+    host, sep, port = address[len("tcp://"):].rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"publish address {address!r}: expected tcp://HOST:PORT (PORT 1-65535, or * for any)")
+    if port != "*" and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"publish address {address!r}: port {port!r} is not in 1-65535 (or * for any free port)")
 
 
 def is_loopback(address: str) -> bool:
@@ -111,6 +137,9 @@ class Publisher:
         self._stats = _StatsWindow()
         self._last_frame_t: float | None = None
         self._external_stats_ns = -(1 << 62)  # last send_stats() call
+        self._last_send_ns = time.monotonic_ns()  # last frame sent (the heartbeat fills silences)
+        self._source_state: Callable[[], str | None] | None = None
+        self._heartbeat_stop = threading.Event()
         self._ctx = zmq.Context()
         self._auth = None
         xpub = inner = None
@@ -123,8 +152,13 @@ class Publisher:
             try:
                 (xpub.connect if config.connect else xpub.bind)(config.address)
             except zmq.ZMQError as e:
-                raise ValueError(f"cannot publish on {config.address}: {e}") from None
+                hint = ""
+                if e.errno == zmq.EADDRINUSE:
+                    hint = ("; another program (another lart-stream?) uses it: publish on another port "
+                            "(--publish tcp://127.0.0.1:PORT) or turn publishing off (--publish none)")
+                raise ValueError(f"cannot publish on {config.address}: {e.strerror}{hint}") from None
             self.endpoint = config.address if config.connect else xpub.getsockopt_string(zmq.LAST_ENDPOINT)
+            log.info("publishing on %s%s", self.endpoint, " (through the proxy)" if config.connect else "")
             inner = self._ctx.socket(zmq.PAIR)
             inner.setsockopt(zmq.LINGER, 0)
             inner.setsockopt(zmq.RCVHWM, config.hwm)
@@ -143,9 +177,20 @@ class Publisher:
         if config.curve_secret_key is None and not config.connect and not is_loopback(config.address):
             log.warning("publishing on %s without CURVE: predictions are readable, unencrypted, by anyone "
                         "who can reach this address (see `lart-stream keys`)", config.address)
-        self._sender = _Sender(xpub, inner, config.jpeg_quality)
+        monitor = None
+        if config.curve_secret_key is not None:  # refused clients are logged, not silently ignored
+            monitor = xpub.get_monitor_socket(sum(_HANDSHAKE_FAILURES))
+        self._sender = _Sender(xpub, inner, config.jpeg_quality, monitor)
         self._thread = threading.Thread(target=self._sender.run, name="lart-publisher", daemon=True)
         self._thread.start()
+        self._heartbeat: threading.Thread | None = None
+        if config.stats_interval_s > 0:
+            self._heartbeat = threading.Thread(target=self._beat, name="lart-heartbeat", daemon=True)
+            self._heartbeat.start()
+
+    def watch_source(self, state: Callable[[], str | None]) -> None:
+        """Every `stats` from now on carries ``state()`` (one of protocol.SOURCE_STATES) as ``source``."""
+        self._source_state = state
 
     # -- ResultSink --------------------------------------------------------------------------
 
@@ -155,6 +200,7 @@ class Publisher:
             if self._closed:
                 return
             t_ns, wall_ns = time.monotonic_ns(), time.time_ns()
+            self._last_send_ns = t_ns
             msg = protocol.actions_message(result, session=self.session,
                                            seq=self._next(f"actions/{result.frame.stream_id}"),
                                            t_publish_ns=t_ns, t_wall_ns=wall_ns, top_k=self.config.top_k,
@@ -186,14 +232,19 @@ class Publisher:
                 self._send_stats_locked(stats, t_ns)
 
     def close(self) -> None:
+        """Publish the final `stats` (``final=True``), let it leave, and release the sockets."""
         with self._lock:
             if self._closed:
                 return
+            self._send_stats_locked({}, time.monotonic_ns(), final=True)
             self._closed = True
             try:
                 self._push.send(_QUIT, zmq.NOBLOCK)  # behind everything queued: those go out first
             except zmq.ZMQError:
                 self._sender.stop.set()  # queue full: stop at the next poll instead
+        self._heartbeat_stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=5)
         self._thread.join(timeout=5)
         if self._thread.is_alive():
             self._sender.stop.set()
@@ -280,18 +331,43 @@ class Publisher:
         # JPEG encoding happens on the sender thread; the pixels travel as a raw buffer.
         self._queue([_JPEG, *protocol.encode_frame(header)[:2], np.ascontiguousarray(small)])
 
-    def _send_stats_locked(self, given: dict[str, Any], t_ns: int) -> None:
+    def _send_stats_locked(self, given: dict[str, Any], t_ns: int, final: bool = False) -> None:
         msg = self._stats.message(given, t_ns, session=self.session, seq=self._next("stats"),
                                   published=self._sender.sent,
-                                  publish_dropped=self.dropped + self._sender.dropped)
+                                  publish_dropped=self.dropped + self._sender.dropped,
+                                  source=self._current_source_state(), final=final)
         self._queue([_FORWARD, *protocol.encode_stats(msg)])
+
+    def _current_source_state(self) -> str | None:
+        if self._source_state is None:
+            return None
+        try:
+            state = self._source_state()
+        except Exception as e:  # a broken callback must not stop the stats
+            log.debug("source state: %s", e)
+            return None
+        return state if state in protocol.SOURCE_STATES else None
+
+    def _beat(self) -> None:
+        """Heartbeat thread: `stats` while no frame is sent, so subscribers can tell stalled from gone."""
+        interval_ns = self.config.stats_interval_s * 1e9
+        while not self._heartbeat_stop.wait(self.config.stats_interval_s / 4):
+            with self._lock:
+                if self._closed:
+                    return
+                t_ns = time.monotonic_ns()
+                if t_ns - self._last_send_ns >= interval_ns and t_ns - self._stats.last_sent_ns >= interval_ns:
+                    self._send_stats_locked({}, t_ns)
 
 
 class _Sender:
     """Runs on the publisher thread: forwards queued messages, answers new subscriptions."""
 
-    def __init__(self, xpub: zmq.Socket, inner: zmq.Socket, jpeg_quality: int) -> None:
-        self.xpub, self.inner, self.jpeg_quality = xpub, inner, jpeg_quality
+    def __init__(self, xpub: zmq.Socket, inner: zmq.Socket, jpeg_quality: int,
+                 monitor: zmq.Socket | None = None) -> None:
+        self.xpub, self.inner, self.jpeg_quality, self.monitor = xpub, inner, jpeg_quality, monitor
+        self.refused = 0  # CURVE clients refused since start
+        self._refused_log = RateLimit(REFUSED_LOG_PERIOD_S)
         self.stop = threading.Event()
         self.sent = 0
         self.dropped = 0
@@ -301,19 +377,45 @@ class _Sender:
         poller = zmq.Poller()
         poller.register(self.inner, zmq.POLLIN)
         poller.register(self.xpub, zmq.POLLIN)
+        if self.monitor is not None:
+            poller.register(self.monitor, zmq.POLLIN)
+        linger = 0
         try:
             while not self.stop.is_set():
                 ready = dict(poller.poll(100))
+                if self.monitor is not None and self.monitor in ready:
+                    self._log_refused()
                 if self.xpub in ready:
                     self._answer_subscriptions()
                 if self.inner in ready and not self._forward_queued():
+                    linger = _FINAL_LINGER_MS  # asked to quit: let the final message leave
                     break
         except zmq.ZMQError as e:
             if e.errno != zmq.ETERM:
                 log.error("publisher thread stopped: %s", e)
         finally:
-            self.xpub.close(0)
+            if self.monitor is not None:
+                self.xpub.disable_monitor()
+                self.monitor.close(0)
+            self.xpub.close(linger)
             self.inner.close(0)
+
+    def _log_refused(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            why = _HANDSHAKE_FAILURES.get(event["event"])
+            if why is None:
+                continue
+            self.refused += 1
+            if self._refused_log.ready():
+                more = self._refused_log.take_suppressed()
+                log.warning("refused a subscriber on %s: %s%s", event["endpoint"].decode(errors="replace"), why,
+                            f" ({more} more refusals since the last report)" if more else "")
 
     def _answer_subscriptions(self) -> None:
         while True:
@@ -401,7 +503,7 @@ class _StatsWindow:
         self._stages.setdefault(name, deque(maxlen=_WINDOW_MAX)).append(ms)
 
     def message(self, given: dict[str, Any], t_ns: int, *, session: int, seq: int, published: int,
-                publish_dropped: int) -> StatsMessage:
+                publish_dropped: int, source: str | None = None, final: bool = False) -> StatsMessage:
         window_s = max(0.0, (t_ns - self.last_sent_ns) / 1e9)
         fields: dict[str, Any] = dict(
             window_s=window_s, fps=self._frames_in_window / window_s if window_s > 0 else 0.0,
@@ -431,7 +533,7 @@ class _StatsWindow:
         self._frames_in_window = 0
         return StatsMessage(session=session, seq=seq, stream=self.stream, t_publish_ns=t_ns,
                             t_wall_ns=time.time_ns(), weights=self.weights, published=published,
-                            publish_dropped=publish_dropped, extra=extra, **fields)
+                            publish_dropped=publish_dropped, extra=extra, source=source, final=final, **fields)
 
 
 def _is_number(x: Any) -> bool:

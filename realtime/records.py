@@ -1,6 +1,6 @@
 """Typed records that flow one way through the pipeline.
 
-    Frame -> Detections -> People -> Tracks -> ActionPredictions
+    Frame -> Detections -> People -> Tracks -> [AppearanceFeatures] -> ActionPredictions
 
 Each record is a dataclass of row-aligned numpy arrays (one row per box, person
 or track), validated at construction. "Empty" is a normal value: every record
@@ -211,6 +211,70 @@ class Tracks:
 
 
 @dataclass
+class AppearanceFeatures:
+    """Per-track appearance feature (the MViT RoI feature LART consumes) for frame ``frame_index``,
+    row-aligned with that frame's Tracks.
+
+    A feature comes from a keyframe pass and is held until the next one; ``age`` counts the frames
+    since its keyframe. A track with no feature yet (born after the last pass, or never detected at
+    one) has ``valid`` False, a zero ``feature`` row and ``age`` -1: the mask says so explicitly, the
+    zeros are only what LART was trained on for a frame without a feature.
+    """
+
+    track_id: np.ndarray  # (n,) int64
+    feature: np.ndarray  # (n, D) float32; zero rows where not valid
+    valid: np.ndarray  # (n,) bool
+    age: np.ndarray  # (n,) int32 frames since the feature's keyframe; -1 where not valid
+    frame_index: int = field(default=-1, metadata=_meta())  # the frame these rows refer to
+    random_weights: bool = field(default=True, metadata=_meta())  # from a random-weight backbone
+
+    def __post_init__(self) -> None:
+        self.track_id = np.asarray(self.track_id, dtype=np.int64).reshape(-1)
+        n = len(self.track_id)
+        self.feature = np.asarray(self.feature, dtype=np.float32)
+        if self.feature.ndim != 2:
+            raise ValueError(f"AppearanceFeatures.feature: expected shape (n, D), got {self.feature.shape}")
+        self.valid = np.asarray(self.valid, dtype=bool).reshape(-1)
+        self.age = np.asarray(self.age, dtype=np.int32).reshape(-1)
+        _check_rows("AppearanceFeatures.feature", self.feature, n, (None,))
+        _check_rows("AppearanceFeatures.valid", self.valid, n, ())
+        _check_rows("AppearanceFeatures.age", self.age, n, ())
+        if (self.age[~self.valid] != -1).any() or (self.age[self.valid] < 0).any():
+            raise ValueError("AppearanceFeatures.age: -1 exactly where valid is False")
+
+    @classmethod
+    def empty(cls, dim: int, frame_index: int = -1, random_weights: bool = True) -> "AppearanceFeatures":
+        return cls(np.zeros(0, np.int64), np.zeros((0, dim), np.float32), np.zeros(0, bool), np.zeros(0, np.int32),
+                   frame_index, random_weights)
+
+    @property
+    def dim(self) -> int:
+        return int(self.feature.shape[1])
+
+    def age_of(self) -> dict[int, int]:
+        """{track id: age} of the tracks that have a feature."""
+        return dict(zip(self.track_id[self.valid].tolist(), self.age[self.valid].tolist()))
+
+    def __len__(self) -> int:
+        return len(self.track_id)
+
+    def __getitem__(self, index: np.ndarray | slice | Sequence[int]) -> "AppearanceFeatures":
+        return _select(self, index)
+
+
+@dataclass
+class AppearanceStep:
+    """What the appearance stage hands the action stage: frame ``frame_index``'s tracks and people
+    (``lookahead`` frames behind the newest frame; the same frame without lookahead) and their
+    appearance features, row-aligned with ``tracks``."""
+
+    frame_index: int
+    tracks: Tracks
+    people: People
+    features: AppearanceFeatures
+
+
+@dataclass
 class ActionPredictions:
     """Per-track action scores. Row i refers to frame ``frame_index[i]`` of track ``track_id[i]``.
 
@@ -270,3 +334,4 @@ class FrameResult:
     actions: ActionPredictions | None
     stage_ms: dict[str, float]
     t_done: float  # time.monotonic() when the last stage finished
+    appearance: AppearanceFeatures | None = None  # features the action stage used (its frame may be older)

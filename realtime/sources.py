@@ -4,7 +4,9 @@ Files and folders are read in order (optionally paced to their frame rate).
 Live sources (cameras, RTSP/HTTP) are read on their own thread that keeps only
 the newest frame: a pipeline slower than the source drops frames (counted)
 instead of queueing them, so the frame being processed is never old. A live
-source that stops is reopened with exponential backoff.
+source that stops, or stalls with its connection open for ``stall_timeout_s``,
+is reopened with exponential backoff. ``FrameSource.state`` says which of
+SOURCE_STATES the source is in (the publisher's `stats` carry it).
 """
 
 from __future__ import annotations
@@ -18,13 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import cv2
-import numpy as np
+# FFmpeg's and OpenCV's own messages ("[h264 @ 0x...] error while decoding MB", "moov atom not
+# found", "[ WARN:0] ... Stream timeout") would sit next to our one-line errors and warnings. FFmpeg's
+# level is read when the first capture opens; set either variable to see them again when debugging.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from lart_stream.realtime.records import Frame
+import cv2  # noqa: E402  (after the environment above)
+import numpy as np  # noqa: E402
+
+from lart_stream.realtime.records import Frame  # noqa: E402
 
 log = logging.getLogger(__name__)
+if os.environ["OPENCV_LOG_LEVEL"].upper() == "ERROR":  # cv2 may have been imported before this module
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
+SOURCE_STATES = ("live", "stalled", "reconnecting", "ended")  # the protocol's stats.source values
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
@@ -42,6 +53,7 @@ class SourceConfig:
     reconnect_initial_s: float = 0.5
     reconnect_max_s: float = 8.0
     reconnect_give_up_s: float = 0.0  # 0: keep retrying a live source until stopped
+    stall_timeout_s: float = 5.0  # a network stream silent this long (connection open) is reopened
     stream_id: str = "0"
 
 
@@ -51,6 +63,12 @@ class FrameSource:
     name: str = "source"
     live: bool = False
     dropped: int = 0
+    ended: bool = False  # the iteration is over: no more frames will come
+
+    @property
+    def state(self) -> str:
+        """One of SOURCE_STATES: "live" while frames can come, "ended" after the last one."""
+        return "ended" if self.ended else "live"
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -68,6 +86,8 @@ class FrameSource:
 def open_source(cfg: SourceConfig, stop: threading.Event | None = None) -> FrameSource:
     """Build the source a config names; raise SourceError with a clear message if it can't be used."""
     stop = stop or threading.Event()
+    if not cfg.stall_timeout_s > 0:
+        raise SourceError(f"--stall-timeout must be > 0 seconds, got {cfg.stall_timeout_s}")
     if cfg.camera is not None and cfg.path is not None:
         raise SourceError("give either --camera or --source, not both")
     if cfg.camera is not None:
@@ -142,6 +162,7 @@ class VideoFileSource(FrameSource):
                         self.ended_early = True
                         log.warning("%s: could not decode frame %d of %d; stopping at the last good frame",
                                     self.name, index, self.frame_count)
+                    self.ended = True
                     return
             pacer.wait()
             yield Frame(index, time.monotonic(), image, self.cfg.stream_id)
@@ -178,6 +199,7 @@ class ImageFolderSource(FrameSource):
             pacer.wait()
             yield Frame(index, time.monotonic(), image, self.cfg.stream_id)
             index += 1
+        self.ended = True
 
 
 class LiveSource(FrameSource):
@@ -185,7 +207,9 @@ class LiveSource(FrameSource):
 
     The reader overwrites one slot; ``__iter__`` takes whatever is newest. A
     frame overwritten before anyone took it counts as dropped. When the stream
-    fails, the reader reopens it with exponential backoff.
+    fails, the reader reopens it with exponential backoff. A network stream that sends
+    nothing for ``stall_timeout_s`` with its connection open counts as failed (FFmpeg's
+    read timeout; OpenCV's own default would wait 30 s).
     """
 
     live = True
@@ -201,6 +225,8 @@ class LiveSource(FrameSource):
         self._slot: tuple[np.ndarray, float, int] | None = None
         self._read_count = 0  # frames read from the device: a frame's index, so drops show as gaps
         self._ended = False
+        self._last_frame_t = time.monotonic()  # last frame read (or the last open)
+        self._lost_since: float | None = None  # set while reconnecting
         self.cap = self._open()
         if self.cap is None:
             what = self.name if isinstance(target, int) else f"stream {self.name}"
@@ -208,8 +234,24 @@ class LiveSource(FrameSource):
         self._thread = threading.Thread(target=self._reader, name="frame-reader", daemon=True)
         self._thread.start()
 
+    @property
+    def state(self) -> str:
+        if self._ended:
+            return "ended"
+        if self._lost_since is not None:
+            return "reconnecting"
+        if time.monotonic() - self._last_frame_t > self.cfg.stall_timeout_s / 2:
+            return "stalled"
+        return "live"
+
     def _open(self) -> cv2.VideoCapture | None:
-        cap = cv2.VideoCapture(self.target)
+        if isinstance(self.target, int):
+            cap = cv2.VideoCapture(self.target)
+        else:
+            ms = int(self.cfg.stall_timeout_s * 1000)
+            cap = cv2.VideoCapture(self.target, cv2.CAP_FFMPEG,
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        self._last_frame_t = time.monotonic()
         if cap.isOpened():
             # Ask the backend for the smallest buffer it has: we want the newest frame, not a queue.
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
@@ -219,14 +261,14 @@ class LiveSource(FrameSource):
 
     def _reader(self) -> None:
         backoff = self.cfg.reconnect_initial_s
-        lost_since: float | None = None
         while not self.stop.is_set():
             ok, image = (False, None) if self.cap is None else self.cap.read()
             if ok and image is not None:
                 backoff = self.cfg.reconnect_initial_s
-                if lost_since is not None:
-                    log.warning("%s: reconnected after %.1f s", self.name, time.monotonic() - lost_since)
-                    lost_since = None
+                self._last_frame_t = time.monotonic()
+                if self._lost_since is not None:
+                    log.warning("%s: reconnected after %.1f s", self.name, time.monotonic() - self._lost_since)
+                    self._lost_since = None
                 with self._cond:
                     if self._slot is not None:
                         self.dropped += 1
@@ -234,14 +276,19 @@ class LiveSource(FrameSource):
                     self._read_count += 1
                     self._cond.notify_all()
                 continue
-            if lost_since is None:
-                lost_since = time.monotonic()
-                log.warning("%s: stream stopped; reconnecting", self.name)
+            if self._lost_since is None:
+                silent = time.monotonic() - self._last_frame_t
+                self._lost_since = time.monotonic()
+                if self.cap is not None and silent >= self.cfg.stall_timeout_s:
+                    log.warning("%s: no frame for %.1f s with the connection open (--stall-timeout); "
+                                "reconnecting", self.name, silent)
+                else:
+                    log.warning("%s: stream stopped; reconnecting", self.name)
             if self.cap is not None:
                 self.cap.release()
                 self.cap = None
             give_up = self.cfg.reconnect_give_up_s
-            if give_up > 0 and time.monotonic() - lost_since > give_up:
+            if give_up > 0 and time.monotonic() - self._lost_since > give_up:
                 log.error("%s: no frames for %.0f s; giving up", self.name, give_up)
                 break
             if self.stop.wait(backoff):

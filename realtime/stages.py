@@ -8,7 +8,8 @@ replaced by a fake.
     detector : Frame                      -> Detections
     lifter   : Frame, Detections          -> People        (HMR 2.0, batched crops)
     tracker  : People, frame index        -> Tracks        (confirmed tracks only)
-    actions  : Tracks, People, frame index -> ActionPredictions
+    appearance: Frame, Tracks, People     -> AppearanceStep (frame t - lookahead, with MViT features)
+    actions  : Tracks, People, frame index [, AppearanceFeatures] -> ActionPredictions
     publisher: FrameResult                -> None           (never blocks)
 """
 
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from lart_stream.realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks
+from lart_stream.realtime.records import (ActionPredictions, AppearanceStep, Detections, Frame, FrameResult, People,
+                                          Tracks)
 
 
 @runtime_checkable
@@ -39,6 +41,16 @@ class Tracker(Protocol):
     name: str
 
     def update(self, people: People, frame_index: int) -> Tracks: ...
+
+
+@runtime_checkable
+class AppearanceExtractor(Protocol):
+    name: str
+    random_weights: bool
+
+    def update(self, frame: Frame, tracks: Tracks, people: People) -> AppearanceStep | None: ...
+
+    def close(self) -> None: ...
 
 
 @runtime_checkable

@@ -11,10 +11,13 @@ for this subscriber only). ``newest_only=True`` is for slow consumers: a
 background thread receives all the time and keeps only the newest message per
 topic, so ``recv`` never returns stale data.
 
-Malformed, truncated or wrong-version messages are skipped with a warning, never
-raised. Re-sent messages (the publisher's last-value cache answers every new
-subscription, so other subscribers see that message twice) are recognised by
-their (session, topic, seq) and dropped.
+Malformed, truncated, oversized or wrong-version messages are skipped with a
+warning, never raised. Re-sent messages (the publisher's last-value cache answers
+every new subscription, so other subscribers see that message twice) are recognised
+by their (session, topic, seq) and dropped. A single far jump of ``seq`` is not
+trusted until the next message continues from it, so one forged or corrupt number
+cannot make every later genuine message look like a duplicate. Per-session state is
+bounded (least recently seen sessions are forgotten).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -29,10 +33,41 @@ import zmq
 
 from lart_stream.realtime import protocol
 from lart_stream.realtime.protocol import Message, ProtocolError
+from lart_stream.realtime.ratelimit import RateLimit
 
 log = logging.getLogger(__name__)
 
 _LOUD_WARNINGS = 10  # skipped messages warned one by one; then every 100th
+MAX_SEQ_GAP = 100_000  # a larger jump (either way) is trusted only once the next message follows it
+REPLAY_WINDOW = 1024  # seq this far behind the newest counts as a re-send (duplicate)
+MAX_SESSIONS = 64  # publisher sessions remembered (least recently seen forgotten first)
+WARN_PERIOD_S = 60.0  # a repeated warning (random weights, far seq jumps) at most this often
+
+
+class SeqTracker:
+    """Duplicate and gap detection for one (session, topic): numbered steps in ``accept``."""
+
+    def __init__(self, seq: int) -> None:
+        self.last = seq  # newest trusted sequence number
+        self.candidate: int | None = None  # an implausible jump, trusted once seq candidate+1 arrives
+
+    def accept(self, seq: int) -> tuple[bool, int, bool]:
+        """(is_new, messages missed before it, implausible jump) for an arriving ``seq``."""
+        # 1. The message after an implausible jump continues it: the jump was genuine.
+        if self.candidate is not None and seq == self.candidate + 1:
+            self.last, self.candidate = seq, None
+            return True, 0, False
+        gap = seq - self.last
+        # 2. Plausible step forward (gaps are messages dropped on the way).
+        if 0 < gap <= MAX_SEQ_GAP:
+            self.last, self.candidate = seq, None
+            return True, gap - 1, False
+        # 3. Recent past: a re-send of something already returned.
+        if -REPLAY_WINDOW < gap <= 0:
+            return False, 0, False
+        # 4. Far jump either way: delivered, but the window stays where it was until confirmed.
+        self.candidate = seq
+        return True, 0, True
 
 
 @dataclass(frozen=True)
@@ -41,6 +76,7 @@ class SubscriberStats:
     skipped: int  # malformed, truncated or wrong-version messages
     duplicates: int  # re-sent messages already seen
     missed: int  # gaps in sequence numbers: messages dropped on the way (slow consumer, HWM)
+    sessions: int = 0  # publisher sessions currently remembered (at most MAX_SESSIONS)
 
 
 class SubscriberClosed(RuntimeError):
@@ -55,6 +91,9 @@ class Subscriber:
 
         streams: only these stream ids' ``actions``/``frames`` (subscribed by topic prefix
         ``actions/<stream>``; ``stats`` is not per stream). None: every stream.
+        max_message_bytes: larger messages are dropped with a warning. The check is ours, not
+        libzmq's ZMQ_MAXMSGSIZE, which would silently disconnect this subscriber for good.
+
         curve_server_key: the server's public .key file (turns CURVE on).
         curve_secret_key: this client's .key_secret file; without it an ephemeral key pair
         is used, which only a publisher without an allow-list accepts.
@@ -73,12 +112,12 @@ class Subscriber:
                 raise ValueError(f"bad stream id(s) {bad or '(none given)'}: letters, digits, _ . - only")
         self.address, self.topics, self.newest_only = address, tuple(topics), newest_only
         self.streams = None if streams is None else frozenset(str(x) for x in streams)
+        self.max_message_bytes = max_message_bytes
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.SUB)
         try:
             self._sock.setsockopt(zmq.LINGER, 0)
             self._sock.setsockopt(zmq.RCVHWM, hwm)
-            self._sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)  # a hostile peer cannot exhaust memory
             if curve_server_key is not None:
                 self._setup_curve(curve_server_key, curve_secret_key)
             for prefix in self._prefixes():
@@ -92,8 +131,10 @@ class Subscriber:
             self._ctx.destroy(0)
             raise
         self._closed = False
-        self._last_seq: dict[tuple[int, str, str | None], int] = {}
-        self._warned_random: set[int] = set()
+        # session -> wire topic (actions/<stream>: each stream its own seq) -> tracker
+        self._seqs: OrderedDict[int, dict[str, SeqTracker]] = OrderedDict()
+        self._random_warning = RateLimit(WARN_PERIOD_S)
+        self._jump_warning = RateLimit(WARN_PERIOD_S)
         self._received = self._skipped = self._duplicates = self._missed = 0
         self._thread: threading.Thread | None = None
         if newest_only:
@@ -133,7 +174,7 @@ class Subscriber:
 
     @property
     def stats(self) -> SubscriberStats:
-        return SubscriberStats(self._received, self._skipped, self._duplicates, self._missed)
+        return SubscriberStats(self._received, self._skipped, self._duplicates, self._missed, len(self._seqs))
 
     def close(self) -> None:
         if self._closed:
@@ -172,32 +213,53 @@ class Subscriber:
         self._sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
         self._sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
 
-    def _accept(self, parts: list[bytes]) -> Message | None:
+    def _skip(self, reason: str) -> None:
+        self._skipped += 1
+        if self._skipped <= _LOUD_WARNINGS or self._skipped % 100 == 0:
+            log.warning("skipping invalid message #%d from %s: %s", self._skipped, self.address, reason)
+
+    def _accept(self, parts: list) -> Message | None:
         """Decoded message, or None (with a warning) when it is invalid or a duplicate."""
+        size = sum(len(p) for p in parts)
+        if size > self.max_message_bytes:
+            self._skip(f"{size} bytes, over the {self.max_message_bytes}-byte limit (max_message_bytes)")
+            return None
         try:
             msg = protocol.decode(parts)
         except ProtocolError as e:
-            self._skipped += 1
-            if self._skipped <= _LOUD_WARNINGS or self._skipped % 100 == 0:
-                log.warning("skipping invalid message #%d from %s: %s", self._skipped, self.address, e)
+            self._skip(str(e))
             return None
-        stream = None if isinstance(msg, protocol.StatsMessage) else msg.stream
-        if stream is not None and self.streams is not None and stream not in self.streams:
+        if self.streams is not None and _stream_of(msg) not in (None, *self.streams):
             return None  # a longer id sharing the prefix (actions/cam1 vs actions/cam10)
-        key = (msg.session, msg.topic, stream)
-        last = self._last_seq.get(key)
-        if last is not None and msg.seq <= last:
+        if not self._is_new(msg):
             self._duplicates += 1
             return None
-        if last is not None:
-            self._missed += msg.seq - last - 1
-        self._last_seq[key] = msg.seq
-        if getattr(msg, "weights", None) == "random" and msg.session not in self._warned_random:
-            self._warned_random.add(msg.session)
+        if getattr(msg, "weights", None) == "random" and self._random_warning.ready():
             log.warning("publisher %s runs with RANDOM action weights: its scores are NOT predictions",
                         self.address)
         self._received += 1
         return msg
+
+    def _is_new(self, msg: Message) -> bool:
+        topics = self._seqs.get(msg.session)
+        if topics is None:
+            topics = self._seqs[msg.session] = {}
+            if len(self._seqs) > MAX_SESSIONS:
+                self._seqs.popitem(last=False)
+        else:
+            self._seqs.move_to_end(msg.session)
+        topic = protocol.topic_of(msg.topic, _stream_of(msg) or "").decode()
+        tracker = topics.get(topic)
+        if tracker is None:
+            topics[topic] = SeqTracker(msg.seq)
+            return True
+        last = tracker.last
+        new, missed, implausible = tracker.accept(msg.seq)
+        self._missed += missed
+        if implausible and self._jump_warning.ready():
+            log.warning("%s %s: seq jumped from %d to %d; not trusted until the next message follows it",
+                        self.address, topic, last, msg.seq)
+        return new
 
     def _take_newest(self, deadline: float | None) -> Message:
         with self._cond:
@@ -232,3 +294,8 @@ class Subscriber:
                 log.error("subscriber thread stopped: %s", e)
         finally:
             self._sock.close(0)
+
+
+def _stream_of(msg: Message) -> str | None:
+    """The stream of a per-stream message (actions, frames); None for stats."""
+    return None if isinstance(msg, protocol.StatsMessage) else msg.stream

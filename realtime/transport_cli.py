@@ -1,8 +1,8 @@
 """`lart-stream listen | view | keys`: command-line clients of the prediction stream.
 
 Each ``*_main(argv) -> int`` builds its own parser; realtime/cli.py dispatches to
-them. Exit codes: 0 done (count reached, Ctrl-C), 1 nothing received before
---timeout, 2 user error (one line on stderr, no traceback).
+them. Exit codes: 0 done (count reached, the publisher ended, Ctrl-C), 1 nothing
+received before --timeout, 2 user error (one line on stderr, no traceback).
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import os
 import sys
 import time
 from collections import OrderedDict
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 
 from lart_stream.realtime import protocol
 from lart_stream.realtime.protocol import ActionsMessage, FrameMessage, Message, StatsMessage
 from lart_stream.realtime.drawing import RANDOM_BANNER, draw
+from lart_stream.realtime.publisher import DEFAULT_ADDRESS
 from lart_stream.realtime.subscriber import Subscriber
 
 
@@ -29,8 +30,10 @@ class _UserError(Exception):
 
 
 def _add_client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("address", help="publisher address, e.g. tcp://127.0.0.1:5555 or ipc:///tmp/lart.sock")
-    p.add_argument("--count", type=int, default=None, metavar="N", help="stop after N messages (view: frames)")
+    p.add_argument("address", nargs="?", default=DEFAULT_ADDRESS,
+                   help="publisher address, e.g. tcp://HOST:PORT or ipc:///tmp/lart.sock (default %(default)s)")
+    p.add_argument("--count", type=int, default=None, metavar="N",
+                   help="stop after N actions messages (listen; stats lines come on top) or N frames (view)")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="give up (exit 1) when nothing arrives for S seconds")
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="actions shown per person")
@@ -116,24 +119,42 @@ def to_json(msg: Message) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=True)
 
 
+def format_message(msg: Message, top_k: int = 3, as_json: bool = False) -> str:
+    if as_json:
+        return to_json(msg)
+    if isinstance(msg, ActionsMessage):
+        return format_actions(msg, top_k, time.time_ns())
+    if isinstance(msg, StatsMessage):
+        return format_stats(msg)
+    return format_frame(msg)
+
+
+def listen_lines(messages: Iterable[Message], count: int | None = None, top_k: int = 3,
+                 as_json: bool = False, topics: tuple[str, ...] = protocol.TOPICS) -> Iterator[str]:
+    """One line per message of ``topics``; stops after ``count`` actions messages (stats and frames
+    lines are extra) or after the publisher's final `stats` (shown only when ``stats`` is in topics)."""
+    actions = 0
+    for msg in messages:
+        if msg.topic in topics:
+            yield format_message(msg, top_k, as_json)
+        actions += isinstance(msg, ActionsMessage)
+        if (count is not None and actions >= count) or _is_final(msg):
+            return
+
+
+def _is_final(msg: Message) -> bool:
+    return isinstance(msg, StatsMessage) and msg.final
+
+
 def _listen(args: argparse.Namespace) -> int:
     topics = tuple(t.strip() for t in args.topics.split(",") if t.strip())
-    n = 0
-    with _subscribe(args, topics, args.newest_only) as sub:
+    if not topics:
+        raise _UserError(f"--topics: give one or more of {','.join(protocol.TOPICS)}")
+    # `stats` always: its final message says the publisher has ended.
+    with _subscribe(args, tuple(dict.fromkeys((*topics, "stats"))), args.newest_only) as sub:
         try:
-            for msg in _messages(sub, args.timeout):
-                if args.json:
-                    line = to_json(msg)
-                elif isinstance(msg, ActionsMessage):
-                    line = format_actions(msg, args.top_k, time.time_ns())
-                elif isinstance(msg, StatsMessage):
-                    line = format_stats(msg)
-                else:
-                    line = format_frame(msg)
+            for line in listen_lines(_messages(sub, args.timeout), args.count, args.top_k, args.json, topics):
                 print(line, flush=True)
-                n += 1
-                if args.count is not None and n >= args.count:
-                    return 0
         except TimeoutError:
             print(f"{args.prog}: nothing received from {args.address} for {args.timeout} s", file=sys.stderr)
             return 1
@@ -176,9 +197,11 @@ def _view(args: argparse.Namespace) -> int:
     n = 0
     log = logging.getLogger("lart_stream.realtime.view")
     # On screen, stay live (newest only); into a file, keep every frame that arrives.
-    with _subscribe(args, ("actions", "frames"), newest_only=args.output is None) as sub:
+    with _subscribe(args, ("actions", "frames", "stats"), newest_only=args.output is None) as sub:
         try:
             for msg in _messages(sub, args.timeout):
+                if _is_final(msg):
+                    return 0  # the publisher has ended
                 if isinstance(msg, ActionsMessage):
                     recent[(msg.stream, msg.frame)] = msg
                     while len(recent) > 256:
@@ -261,7 +284,7 @@ def _keys(args: argparse.Namespace) -> int:
               " (their --curve-server-key)")
     else:
         print(f"client: --curve-secret-key {secret} ; copy {public} into the publisher's "
-              "--curve-allowed-clients folder")
+              "--curve-allowed-keys folder")
     return 0
 
 

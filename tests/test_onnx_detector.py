@@ -211,3 +211,26 @@ def test_device_preprocessing_equals_numpy_preprocessing():
     img = np.random.default_rng(3).integers(0, 256, (64, 48, 3), dtype=np.uint8)
     got = to_blob_torch(img, torch.device("cpu")).numpy()
     np.testing.assert_array_equal(got, to_blob(img))
+
+
+@pytest.mark.parametrize("hw, size", [((1080, 1920), (640, 640)), ((360, 500), (320, 320)), ((240, 320), (480, 640)),
+                                      ((64, 64), (64, 64))])
+def test_device_letterbox_matches_the_host_letterbox_within_uint8_rounding(hw, size):
+    import torch
+
+    from lart_stream.realtime.onnx_detector import DeviceLetterbox, letterbox, to_blob
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 255, (hw[0] // 4 + 1, hw[1] // 4 + 1, 3), dtype=np.uint8)
+    image = cv2.resize(small, (hw[1], hw[0]), interpolation=cv2.INTER_CUBIC)  # texture at several scales
+    dev = DeviceLetterbox(size, torch.device("cpu"))
+    for frame in (image, image[::-1].copy()):  # the second frame reuses the buffers
+        ref_img, ref_lb = letterbox(frame, size)
+        blob, lb = dev(frame)
+        assert lb == ref_lb and blob.shape == (1, 3, *size)
+        diff = np.abs(blob.numpy().astype(np.float64) - to_blob(ref_img).astype(np.float64)) * 255
+        # OpenCV resizes uint8 with 11-bit fixed-point weights, we in float32: both round to levels,
+        # so they can differ by one level where the exact value sits near a half.
+        assert diff.max() <= 1.0 + 1e-3
+        assert np.allclose(blob.numpy()[0, :, :lb.pad_y, :], 114 / 255)  # the padding bands
+        assert np.allclose(blob.numpy()[0, :, :, :lb.pad_x], 114 / 255)

@@ -50,7 +50,7 @@ def stats_message(latency: bool = True) -> StatsMessage:
                         window_s=1.0, fps=29.5, frame_count=300, dropped_frames=2,
                         latency_ms=Summary(40.0, 38.5, 90.0) if latency else None,
                         stage_ms={"detect": Summary(12.0, 11.5, 20.0)}, published=310, publish_dropped=1,
-                        extra={"tracks": 3.0})
+                        extra={"tracks": 3.0}, source="live" if latency else "stalled", final=not latency)
 
 
 def frame_message() -> FrameMessage:
@@ -159,7 +159,17 @@ def test_every_message_validates_against_schema(schema, msg):
 
 @pytest.mark.parametrize("mutate, where", [
     (lambda d: d.pop("frame"), "frame"),
-    (lambda d: d.update(v=3), "v"),
+    (lambda d: d.update(v=2), "v"),
+    (lambda d: d.update(v=1), "v"),
+    (lambda d: d.update(v=True), "v"),
+    (lambda d: d.update(session=2 ** 32), "session"),
+    (lambda d: d["tracks"][1]["action"]["top"][0].__setitem__(2, 1.5), "top"),
+    (lambda d: d["tracks"][1]["action"]["top"][0].__setitem__(2, -0.25), "top"),
+    (lambda d: d["tracks"][1]["action"]["top"][0].__setitem__(2, float("inf")), "top"),
+    (lambda d: d["tracks"][1]["action"]["scores"].__setitem__(0, 1.0001), "scores"),
+    (lambda d: d["tracks"][1]["action"]["scores"].__setitem__(0, -1e-3), "scores"),
+    (lambda d: d["stage_ms"].update(detect=-1.0), "stage_ms"),
+    (lambda d: d["tracks"][1].update(appearance_age=-1), "appearance_age"),
     (lambda d: d.update(extra_field=1), "extra_field"),
     (lambda d: d["tracks"][1].update(box=[1.0, 2.0, 3.0]), "box"),
     (lambda d: d["tracks"][1].update(state="lost"), "state"),
@@ -204,6 +214,30 @@ def _wire(**changes) -> list[bytes]:
     return [b"actions", msgpack.packb(body)]
 
 
+def _mutated_track(**changes) -> list[bytes]:
+    body = payload(encode(hand_actions()))
+    body["tracks"][1].update(changes)
+    return [b"actions", msgpack.packb(body)]
+
+
+def _mutated_top(score) -> list[bytes]:
+    body = payload(encode(hand_actions()))
+    body["tracks"][1]["action"]["top"][0][2] = score
+    return [b"actions", msgpack.packb(body)]
+
+
+def _mutated_scores(score) -> list[bytes]:
+    body = payload(encode(hand_actions()))
+    body["tracks"][1]["action"]["scores"][0] = score
+    return [b"actions", msgpack.packb(body)]
+
+
+def _stats_wire(**changes) -> list[bytes]:
+    body = payload(encode(stats_message()))
+    body.update(changes)
+    return [b"stats", msgpack.packb(body)]
+
+
 @pytest.mark.parametrize("parts, message", [
     ([b"actions"], "got 1 part"),
     ([b"nonsense", b"\x80"], "unknown topic"),
@@ -214,7 +248,29 @@ def _wire(**changes) -> list[bytes]:
     ([b"actions", encode(hand_actions())[1][:-5]], "not valid msgpack"),
     ([b"actions", encode(hand_actions())[1] + b"\x00"], "not valid msgpack"),
     ([b"actions", msgpack.packb([1, 2])], "expected a map"),
-    (_wire(v=3), "schema version 3"),
+    (_wire(v=1), "schema version 1"),
+    (_wire(v=2), "schema version 2"),
+    (_wire(v=4), "schema version 4"),
+    (_wire(v=True), "schema version True"),
+    (_wire(v=2.0), "schema version 2.0"),
+    (_wire(session=2 ** 32), "actions.session: expected an integer >= 0 <= 4294967295"),
+    (_wire(stage_ms={"detect": float("nan")}), "actions.stage_ms.detect: expected a finite number"),
+    (_wire(stage_ms={"detect": float("inf")}), "actions.stage_ms.detect: expected a finite number"),
+    (_mutated_track(box=[float("nan"), 0.0, 1.0, 1.0]), "actions.tracks[1].box[0]: expected a finite number"),
+    (_mutated_track(cam_t=[0.0, float("-inf"), 1.0]), "actions.tracks[1].cam_t[1]"),
+    (_mutated_top(float("nan")), "top[0][2]: expected a finite number >= 0.0 <= 1.0"),
+    (_mutated_top(1.5), "top[0][2]: expected a finite number >= 0.0 <= 1.0"),
+    (_mutated_top(-0.5), "top[0][2]"),
+    (_mutated_top(True), "top[0][2]"),
+    (_mutated_scores(float("nan")), "scores[0]: expected a finite number >= 0.0 <= 1.0"),
+    (_mutated_scores(2.0), "scores[0]"),
+    (_mutated_scores(-0.0001), "scores[0]"),
+    ([b"frames", encode(frame_message())[1], b"GIF89a not a jpeg"], "frames: third part is not a JPEG"),
+    ([b"frames", encode(frame_message())[1], b""], "frames: third part is not a JPEG"),
+    (_stats_wire(final=1), "stats.final: expected true or false"),
+    (_stats_wire(source="paused"), "stats.source"),
+    (_stats_wire(fps=float("nan")), "stats.fps"),
+    (_stats_wire(latency_ms={"mean": 1.0, "p50": float("nan"), "max": 2.0}), "stats.latency_ms.p50"),
     (_wire(v="1"), "schema version"),
     (_wire(frame=True), "actions.frame: expected an integer"),
     (_wire(frame=1.0), "actions.frame: expected an integer"),
@@ -279,9 +335,34 @@ def test_fuzz_byte_flips(schema, data):
     raw = bytearray(parts[1])
     for _ in range(data.draw(st.integers(1, 4))):
         raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
-    out = _accepts([parts[0], bytes(raw), *parts[2:]])
-    if out is not None:  # accepted: must still be a schema-valid message of its topic
-        topic_validator(schema, msg.topic).validate(msgpack.unpackb(bytes(raw), raw=False))
+    _decoder_agrees_with_schema(schema, msg.topic, bytes(raw), parts[2:])
+
+
+# What the decoder rejects beyond the schema: JSON Schema cannot say "finite", does not tell 2.0 from 2,
+# and has no cross-field rules. Any other rejection of a schema-valid payload is a disagreement.
+DECODER_ONLY = re.compile(r"got float (nan|inf|-inf)\b|expected an integer.* got float|schema version \d+\.0"
+                          r"| scores for \d+ classes| ids but \d+ names|must be null when|weights is \"none\"")
+
+
+def _decoder_agrees_with_schema(schema: dict, topic: str, raw: bytes, rest: list[bytes]) -> None:
+    """Decoder and schema agree both ways: what the decoder accepts validates against the schema (so
+    what the schema rejects, the decoder rejects), and what the schema accepts, the decoder accepts
+    unless a DECODER_ONLY rule applies."""
+    try:
+        decode([topic.encode(), raw, *rest])
+        rejected = None
+    except ProtocolError as e:  # the only exception decode may raise
+        rejected = str(e)
+    try:
+        body = msgpack.unpackb(raw, raw=False)
+    except Exception:
+        assert rejected is not None
+        return
+    errors = list(topic_validator(schema, topic).iter_errors(body)) if isinstance(body, dict) else ["not a map"]
+    if rejected is None:
+        assert not errors, f"decoder accepted a payload the schema rejects: {errors[0]}"
+    elif not errors:
+        assert DECODER_ONLY.search(rejected), f"schema accepts what the decoder rejects: {rejected}"
 
 
 def _paths(node, prefix=()):
@@ -318,7 +399,4 @@ def test_fuzz_structural_mutations(schema, data):
         parent[data.draw(st.text(max_size=6))] = data.draw(msgpack_values)
     else:
         parent.append(data.draw(msgpack_values))
-    raw = msgpack.packb(body, use_bin_type=True)
-    out = _accepts([msg.topic.encode(), raw, *encode(msg)[2:]])
-    if out is not None:
-        topic_validator(schema, msg.topic).validate(msgpack.unpackb(raw, raw=False))
+    _decoder_agrees_with_schema(schema, msg.topic, msgpack.packb(body, use_bin_type=True), encode(msg)[2:])

@@ -115,7 +115,7 @@ def test_tracker_cost_for_a_newborn_track_by_hand():
     pose1 = pose0.copy()
     pose1[0] = 0.3  # d_P = 0.09
     pose1[227] = 5.0  # camera dims: ignored
-    tracker = build_tracker("phalp", TrackerConfig())
+    tracker = build_tracker("phalp-reference", TrackerConfig())
     tracker.update(_person(700, 400, 100, pose0, np.array([1.0, 0.0])), 0)
     tracker.update(_person(712, 396, 104, pose1, np.array([math.cos(0.3), math.sin(0.3)])), 1)
     # Normalised by M = 1280: dx = 12/1280, dy = -4/1280. tx = 60 * 100 / 25000 = 0.24, ty = 40 * 100 / 25000 = 0.16.
@@ -132,7 +132,7 @@ def test_tracker_cost_for_a_newborn_track_by_hand():
 
 
 def test_tracker_cost_is_phalp_l2_when_asked():
-    tracker = build_tracker("phalp", TrackerConfig(appearance_cost="phalp_l2"))
+    tracker = build_tracker("phalp-reference", TrackerConfig(appearance_cost="phalp_l2"))
     pose = np.zeros(229)
     tracker.update(_person(700, 400, 100, pose, np.array([1000.0, 0.0])), 0)
     tracker.update(_person(700, 400, 100, pose, np.array([0.0, 0.0])), 1)

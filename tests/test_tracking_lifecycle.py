@@ -10,7 +10,7 @@ from lart_stream.realtime.records import People, Tracks, TrackState
 from lart_stream.realtime.stages import Tracker
 from lart_stream.realtime.tracking import TrackerConfig, build_tracker
 
-KINDS = ["phalp", "iou"]
+KINDS = ["phalp-reference", "iou"]  # PHALP's frame-count lifecycle (lart: test_tracking_lart.py)
 SIZE = (1280, 720)
 
 
@@ -121,13 +121,13 @@ def test_empty_frames_flow_through(kind):
 
 
 def test_n_init_one_confirms_at_birth():
-    tracker = build_tracker("phalp", TrackerConfig(n_init=1))
+    tracker = build_tracker("phalp-reference", TrackerConfig(n_init=1))
     out = tracker.update(ONE, 0)
     assert out.track_id.tolist() == [1] and out.person_index.tolist() == [0]
 
 
 def test_phalp_emits_3d_fields_and_blends_appearance():
-    tracker = build_tracker("phalp", TrackerConfig())
+    tracker = build_tracker("phalp-reference", TrackerConfig())
     first = people((640.0, 360.0, 100.0, 0.9))
     second = people((641.0, 360.0, 100.0, 0.8))  # appearance one-hot moves to the next slot
     tracker.update(first, 0)
@@ -143,7 +143,7 @@ def test_phalp_emits_3d_fields_and_blends_appearance():
 
 
 def test_phalp_ignores_low_confidence_rows_but_reports_original_rows():
-    tracker = build_tracker("phalp", TrackerConfig())
+    tracker = build_tracker("phalp-reference", TrackerConfig())
     frame = people((200.0, 360.0, 100.0, 0.3), (640.0, 360.0, 100.0, 0.9))  # row 0 below min_confidence
     for i in range(5):
         out = tracker.update(frame, i)
@@ -152,7 +152,7 @@ def test_phalp_ignores_low_confidence_rows_but_reports_original_rows():
 
 
 def test_phalp_needs_3d_people():
-    tracker = build_tracker("phalp")
+    tracker = build_tracker("phalp-reference")
     boxes_only = People(ONE.xyxy, ONE.confidence, image_size=SIZE)
     with pytest.raises(ValueError, match="iou"):
         tracker.update(boxes_only, 0)
@@ -171,5 +171,5 @@ def test_iou_low_confidence_only_keeps_tracks():
 
 
 def test_build_tracker_rejects_unknown_kind():
-    with pytest.raises(ValueError, match="phalp, iou"):
+    with pytest.raises(ValueError, match="lart, phalp-reference, iou"):
         build_tracker("sort")

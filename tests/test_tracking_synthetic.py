@@ -25,7 +25,7 @@ def results():
     for name, seeds in SEEDS.items():
         for seed in seeds:
             scene = make_scene(name, seed=seed)
-            for kind in ("phalp", "iou"):
+            for kind in ("phalp-reference", "iou"):
                 out[name, seed, kind] = evaluate_tracker(build_tracker(kind, TrackerConfig()), scene)
     return out
 
@@ -39,30 +39,30 @@ def _mean(results, name, kind, field):
 
 
 def test_crossings_3d_makes_fewer_id_switches(results):
-    phalp, iou = _total(results, "crossing", "phalp", "id_switches"), _total(results, "crossing", "iou", "id_switches")
+    phalp, iou = _total(results, "crossing", "phalp-reference", "id_switches"), _total(results, "crossing", "iou", "id_switches")
     assert phalp <= 3 and iou >= 10 and phalp < iou, (phalp, iou)  # 1 vs 22 when written
-    assert _mean(results, "crossing", "phalp", "idf1") >= 0.85
-    assert _mean(results, "crossing", "phalp", "idf1") > _mean(results, "crossing", "iou", "idf1") + 0.1
-    assert _mean(results, "crossing", "phalp", "mota") >= 0.75
+    assert _mean(results, "crossing", "phalp-reference", "idf1") >= 0.85
+    assert _mean(results, "crossing", "phalp-reference", "idf1") > _mean(results, "crossing", "iou", "idf1") + 0.1
+    assert _mean(results, "crossing", "phalp-reference", "mota") >= 0.75
 
 
 def test_leave_and_return(results):
-    assert _mean(results, "leave_return", "phalp", "idf1") >= 0.65
-    assert _mean(results, "leave_return", "phalp", "mota") >= 0.72
-    assert _total(results, "leave_return", "phalp", "id_switches") <= _total(results, "leave_return", "iou", "id_switches")
+    assert _mean(results, "leave_return", "phalp-reference", "idf1") >= 0.65
+    assert _mean(results, "leave_return", "phalp-reference", "mota") >= 0.72
+    assert _total(results, "leave_return", "phalp-reference", "id_switches") <= _total(results, "leave_return", "iou", "id_switches")
 
 
 def test_crowd(results):
-    phalp, iou = _total(results, "crowd", "phalp", "id_switches"), _total(results, "crowd", "iou", "id_switches")
+    phalp, iou = _total(results, "crowd", "phalp-reference", "id_switches"), _total(results, "crowd", "iou", "id_switches")
     assert phalp < iou, (phalp, iou)  # 7 vs 25 when written
-    assert _mean(results, "crowd", "phalp", "idf1") >= 0.7
-    assert _mean(results, "crowd", "phalp", "mota") >= 0.6
+    assert _mean(results, "crowd", "phalp-reference", "idf1") >= 0.7
+    assert _mean(results, "crowd", "phalp-reference", "mota") >= 0.6
     assert _mean(results, "crowd", "iou", "mota") >= 0.55  # the baseline is a working tracker too
 
 
 def test_hota_when_trackeval_is_installed(results):
     pytest.importorskip("trackeval")
-    phalp, iou = _mean(results, "crossing", "phalp", "hota"), _mean(results, "crossing", "iou", "hota")
+    phalp, iou = _mean(results, "crossing", "phalp-reference", "hota"), _mean(results, "crossing", "iou", "hota")
     assert 0.6 <= phalp <= 1.0 and phalp > iou
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import selectors
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,8 +26,9 @@ import zmq
 from lart_stream.realtime import protocol
 from lart_stream.realtime.protocol import ActionsMessage, FrameMessage, StatsMessage
 from lart_stream.realtime.publisher import Publisher, PublisherConfig
+from lart_stream.realtime.ratelimit import RateLimit
 from lart_stream.realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks
-from lart_stream.realtime.subscriber import Subscriber
+from lart_stream.realtime.subscriber import MAX_SESSIONS, SeqTracker, Subscriber
 from lart_stream.realtime.transport_cli import keys_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +39,8 @@ import json, os, sys, threading, time
 import numpy as np
 from lart_stream.realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks
 from lart_stream.realtime.publisher import Publisher, PublisherConfig
-from lart_stream.realtime.subscriber import Subscriber
+from lart_stream.realtime.ratelimit import RateLimit
+from lart_stream.realtime.subscriber import MAX_SESSIONS, SeqTracker, Subscriber
 
 def make_factory(people, classes=80, size=(64, 48)):
     rng = np.random.default_rng(0)
@@ -286,6 +290,67 @@ def test_curve_allowed_client_receives_others_receive_nothing(children, tmp_path
         assert stranger.stats.received == ephemeral.stats.received == plain.stats.received == 0
 
 
+class _Waiter(logging.Handler):
+    """Sets ``event`` when a record containing ``text`` is logged (synchronise on a log line)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.WARNING)
+        self.text, self.event, self.lines = text, threading.Event(), []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = record.getMessage()
+        if self.text in line:
+            self.lines.append(line)
+            self.event.set()
+
+
+@pytest.mark.parametrize("client", ["stranger", "plain"])
+def test_publisher_logs_refused_curve_clients(tmp_path, capsys, client):
+    for folder, name in (("server", "server"), ("ok", "ok"), ("stranger", "stranger")):
+        assert keys_main([str(tmp_path / folder), "--name", name]) == 0
+    capsys.readouterr()
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    shutil.copy(tmp_path / "ok" / "ok.key", allowed)
+    waiter = _Waiter("refused a subscriber")
+    logger = logging.getLogger("lart_stream.realtime.publisher")
+    logger.addHandler(waiter)
+    try:
+        with Publisher(PublisherConfig(address="tcp://127.0.0.1:*", curve_secret_key=str(tmp_path / "server" / "server.key_secret"),
+                                       curve_allowed_keys=str(allowed))) as pub:
+            keys = {} if client == "plain" else dict(
+                curve_server_key=str(tmp_path / "server" / "server.key"),
+                curve_secret_key=str(tmp_path / "stranger" / "stranger.key_secret"))
+            with Subscriber(pub.endpoint, ("actions",), **keys):
+                assert waiter.event.wait(60), "the refused client was never logged"
+            assert pub._sender.refused >= 1
+    finally:
+        logger.removeHandler(waiter)
+    why = "not in the allow-list" if client == "stranger" else "no valid CURVE handshake"
+    assert why in waiter.lines[0]
+    assert len(waiter.lines) <= 2  # it retries every 100 ms; the log says so at most every 10 s
+
+
+def test_rate_limit_lets_one_through_per_period():
+    now = [0.0]
+    limit = RateLimit(10.0, clock=lambda: now[0])
+    assert [limit.ready() for _ in range(5)] == [True, False, False, False, False]
+    now[0] = 9.9
+    assert not limit.ready() and limit.take_suppressed() == 5 and limit.take_suppressed() == 0
+    now[0] = 10.0
+    assert limit.ready() and not limit.ready()
+
+
+def test_keys_names_the_real_allow_list_flag(tmp_path, capsys):
+    from lart_stream.realtime.cli import build_parser
+
+    assert keys_main([str(tmp_path), "--name", "alice"]) == 0
+    out = capsys.readouterr().out
+    flag = re.search(r"(--curve-allowed-\S+) folder", out).group(1)
+    assert flag == "--curve-allowed-keys"
+    assert flag in build_parser().format_help()
+
+
 def test_curve_config_errors(tmp_path, capsys):
     assert keys_main([str(tmp_path), "--name", "server"]) == 0
     capsys.readouterr()
@@ -400,31 +465,69 @@ def test_stats_counts_drops_and_merges_runtime_values():
         assert sub.recv(timeout=10).stage_ms["detect"].mean == 99.0
 
 
-def test_malformed_messages_on_the_wire_are_skipped_with_a_warning(caplog):
+def _raw_publisher() -> tuple[zmq.Context, zmq.Socket, str]:
+    """A bare PUB socket on a random loopback port: sends whatever bytes a test gives it, never drops."""
     ctx = zmq.Context()
     raw = ctx.socket(zmq.PUB)
     raw.setsockopt(zmq.LINGER, 0)
+    raw.setsockopt(zmq.SNDHWM, 0)
     port = raw.bind_to_random_port("tcp://127.0.0.1")
+    return ctx, raw, f"tcp://127.0.0.1:{port}"
+
+
+def _handshake(raw: zmq.Socket, sub: Subscriber, session: int = 77) -> None:
+    """Slow-joiner handshake: send valid probes until the subscriber has received one, then drain.
+
+    A PUB socket drops what it sends before the subscription reaches it; once one probe
+    has arrived, everything sent afterwards on this connection arrives, in order.
+    """
+    probe = protocol.actions_message(_result(0, people=0), session=session, seq=0, t_publish_ns=0, t_wall_ns=0)
+    wire = protocol.to_wire(probe)
+    for seq in range(100_000):
+        raw.send_multipart([b"actions", msgpack.packb({**wire, "seq": seq}, use_single_float=True)])
+        try:
+            sub.recv(timeout=0.05)
+            break
+        except TimeoutError:
+            continue
+    else:
+        raise AssertionError("the subscriber never received a probe")
+    while True:  # probes still queued: received and returned, never counted as skipped
+        try:
+            sub.recv(timeout=0.2)
+        except TimeoutError:
+            return
+
+
+def _recv_until(sub: Subscriber, done, guard_s: float = 60.0) -> list:
+    """Messages until ``done(msg)``; the timeout only guards against a hang."""
+    got = []
+    end = time.monotonic() + guard_s
+    while time.monotonic() < end:
+        msg = sub.recv(timeout=max(0.01, end - time.monotonic()))
+        got.append(msg)
+        if done(msg):
+            return got
+    raise AssertionError(f"gave up after {guard_s} s with {len(got)} messages")
+
+
+def test_malformed_messages_on_the_wire_are_skipped_with_a_warning(caplog):
+    ctx, raw, address = _raw_publisher()
     good = protocol.actions_message(_result(3), session=1, seq=0, t_publish_ns=0, t_wall_ns=0)
     wrong_version = msgpack.packb({**protocol.to_wire(good), "v": 99})
     bad = [[b"actions", b"\xc1\xc1"], [b"actions", protocol.encode(good)[1][:40]], [b"actions", wrong_version],
            [b"actions"], [b"actions", b"", b"", b""]]
     try:
         with caplog.at_level(logging.WARNING, logger="lart_stream.realtime.subscriber"), \
-             Subscriber(f"tcp://127.0.0.1:{port}", ("actions",)) as sub:
-            for seq in range(400):
-                for parts in bad:
-                    raw.send_multipart(parts)
-                good_parts = protocol.encode(protocol.actions_message(_result(3), session=1, seq=seq,
-                                                                      t_publish_ns=0, t_wall_ns=0))
-                raw.send_multipart(good_parts)
-                try:
-                    msg = sub.recv(timeout=0.05)
-                    break
-                except TimeoutError:
-                    continue
-            assert msg.frame == 3
-            assert sub.stats.skipped >= len(bad)
+             Subscriber(address, ("actions",)) as sub:
+            _handshake(raw, sub)
+            assert sub.stats.skipped == 0
+            for parts in bad:
+                raw.send_multipart(parts)
+            raw.send_multipart(protocol.encode(good))
+            got = _recv_until(sub, lambda m: m.session == 1)
+            assert [m.frame for m in got] == [3]  # the valid one, after every malformed one
+            assert sub.stats.skipped == len(bad)
     finally:
         raw.close(0)
         ctx.term()
@@ -465,3 +568,94 @@ def test_ipc_transport(tmp_path):
         _connected(pub, sub)
         pub.send(_result(7))
         assert sub.recv(timeout=10).frame == 7
+
+
+@pytest.fixture
+def raw_pub():
+    ctx, raw, address = _raw_publisher()
+    yield raw, address
+    raw.close(0)
+    ctx.term()
+
+
+def _wire_actions(session: int, seq: int, random_weights: bool = True) -> list[bytes]:
+    msg = protocol.actions_message(_result(seq, people=1), session=session, seq=seq, t_publish_ns=0, t_wall_ns=0)
+    parts = protocol.encode(msg)
+    if not random_weights:
+        parts[1] = msgpack.packb({**protocol.to_wire(msg), "weights": "official"}, use_single_float=True)
+    return parts
+
+
+def test_one_far_seq_jump_does_not_make_later_messages_duplicates(raw_pub, caplog):
+    raw, address = raw_pub
+    session = 12345
+    with Subscriber(address, ("actions",), hwm=0) as sub:
+        _handshake(raw, sub)
+        raw.send_multipart(_wire_actions(session, 0))
+        raw.send_multipart(_wire_actions(session, 2 ** 62))  # forged or corrupt, with the live session id
+        for seq in range(1, 201):
+            raw.send_multipart(_wire_actions(session, seq))
+        raw.send_multipart(_wire_actions(session, 1))  # a genuine re-send is still a duplicate
+        raw.send_multipart(_wire_actions(session, 201))
+        got = _recv_until(sub, lambda m: m.session == session and m.seq == 201)
+        assert [m.seq for m in got if m.seq < 2 ** 62] == list(range(0, 202))
+        assert sub.stats.duplicates == 1 and sub.stats.missed == 0
+    assert "seq jumped from 0 to 4611686018427387904" in caplog.text
+
+
+def test_seq_tracker_trusts_a_far_jump_once_it_is_continued():
+    t = SeqTracker(10)
+    assert t.accept(11) == (True, 0, False)
+    assert t.accept(14) == (True, 2, False)  # two missed on the way
+    assert t.accept(14)[0] is False and t.accept(5)[0] is False  # re-sends
+    assert t.accept(10 ** 9) == (True, 0, True)  # delivered, not trusted
+    assert t.accept(15) == (True, 0, False) and t.last == 15  # genuine stream goes on
+    assert t.accept(10 ** 9) == (True, 0, True)
+    assert t.accept(10 ** 9 + 1) == (True, 0, False) and t.last == 10 ** 9 + 1  # continued: a real restart of seq
+    assert t.accept(16) == (True, 0, True)  # now the old numbers are the far jump
+
+
+def test_many_sessions_warn_once_and_state_stays_bounded(raw_pub, caplog):
+    raw, address = raw_pub
+    wire = protocol.to_wire(protocol.actions_message(_result(0, people=0), session=0, seq=0, t_publish_ns=0,
+                                                     t_wall_ns=0))
+    assert wire["weights"] == "random"
+    with caplog.at_level(logging.WARNING, logger="lart_stream.realtime.subscriber"), \
+         Subscriber(address, ("actions",), hwm=0) as sub:
+        _handshake(raw, sub)
+        for session in range(1000, 21_000):
+            raw.send_multipart([b"actions", msgpack.packb({**wire, "session": session}, use_single_float=True)])
+        got = _recv_until(sub, lambda m: m.session == 20_999, guard_s=120)
+        assert len(got) == 20_000 and sub.stats.duplicates == 0
+        assert sub.stats.sessions <= MAX_SESSIONS
+    assert caplog.text.count("RANDOM action weights") == 1
+
+
+def test_oversized_message_is_dropped_with_a_warning_and_the_stream_goes_on(raw_pub, caplog):
+    raw, address = raw_pub
+    with caplog.at_level(logging.WARNING, logger="lart_stream.realtime.subscriber"), \
+         Subscriber(address, ("actions",), hwm=0) as sub:
+        _handshake(raw, sub)
+        raw.send_multipart([b"actions", bytes(65 << 20)])  # over the 64 MiB default limit
+        for seq in range(1000):
+            raw.send_multipart(_wire_actions(5, seq, random_weights=False))
+        got = _recv_until(sub, lambda m: m.seq == 999, guard_s=120)
+        assert [m.seq for m in got] == list(range(1000))
+        assert sub.stats.skipped == 1
+    assert "over the 67108864-byte limit" in caplog.text
+
+
+def test_heartbeat_stats_without_frames_carry_the_source_state_and_close_sends_final():
+    state = ["live"]
+    with Publisher(PublisherConfig(address="tcp://127.0.0.1:*", stats_interval_s=0.05)) as pub, \
+         Subscriber(pub.endpoint, ("stats",)) as sub:
+        pub.watch_source(lambda: state[0])
+        first = sub.recv(timeout=60)  # no frame was ever sent: only the heartbeat publishes
+        assert first.fps == 0.0 and first.frame_count == 0 and not first.final
+        state[0] = "stalled"
+        stalled = _recv_until(sub, lambda m: m.source == "stalled")[-1]
+        assert stalled.seq > first.seq
+        state[0] = "ended"
+        pub.close()
+        last = _recv_until(sub, lambda m: m.final)[-1]
+        assert last.source == "ended"

@@ -19,7 +19,7 @@ from lart_stream.realtime import protocol
 from lart_stream.realtime.protocol import ActionScore, ActionsMessage, TrackAction, TrackPrediction
 from lart_stream.realtime.publisher import Publisher, PublisherConfig
 from lart_stream.realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks
-from lart_stream.realtime.transport_cli import format_actions, keys_main, listen_main, view_main
+from lart_stream.realtime.transport_cli import format_actions, keys_main, listen_lines, listen_main, view_main
 
 
 def make_result(i: int, random_weights: bool) -> FrameResult:
@@ -68,6 +68,18 @@ def test_listen_random_weights_are_marked_on_every_line(live_publisher, capsys, 
     assert all(line.startswith("!! RANDOM WEIGHTS - scores are NOT predictions !!") for line in lines)
     assert all("random: jump=0.90 fall=0.70 dance=0.50" in line for line in lines)
     assert "RANDOM action weights" in caplog.text
+
+
+def test_listen_count_counts_actions_messages_only():
+    stats = protocol.StatsMessage(session=1, seq=0, stream="0", t_publish_ns=0, t_wall_ns=0, weights="none",
+                                  window_s=1.0, fps=0.0, frame_count=0, dropped_frames=0, latency_ms=None,
+                                  stage_ms={}, published=0, publish_dropped=0)
+    actions = [protocol.actions_message(make_result(i, False), session=1, seq=i, t_publish_ns=0, t_wall_ns=0)
+               for i in range(3)]
+    stream = [stats, actions[0], stats, stats, actions[1], stats, actions[2], stats]
+    lines = list(listen_lines(iter(stream), count=2))
+    assert [line.split()[1] for line in lines] == ["stats", "frame", "stats", "stats", "frame"]
+    assert len(list(listen_lines(iter(stream)))) == len(stream)  # no --count: everything
 
 
 def test_listen_official_weights_and_stats(live_publisher, capsys):
@@ -148,3 +160,32 @@ def test_keys(tmp_path, capsys):
     assert keys_main([str(folder), "--name", "client-1", "--force"]) == 0
     assert secret.read_text() != before
     assert keys_main([str(folder), "--name", "../evil"]) == 2
+
+
+def test_listen_and_view_default_to_the_default_address(capsys):
+    # Nothing publishes there in the test (or if something does, listen prints it and times out later).
+    assert listen_main(["--timeout", "0.3", "--topics", "frames"]) == 1
+    assert "nothing received from tcp://127.0.0.1:5555" in capsys.readouterr().err
+    assert view_main(["--timeout", "0.3", "--output", os.devnull]) == 1
+    assert "nothing received from tcp://127.0.0.1:5555" in capsys.readouterr().err
+
+
+def test_listen_ends_when_the_publisher_ends(capsys):
+    pub = Publisher(PublisherConfig(address="tcp://127.0.0.1:*", stats_interval_s=0))
+    done: list[int] = []
+    listener = threading.Thread(target=lambda: done.append(listen_main([pub.endpoint, "--timeout", "120"])),
+                                daemon=True)
+    listener.start()
+    out = ""
+    try:
+        for i in range(100_000):  # until listen has printed a line: it is subscribed
+            pub.send(make_result(i, False))
+            out += capsys.readouterr().out
+            if " track(s)" in out or not listener.is_alive():
+                break
+            time.sleep(0.01)
+    finally:
+        pub.close()  # sends the final stats
+    listener.join(120)
+    assert done == [0], capsys.readouterr().err
+    assert " track(s)" in out

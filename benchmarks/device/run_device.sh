@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The GPU benchmark runs, as made through the device tool (repo root, $OUT set, wheels in .whl,
-# the detector ONNX in .carry/). Usage: bash benchmarks/device/run_device.sh PART  (micro | bench | sweeps)
+# the detector ONNX in .carry/). Usage: bash benchmarks/device/run_device.sh PART  (micro | bench | sweeps | mvit | appearance)
 # Nothing is pip-installed there: the repo is put on the path as the lart_stream namespace by a link.
+# PART mvit: the MViTv2-L appearance backbone (benchmarks/device/mvit_timing.py), needs no wheels or carry.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
+if [ "${1:-micro}" != mvit ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
+fi
 mkdir -p /tmp/ns && ln -sfn "$PWD" /tmp/ns/lart_stream
 export PYTHONPATH=/tmp/ns:/tmp/site
 DET=.carry/yolov8_fall.onnx
@@ -18,6 +21,11 @@ case "${1:-micro}" in
   bench)
     timeout 560 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --sweep people,overlap,baselines --frames 150 --warmup 20 \
       --out "$OUT/bench" 2>&1 | tee "$OUT/bench.log" | quiet | tail -40 ;;
+  mvit)
+    timeout 290 python3 benchmarks/device/mvit_timing.py --out "$OUT/mvit_timing.json" 2>&1 | tee "$OUT/mvit.log" | tail -60 ;;
+  appearance)
+    timeout 290 python3 benchmarks/device/appearance_stage.py --out "$OUT/appearance_stage.json" 2>&1 \
+      | tee "$OUT/appearance.log" | quiet | tail -20 ;;
   sweeps)
     timeout 560 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --sweep window,backend,size --frames 100 --warmup 15 \
       --out "$OUT/sweeps" 2>&1 | tee "$OUT/sweeps.log" | quiet | tail -40 ;;

@@ -39,3 +39,54 @@ def time_calls(fn: Callable[[], object], iters: int, warmup: int, cuda: bool, wa
                 torch.cuda.synchronize()
             times.append(1e3 * (time.perf_counter() - t0))
     return quantiles(times)
+
+
+# kernel-name substrings -> category, first match wins (CUDA kernel names from cuBLAS/cuDNN/ATen/flash)
+KERNEL_CATEGORIES = (
+    ("attention (flash/SDPA)", ("flash", "fmha", "attention", "cudnn_sdpa")),
+    ("matmul (GEMM)", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "sm90_", "sm80_", "ampere_", "hopper")),
+    ("depthwise conv3d", ("conv", "depthwise", "implicit", "winograd", "cudnn")),
+    ("layernorm", ("layer_norm", "layernorm")),
+    ("softmax", ("softmax",)),
+    ("pooling", ("max_pool", "avg_pool", "pool")),
+    ("copy / cat / layout", ("cat", "copy", "transpose", "permute", "contiguous")),
+    ("reduction", ("reduce",)),
+    ("indexing / gather", ("index", "gather", "scatter")),
+    ("elementwise", ("elementwise", "vectorized", "unrolled", "pointwise", "triton")),
+)
+
+
+def kernel_category(name: str) -> str:
+    low = name.lower()
+    for cat, keys in KERNEL_CATEGORIES:
+        if any(k in low for k in keys):
+            return cat
+    return "other"
+
+
+def kernel_breakdown(fn: Callable[[], object], iters: int = 3) -> dict:
+    """Device kernel time of ``fn`` per category (ms per call) and the top kernels, via torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            fn()
+        torch.cuda.synchronize()
+    cats: dict[str, float] = {}
+    kernels: list[tuple[str, float]] = []
+    for evt in prof.key_averages():
+        us = getattr(evt, "self_device_time_total", None)
+        if us is None:
+            us = getattr(evt, "self_cuda_time_total", 0.0)
+        if not us or "CUDA" not in str(getattr(evt, "device_type", "CUDA")):
+            continue  # host-side events: their kernels are counted as their own CUDA events
+        ms = us / 1e3 / iters
+        cats[kernel_category(evt.key)] = cats.get(kernel_category(evt.key), 0.0) + ms
+        kernels.append((evt.key, ms))
+    total = sum(cats.values())
+    kernels.sort(key=lambda kv: -kv[1])
+    return {"total_ms": total, "categories": {k: {"ms": v, "share": v / total if total else 0.0}
+                                              for k, v in sorted(cats.items(), key=lambda kv: -kv[1])},
+            "top_kernels": [{"name": n[:120], "ms": m} for n, m in kernels[:12]]}

@@ -1,12 +1,75 @@
-"""The tracking stage's one frozen config (defaults = PHALP's phalp/configs/base.py, EQ_019)."""
+"""The tracking stage's frozen config: PHALP's defaults (phalp/configs/base.py, EQ_019) for
+``phalp-reference`` and the 2D baseline, and ``LartTrackerConfig`` for the default ``lart`` tracker."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 APPEARANCE_COSTS = ("cosine", "phalp_l2", "none")
 POSE_PREDICTORS = ("last", "mean")
 LOCATION_PREDICTORS = ("ridge",)
+
+
+@dataclass(frozen=True)
+class LartTrackerConfig:
+    """The ``lart`` tracker (realtime/tracking/lart.py). Times are seconds, distances body heights.
+
+    Appearance thresholds are cosine distances (1 - cos) of the HMR stage's embedding; the defaults
+    suit an embedding where one person's crops sit ~0.1 apart and strangers ~1 (re-tune for another).
+    """
+
+    fps: float = 30.0  # converts frame indices to seconds when update() gets no timestamp
+    # Two-stage association (ByteTrack): scores >= high_conf go first and may start tracks (from
+    # new_track_conf); [low_conf, high_conf) only extend a confirmed track, through a strict gate.
+    high_conf: float = 0.6
+    low_conf: float = 0.1
+    new_track_conf: float = 0.7
+    # Lifecycle in seconds (frame timestamps: dropped frames do not shorten it).
+    n_init: int = 3  # hits that confirm a tentative track
+    tentative_max_unseen_s: float = 0.07  # a tentative track unseen this long is dropped (~2 frames)
+    coast_s: float = 1.0  # confirmed and unseen up to this long: coasting (published, marked)
+    max_unseen_s: float = 4.0  # then lost (not published, re-identifiable) until this long
+    max_lost: int = 64  # bound of the lost gallery (oldest forgotten first)
+    # Motion: weighted ridge line over the last ``history`` observations, extrapolated at most horizon_s.
+    history: int = 10
+    ridge_alpha_s2: float = 0.02  # slope shrinkage, s^2 (a few frames of evidence before trusting a speed)
+    horizon_s: float = 0.5
+    velocity_tau_s: float = 0.5  # observations this much older count e times less for the velocity
+    # Prediction spread: sigma(dt) = sigma0 + rate * dt (dt = time since last seen).
+    xy_sigma0: float = 0.12  # body heights
+    xy_sigma_rate: float = 0.6  # body heights per second (turns, stops)
+    z_sigma0: float = 0.1  # log depth
+    z_sigma_rate: float = 0.3
+    gate_sigma: float = 3.0  # location and depth must lie within this many sigmas
+    # Appearance: the gate tightens from app_gate_fresh to app_gate_lost over app_tighten_s of coasting.
+    appearance_weight: float = 8.0
+    app_gate_fresh: float = 0.65
+    app_gate_lost: float = 0.4
+    app_tighten_s: float = 0.5
+    app_gate_low: float = 0.5  # low-score detections must agree this well
+    app_update_max: float = 0.35  # only observations this close update the running appearance
+    appearance_alpha: float = 0.1  # running blend weight (times confidence^2), as PHALP
+    # Pose: body pose weighed down as coasting grows (the walking cycle moves on); shape (betas) is not.
+    pose_weight: float = 2.0
+    pose_tau_s: float = 0.3
+    betas_weight: float = 1.0
+    pose_clip: float = 1.5
+    max_cost: float = 14.0  # gated pairs costing more are not matched
+    # No history poisoning: low-score or marginal matches enter the motion history with this weight and
+    # leave appearance and pose alone.
+    weak_weight: float = 0.3
+    marginal_cost: float = 8.0  # a match costing more than this is marginal
+    focal_length: float = 5000.0  # HMR 2.0's camera, for the body height in normalised units
+    render_res: int = 256
+    body_height_m: float = 1.7
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.low_conf <= self.high_conf <= self.new_track_conf <= 1):
+            raise ValueError("LartTrackerConfig: need 0 <= low_conf <= high_conf <= new_track_conf <= 1")
+        if self.fps <= 0 or self.n_init < 1 or self.history < 2 or self.max_lost < 0:
+            raise ValueError("LartTrackerConfig: need fps > 0, n_init >= 1, history >= 2, max_lost >= 0")
+        if not 0 <= self.coast_s <= self.max_unseen_s:
+            raise ValueError(f"LartTrackerConfig: need 0 <= coast_s <= max_unseen_s, got {self.coast_s}, {self.max_unseen_s}")
 
 
 @dataclass(frozen=True)
@@ -46,6 +109,8 @@ class TrackerConfig:
     iou_new_track_conf: float = 0.6  # det_thresh = track_thresh + 0.1: start a track
     iou_match_first: float = 0.2  # min IoU, first association (ByteTrack match_thresh 0.8 as a cost)
     iou_match_second: float = 0.5  # min IoU, second association (ByteTrack 0.5 as a cost)
+
+    lart: LartTrackerConfig = field(default_factory=LartTrackerConfig)  # the default tracker's own settings
 
     def __post_init__(self) -> None:
         for name, value, valid in (("appearance_cost", self.appearance_cost, APPEARANCE_COSTS),

@@ -137,3 +137,68 @@ def linear_assignment(cost: np.ndarray, threshold: float) -> tuple[np.ndarray, n
     keep = clipped[rows, cols] <= threshold
     matches = np.stack([rows[keep], cols[keep]], axis=1).astype(np.int64)
     return (matches, np.setdiff1d(np.arange(n_rows), matches[:, 0]), np.setdiff1d(np.arange(n_cols), matches[:, 1]))
+
+
+# The ``lart`` tracker's pieces (realtime/tracking/lart.py): distances in units of each track's own
+# uncertainty, per-track gates that tighten as a track coasts, and an additive cost.
+
+def body_height(log_z: np.ndarray, focal_length: float = 5000.0, render_res: int = 256,
+                height_m: float = 1.7) -> np.ndarray:
+    """(T,) log depth -> (T,) height of a ``height_m`` person in normalised units (see normalise_location)."""
+    return height_m * focal_length / render_res / np.exp(np.asarray(log_z, dtype=np.float64))
+
+
+def spread(dt: np.ndarray, sigma0: float, rate: float) -> np.ndarray:
+    """(T,) seconds since last seen -> (T,) prediction spread ``sigma0 + rate * dt``: grows while coasting."""
+    return sigma0 + rate * np.maximum(np.asarray(dt, dtype=np.float64), 0.0)
+
+
+def scaled_squared_distance(track_xy: np.ndarray, sigma: np.ndarray, det_xy: np.ndarray) -> np.ndarray:
+    """(T, K) predictions with (T,) spreads, (D, K) detections -> (T, D) ``||track - det||^2 / sigma^2``."""
+    sigma = np.asarray(sigma, dtype=np.float64)
+    return squared_distance(track_xy, det_xy) / (sigma * sigma)[:, None]
+
+
+def coasting_gate(dt: np.ndarray, fresh: float, lost: float, tighten_s: float) -> np.ndarray:
+    """(T,) seconds unseen -> (T,) appearance threshold, from ``fresh`` (just seen) to ``lost`` after ``tighten_s``."""
+    a = np.clip(np.asarray(dt, dtype=np.float64) / max(tighten_s, 1e-9), 0.0, 1.0)
+    return fresh + (lost - fresh) * a
+
+
+def coasting_weight(dt: np.ndarray, weight: float, tau_s: float) -> np.ndarray:
+    """(T,) seconds unseen -> (T,) ``weight * exp(-dt / tau_s)``: a cue that goes stale (body pose) fades."""
+    return weight * np.exp(-np.maximum(np.asarray(dt, dtype=np.float64), 0.0) / max(tau_s, 1e-9))
+
+
+def lart_cost(xy2: np.ndarray, z2: np.ndarray, d_a: np.ndarray, d_pose: np.ndarray, d_betas: np.ndarray,
+              pose_weight: np.ndarray, appearance_weight: float, betas_weight: float,
+              log_spread: np.ndarray) -> np.ndarray:
+    """Additive cost (a negative log-likelihood up to constants), all (T, D) but ``pose_weight``/``log_spread`` (T,).
+
+    ``0.5 xy2 + 0.5 z2`` are the location and depth terms in sigmas; ``log_spread`` (log of the spreads
+    relative to a fresh track's) makes a vague prediction pay for its vagueness, so a coasting track
+    does not win a detection that a fresh one explains as well.
+    """
+    return (0.5 * xy2 + 0.5 * z2 + appearance_weight * d_a + np.asarray(pose_weight)[:, None] * d_pose
+            + betas_weight * d_betas + np.asarray(log_spread)[:, None])
+
+
+def lart_gate(xy2: np.ndarray, z2: np.ndarray, d_a: np.ndarray, app_gate: np.ndarray, gate_sigma: float) -> np.ndarray:
+    """(T, D) bool: location and depth within ``gate_sigma`` sigmas and appearance under each track's (T,) gate."""
+    g2 = gate_sigma * gate_sigma
+    return (xy2 <= g2) & (z2 <= g2) & (d_a <= np.asarray(app_gate)[:, None])
+
+
+def gated_assignment(cost: np.ndarray, allowed: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                     max_cost: float) -> np.ndarray:
+    """Hungarian over the sub-matrix ``rows`` x ``cols`` where only ``allowed`` pairs costing <= max_cost may match.
+
+    Returns (k, 2) matches as indices into the full matrix.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = np.asarray(cols, dtype=np.int64)
+    if len(rows) == 0 or len(cols) == 0:
+        return np.zeros((0, 2), np.int64)
+    sub = np.where(allowed[np.ix_(rows, cols)], cost[np.ix_(rows, cols)], np.inf)
+    matches, _, _ = linear_assignment(sub, max_cost)
+    return np.stack([rows[matches[:, 0]], cols[matches[:, 1]]], axis=1)

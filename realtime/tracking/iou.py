@@ -64,6 +64,10 @@ class IouTracker:
         self.tracks = []
         self.next_id.reset()
 
+    def warmup(self) -> None:
+        """Solve once now (scipy's import), not on the first frame with tracks."""
+        linear_assignment(np.zeros((2, 2)), 1.0)
+
     def predict(self, frame_index: int) -> np.ndarray:
         """(T, 4) every track's box at ``frame_index``: ridge-line centre, last size."""
         n = len(self.tracks)

@@ -115,3 +115,120 @@ def evaluate_tracker(tracker: Tracker, scene) -> TrackingMetrics:
     """Reset ``tracker``, run it over a synthetic scene and score it."""
     tracker.reset()
     return evaluate(ground_truth(scene.frames), run_tracker(tracker, scene.frames))
+
+
+# Beyond CLEAR/ID metrics, for synthetic scenes (which know who each detection is, ``det_ids``):
+# hijacks onto false positives, re-identification after absences, and an oracle tracker.
+
+@dataclass(frozen=True)
+class SceneRun:
+    """A tracker's per-frame output on a synthetic scene: boxes for the metrics, and who took which row."""
+
+    hyp: list[FrameBoxes]
+    taken: list[dict[int, int]]  # per frame: People row -> id of the emitted track that took it
+
+
+def run_scene(tracker: Tracker, scene) -> SceneRun:
+    """Reset ``tracker`` and feed it every frame of ``scene``."""
+    if hasattr(tracker, "reset"):
+        tracker.reset()
+    hyp, taken = [], []
+    for frame in scene.frames:
+        tracks = tracker.update(frame.people, frame.index)
+        hyp.append(hypotheses(tracks))
+        seen = tracks.detected
+        taken.append(dict(zip(tracks.person_index[seen].tolist(), tracks.track_id[seen].tolist())))
+    return SceneRun(hyp, taken)
+
+
+def hijacks(scene, run: SceneRun) -> int:
+    """Frames in which a track that had followed a real person took a false positive."""
+    real_before: set[int] = set()
+    count = 0
+    for frame, taken in zip(scene.frames, run.taken):
+        for row, tid in taken.items():
+            if frame.det_ids[row] < 0:
+                count += tid in real_before
+            else:
+                real_before.add(tid)
+    return count
+
+
+@dataclass(frozen=True)
+class Absence:
+    identity: int
+    seconds: float  # time without a detection of this person
+    before: int  # id of the track that had them before the gap
+    after: int  # id of the first track that took them within a second of coming back; -1 none
+    reidentified: bool
+
+
+def absences(scene, run: SceneRun, fps: float = 30.0, min_s: float = 1.0, max_s: float = 4.0,
+             settle_s: float = 1.0) -> list[Absence]:
+    """Every gap of ``min_s``..``max_s`` seconds between detections of a person whom a confirmed track had
+    just before; re-identified when the first track to take them within ``settle_s`` of return has the old id."""
+    seen: dict[int, list[tuple[int, int | None]]] = {}  # identity -> [(frame, track id or None)]
+    for frame, taken in zip(scene.frames, run.taken):
+        for row, ident in enumerate(frame.det_ids.tolist()):
+            if ident >= 0:
+                seen.setdefault(ident, []).append((frame.index, taken.get(row)))
+    out = []
+    for ident, obs in seen.items():
+        for k in range(1, len(obs)):
+            gap = (obs[k][0] - obs[k - 1][0]) / fps
+            before = obs[k - 1][1]
+            if not (min_s <= gap <= max_s) or before is None:
+                continue
+            after = next((tid for f, tid in obs[k:] if f - obs[k][0] <= settle_s * fps and tid is not None), -1)
+            out.append(Absence(ident, gap, before, after, after == before))
+    return out
+
+
+class OracleTracker:
+    """Knows who every detection is (the scene's ``det_ids``; false positives ignored) and goes through the
+    ``lart`` lifecycle: confirmed after n_init hits, tentative tracks dropped when unseen, confirmed ones
+    kept max_unseen_s. An upper bound for association, not for detection."""
+
+    name = "oracle"
+
+    def __init__(self, scene, cfg=None) -> None:
+        from lart_stream.realtime.tracking.config import LartTrackerConfig
+
+        self.cfg = cfg or LartTrackerConfig()
+        self.det_ids = {f.index: f.det_ids for f in scene.frames}
+        self.reset()
+
+    def reset(self) -> None:
+        self.state: dict[int, dict] = {}  # identity -> id, hits, last_t, last_frame, confirmed
+        self.next_id = 1
+
+    def update(self, people: People, frame_index: int, timestamp: float | None = None) -> Tracks:
+        c = self.cfg
+        t = frame_index / c.fps if timestamp is None else timestamp
+        for ident in list(self.state):
+            s = self.state[ident]
+            if t - s["last_t"] > (c.max_unseen_s if s["confirmed"] else c.tentative_max_unseen_s):
+                del self.state[ident]
+        rows = {}
+        for row, ident in enumerate(self.det_ids[frame_index].tolist()):
+            conf = float(people.confidence[row])
+            if ident < 0 or conf < c.low_conf:
+                continue
+            s = self.state.get(ident)
+            if s is None:
+                if conf < c.new_track_conf:
+                    continue
+                s = self.state[ident] = {"id": self.next_id, "hits": 0, "confirmed": False}
+                self.next_id += 1
+            s.update(hits=s["hits"] + 1, last_t=t, last_frame=frame_index)
+            s["confirmed"] |= s["hits"] >= c.n_init
+            rows[ident] = row
+        live = [(ident, s) for ident, s in self.state.items() if s["confirmed"] and t - s["last_t"] <= c.coast_s]
+        if not live:
+            return Tracks.empty()
+        n = len(live)
+        return Tracks(track_id=[s["id"] for _, s in live],
+                      xyxy=[people.xyxy[rows[i]] if i in rows else np.zeros(4) for i, _ in live],
+                      state=np.full(n, 2), age=np.ones(n), hits=[s["hits"] for _, s in live],
+                      time_since_update=[frame_index - s["last_frame"] for _, s in live],
+                      person_index=[rows.get(i, -1) for i, _ in live])

@@ -92,7 +92,7 @@ class PhalpTrack(TrackLifecycle):
 class PhalpTracker:
     """Tracker protocol (realtime.stages.Tracker) with PHALP's prediction, cost and lifecycle."""
 
-    name = "phalp"
+    name = "phalp-reference"
 
     def __init__(self, cfg: TrackerConfig = TrackerConfig()) -> None:
         self.cfg = cfg
@@ -107,6 +107,13 @@ class PhalpTracker:
         self.tracks = []
         self.next_id.reset()
         self.last_cost = np.zeros((0, 0))
+
+    def warmup(self) -> None:
+        """Import scipy.stats and solve once now: lazily, the first frame with tracks stalls ~1 s."""
+        from lart_stream.realtime.tracking.predictors import _t_quantile
+
+        _t_quantile(0.5 + self.cfg.interval_level / 2, self.cfg.history - 2)
+        linear_assignment(np.zeros((2, 2)), 1.0)
 
     def predict(self, frame_index: int) -> tuple[LocationPrediction, np.ndarray, np.ndarray | None]:
         """Every live track's location, pose (T, 229) and appearance (T, D) predicted at ``frame_index``."""

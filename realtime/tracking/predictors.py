@@ -162,3 +162,24 @@ def make_location_predictor(name: str, cfg: TrackerConfig) -> LocationPredictor:
     if name == "ridge":
         return RidgeLocationPredictor(cfg)
     raise ValueError(f"unknown location predictor {name!r}; valid: {', '.join(LOCATION_PREDICTORS)}")
+
+
+def weighted_ridge_line(times: np.ndarray, values: np.ndarray, weights: np.ndarray,
+                        alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted ``value = intercept + slope * time`` per track and channel, slope shrunk by ``alpha``.
+
+    Minimises ``sum_h w_h (y_h - a - b t_h)^2 + alpha b^2``: slope ``S_ty / (S_tt + alpha)`` with
+    weighted centring. A weak observation (small w) moves the line less; w = 0 is ignored. Rows need
+    at least one positive weight. times (T, H), values (T, H, C), weights (T, H) -> slope, intercept (T, C).
+    """
+    t = np.asarray(times, dtype=np.float64)
+    y = np.asarray(values, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    w_sum = w.sum(axis=1, keepdims=True)  # (T, 1)
+    t_mean = np.einsum("th,th->t", w, t)[:, None] / w_sum  # (T, 1)
+    y_mean = np.einsum("th,thc->tc", w, y) / w_sum  # (T, C)
+    tc = t - t_mean
+    s_tt = np.einsum("th,th,th->t", w, tc, tc)[:, None]
+    s_ty = np.einsum("th,th,thc->tc", w, tc, y - y_mean[:, None, :])
+    slope = s_ty / (s_tt + alpha)
+    return slope, y_mean - slope * t_mean

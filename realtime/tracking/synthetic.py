@@ -39,6 +39,11 @@ class SceneConfig:
     appearance_dim: int = 64
     appearance_noise: float = 0.5  # norm of the noise added to a unit identity embedding
     visibility_detect: tuple[float, float] = (0.3, 0.6)  # undetected below, p_miss only above
+    # Hard scenes (issue 15). Partly occluded people (visibility below 0.9) get a score drawn from
+    # ``occluded_conf`` instead of the usual ~0.9 scaled by visibility (None: the usual one).
+    occluded_conf: tuple[float, float] | None = None
+    fp_near_hidden: float = 0.0  # per frame and hidden person: chance of a false positive beside it
+    dropout_p: float = 0.0  # chance that a person has one 20-40-frame gap without detections
 
 
 @dataclass
@@ -53,6 +58,7 @@ class Walker:
     appearance: np.ndarray  # (D,) unit
     gait_phase: float
     ground_y: float | None = None  # feet height in camera coordinates (default: camera_height)
+    dropout: np.ndarray | None = None  # (n_frames,) bool: undetected (hidden by something not modelled)
 
 
 @dataclass
@@ -193,11 +199,139 @@ def _steady(cfg: SceneConfig, rng: np.random.Generator, n_people: int) -> list[W
     return walkers
 
 
+# Hard scenes (issue 15): random layouts per seed with turns and stops, 2-3x depth changes, partial
+# occlusion at scores 0.4-0.6, detection gaps of 20-40 frames, false positives beside hidden people
+# and (in 'hard_leave' and 'hard_crowd') one person out of view for 60 frames.
+
+HARD_SUITE = ("hard_crossing", "hard_depth", "hard_leave")  # tuned on (seeds 0..)
+HELD_OUT = ("hard_crowd",)  # only evaluated, never tuned on (seeds HELD_OUT_SEED0..)
+HELD_OUT_SEED0 = 1000
+HARD_OVERRIDES = dict(n_frames=240, occluded_conf=(0.4, 0.6), fp_rate=0.22, fp_near_hidden=0.1, dropout_p=0.25, p_miss=0.03,
+                      visibility_detect=(0.1, 0.3))
+LEAVE_FRAMES = 60  # the leaver's time out of view
+
+
+def _half_view(cfg: SceneConfig, z: float) -> float:
+    """Half the visible width in metres at depth z."""
+    return cfg.image_size[0] / 2 * z / focal_px(cfg.image_size)
+
+
+def _wander(cfg: SceneConfig, rng: np.random.Generator, start: int, end: int, z0: float, z1: float,
+            x0: float, x1: float, turns: int = 2, stop: bool = True) -> list[tuple[float, float, float]]:
+    """Waypoints from (x0, z0) to (x1, z1) between frames start and end, with ``turns`` detours inside
+    the view (evenly spaced, jittered: walking speeds stay human) and (when ``stop``) one stop of
+    15-40 frames at the first detour, which delays the rest."""
+    span = max(end - start, 1)
+    wps = [(float(start), x0, z0)]
+    delay = 0.0
+    for k in range(turns):
+        a = (k + 1 + rng.uniform(-0.2, 0.2)) / (turns + 1)
+        z = z0 + a * (z1 - z0)
+        x = x0 + a * (x1 - x0) + rng.normal(0, 0.25) * _half_view(cfg, z)
+        x = float(np.clip(x, -0.85 * _half_view(cfg, z), 0.85 * _half_view(cfg, z)))
+        wps.append((start + a * span + delay, x, z))
+        if stop and k == 0:
+            delay = float(rng.integers(15, 41))
+            wps.append((start + a * span + delay, x, z))
+    wps.append((float(end) + delay, x1, z1))
+    return wps
+
+
+def _side_to_side(cfg: SceneConfig, rng: np.random.Generator, z0: float, z1: float, start: int, end: int,
+                  **kw) -> np.ndarray:
+    side = rng.choice([-1.0, 1.0])
+    x0 = side * rng.uniform(0.5, 0.95) * _half_view(cfg, z0)
+    x1 = -side * rng.uniform(0.5, 0.95) * _half_view(cfg, z1)
+    return path(cfg.n_frames, _wander(cfg, rng, start, end, z0, z1, x0, x1, **kw))
+
+
+def _toward_or_away(cfg: SceneConfig, rng: np.random.Generator, start: int, end: int) -> np.ndarray:
+    """A walk whose depth changes 2-3x (towards or away from the camera)."""
+    near = rng.uniform(80, 100)
+    far = near * rng.uniform(2.0, 3.0)
+    z0, z1 = (far, near) if rng.random() < 0.5 else (near, far)
+    x0 = rng.uniform(-0.6, 0.6) * _half_view(cfg, z0)
+    x1 = rng.uniform(-0.6, 0.6) * _half_view(cfg, z1)
+    return path(cfg.n_frames, _wander(cfg, rng, start, end, z0, z1, x0, x1, turns=1, stop=rng.random() < 0.5))
+
+
+def _leaver(cfg: SceneConfig, rng: np.random.Generator, away: int = LEAVE_FRAMES) -> np.ndarray:
+    """Walks out at one side, stays out of view ``away`` frames, comes back in at the same side."""
+    n = cfg.n_frames
+    z = rng.uniform(90, 140)
+    side = rng.choice([-1.0, 1.0])
+    out_x = side * (_half_view(cfg, z) + 0.8)  # fully outside
+    t_out = int(rng.integers(50, 80))
+    start_x = rng.uniform(-0.3, 0.3) * _half_view(cfg, z)
+    first = path(n, [(0, start_x, z), (t_out, out_x, z)])
+    back_z = z * np.exp(rng.normal(0, 0.1))
+    second = path(n, [(t_out + away, side * (_half_view(cfg, back_z) + 0.8), back_z),
+                      (min(n - 1, t_out + away + 70), rng.uniform(-0.5, 0.5) * _half_view(cfg, back_z), back_z),
+                      (n - 1, rng.uniform(-0.5, 0.5) * _half_view(cfg, back_z), back_z)])
+    return np.where(np.isnan(first), second, first)
+
+
+def _add_dropouts(walkers: list[Walker], cfg: SceneConfig, rng: np.random.Generator) -> None:
+    """Give each walker, with probability ``cfg.dropout_p``, one 20-40-frame gap without detections while in view."""
+    for wk in walkers:
+        inside = np.flatnonzero(~np.isnan(wk.path[:, 0]))
+        wk.dropout = np.zeros(cfg.n_frames, bool)
+        if rng.random() < cfg.dropout_p and len(inside) > 80:
+            length = int(rng.integers(20, 41))
+            start = int(rng.integers(inside[0] + 15, inside[-1] - length - 15))
+            wk.dropout[start:start + length] = True
+
+
+def _hard(name: str, cfg: SceneConfig, rng: np.random.Generator, n_people: int | None) -> list[Walker]:
+    n = cfg.n_frames
+    walks = []
+    if name == "hard_crossing":
+        for _ in range(n_people or 4):
+            z = rng.uniform(90, 160)
+            start = int(rng.integers(0, n // 3))
+            walks.append(_side_to_side(cfg, rng, z, z * np.exp(rng.normal(0, 0.15)), start, start + int(rng.integers(n // 2, n))))
+        walks[-1] = _toward_or_away(cfg, rng, int(rng.integers(0, 40)), n - int(rng.integers(1, 40)))
+    elif name == "hard_depth":
+        for i in range(n_people or 3):
+            start = int(rng.integers(0, 40))
+            if i < 2:
+                walks.append(_toward_or_away(cfg, rng, start, n - int(rng.integers(1, 40))))
+            else:
+                z = rng.uniform(95, 150)
+                walks.append(_side_to_side(cfg, rng, z, z, start, start + int(rng.integers(n // 2, n))))
+    elif name == "hard_leave":
+        walks.append(_leaver(cfg, rng))
+        walks.append(_leaver(cfg, rng, away=int(rng.integers(30, 46))))  # a shorter absence, 1-1.5 s
+        walks.append(_toward_or_away(cfg, rng, int(rng.integers(0, 40)), n - int(rng.integers(1, 40))))
+        for _ in range((n_people or 4) - 3):
+            z = rng.uniform(95, 150)
+            start = int(rng.integers(0, n // 3))
+            walks.append(_side_to_side(cfg, rng, z, z * np.exp(rng.normal(0, 0.2)), start, start + int(rng.integers(n // 2, n))))
+    elif name == "hard_crowd":  # held out: a denser crossing layout, never tuned on
+        walks.append(_leaver(cfg, rng))
+        for i in range((n_people or 8) - 1):
+            start = int(rng.integers(0, n // 2))
+            if i % 3 == 2:
+                walks.append(_toward_or_away(cfg, rng, start, min(n - 1, start + int(rng.integers(n // 2, n)))))
+            else:
+                z = rng.uniform(85, 190)
+                walks.append(_side_to_side(cfg, rng, z, z * np.exp(rng.normal(0, 0.25)), start,
+                                           start + int(rng.integers(n // 3, n)), turns=int(rng.integers(1, 4))))
+    walkers = [make_walker(i + 1, w, rng, cfg) for i, w in enumerate(walks)]
+    _add_dropouts(walkers, cfg, rng)
+    return walkers
+
+
 def make_scene(name: str, seed: int = 0, n_people: int | None = None, **overrides) -> SyntheticScene:
-    """A fixed-seed scene: 'crossing', 'leave_return', 'crowd' (n_people, default 7), 'follow' or 'steady' (n_people)."""
+    """A fixed-seed scene: 'crossing', 'leave_return', 'crowd' (n_people, default 7), 'follow', 'steady'
+    (n_people), or a hard one (HARD_SUITE, HELD_OUT: 240 frames with HARD_OVERRIDES unless overridden)."""
+    if name.startswith("hard_"):
+        overrides = {**HARD_OVERRIDES, **overrides}
     cfg = replace(SceneConfig(), **overrides)
     rng = np.random.default_rng(seed)
-    if name == "crossing":
+    if name in HARD_SUITE + HELD_OUT:
+        walkers = _hard(name, cfg, rng, n_people)
+    elif name == "crossing":
         walkers = _crossing(cfg, rng)
     elif name == "leave_return":
         walkers = _leave_return(cfg, rng)
@@ -210,7 +344,7 @@ def make_scene(name: str, seed: int = 0, n_people: int | None = None, **override
             raise ValueError("make_scene('steady') needs n_people")
         walkers = _steady(cfg, rng, n_people)
     else:
-        raise ValueError(f"unknown scene {name!r}; valid: {', '.join(SUITE + ('follow', 'steady'))}")
+        raise ValueError(f"unknown scene {name!r}; valid: {', '.join(SUITE + ('follow', 'steady') + HARD_SUITE + HELD_OUT)}")
     return render_scene(name, walkers, cfg, rng)
 
 
@@ -252,16 +386,23 @@ def _render_frame(t: int, walkers: list[Walker], facing: np.ndarray, cfg: SceneC
 
     v0, v1 = cfg.visibility_detect
     out = {"xyxy": [], "conf": [], "pose": [], "cam_t": [], "loc": [], "app": [], "id": []}
+    hidden_rows = []  # rows not detected this frame (for false positives beside them)
     for m, (k, x, z, feet, box, _) in enumerate(rows):
         vis = visibility[m]
-        p_detect = (1 - cfg.p_miss) * np.clip((vis - v0) / (v1 - v0), 0, 1)
-        if rng.random() >= p_detect:
-            continue
         wk = walkers[k]
+        p_detect = (1 - cfg.p_miss) * np.clip((vis - v0) / (v1 - v0), 0, 1)
+        if wk.dropout is not None and wk.dropout[t]:
+            p_detect = 0.0
+        if rng.random() >= p_detect:
+            hidden_rows.append(m)
+            continue
         h_px = box[3] - box[1]
         # Detectors box the visible part (modal box); HMR still infers the whole body, less surely.
         det_box = np.clip(visible_box[m] + rng.normal(0, cfg.box_noise * h_px, 4), 0, [w_img, h_img, w_img, h_img])
-        conf = float(np.clip(rng.normal(0.9, 0.06), 0.05, 0.99) * (0.5 + 0.5 * vis))
+        if cfg.occluded_conf is not None and vis < 0.9:
+            conf = float(rng.uniform(*cfg.occluded_conf))
+        else:
+            conf = float(np.clip(rng.normal(0.9, 0.06), 0.05, 0.99) * (0.5 + 0.5 * vis))
         hidden = 1.0 / max(vis, 0.3)
         origin_y = feet - 0.53 * wk.height  # pelvis
         z_obs = z * np.exp(rng.normal(0, cfg.depth_noise * hidden))
@@ -279,6 +420,15 @@ def _render_frame(t: int, walkers: list[Walker], facing: np.ndarray, cfg: SceneC
 
     for _ in range(rng.poisson(cfg.fp_rate)):
         _false_positive(out, cfg, f, rng)
+    if cfg.fp_near_hidden > 0:
+        for m in hidden_rows:
+            if rng.random() < cfg.fp_near_hidden:
+                # A false positive where the hidden person's track expects it: beside the true position,
+                # at about its depth, looking partly like whoever hides it.
+                k, x, z, feet = rows[m][:4]
+                side = rng.choice([-1.0, 1.0]) * rng.uniform(0.25, 0.7) * walkers[k].height * 0.4
+                occ = walkers[rows[occluder[m]][0]].appearance if occluder[m] >= 0 else None
+                _false_positive(out, cfg, f, rng, near=(x + side, z * np.exp(rng.normal(0, 0.05)), feet), mix=occ)
 
     order = rng.permutation(len(out["id"]))  # detectors give no particular order
     n = len(order)
@@ -317,18 +467,28 @@ def _pose_vector(wk: Walker, yaw: float, swing: float, cam_t: np.ndarray, noise:
                            [cam_t[0], cam_t[1], cam_t[2] / 200.0]])
 
 
-def _false_positive(out: dict, cfg: SceneConfig, f: float, rng: np.random.Generator) -> None:
+def _false_positive(out: dict, cfg: SceneConfig, f: float, rng: np.random.Generator,
+                    near: tuple[float, float, float] | None = None, mix: np.ndarray | None = None) -> None:
+    """A false positive anywhere, or ``near`` (X, Z, feet y) a position; appearance half ``mix`` when given."""
     w_img, h_img = cfg.image_size
-    z = rng.uniform(85, 200)
-    height = rng.uniform(1.0, 2.0)
-    u = rng.uniform(0.05, 0.95) * w_img
-    x = (u - w_img / 2) * z / f
-    feet = cfg.camera_height + rng.normal(0, 0.3)
+    if near is None:
+        z = rng.uniform(85, 200)
+        height = rng.uniform(1.0, 2.0)
+        u = rng.uniform(0.05, 0.95) * w_img
+        x = (u - w_img / 2) * z / f
+        feet = cfg.camera_height + rng.normal(0, 0.3)
+    else:
+        x, z, feet = near
+        height = rng.uniform(1.2, 1.9)
+        u = f * x / z + w_img / 2
     box = np.array([f * (x - 0.2 * height) / z + w_img / 2, f * (feet - height) / z + h_img / 2,
                     f * (x + 0.2 * height) / z + w_img / 2, f * feet / z + h_img / 2])
     v = f * (feet - 0.53 * height) / z + h_img / 2
     cam_t = np.array([x, (v - h_img / 2) * z / f, z])
     app = rng.normal(size=cfg.appearance_dim)
+    app /= np.linalg.norm(app)
+    if mix is not None:
+        app = 0.5 * app + 0.5 * mix
     pose = np.concatenate([rodrigues(rng.normal(0, 1.0, 3)).reshape(9), rodrigues(rng.normal(0, 0.3, (23, 3))).reshape(207),
                            rng.normal(0, 1.0, 10), [cam_t[0], cam_t[1], cam_t[2] / 200.0]])
     for key, val in (("xyxy", np.clip(box, 0, [w_img, h_img, w_img, h_img])), ("conf", rng.uniform(0.3, 0.65)),

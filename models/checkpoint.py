@@ -1,0 +1,141 @@
+"""Reading checkpoint files safely: tensors and plain data for real, every other pickled class as an
+inert stub (yacs CfgNode, Lightning callbacks, optimizer wrappers), so neither those packages nor
+arbitrary code are needed. Shared by the HMR2 and MViT loaders."""
+
+from __future__ import annotations
+
+import _compat_pickle
+import pickle
+import types
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint whose keys or shapes do not match the model."""
+
+
+class _Stub(dict):
+    """Stand-in for a class the checkpoint pickles outside its tensors (yacs CfgNode, Lightning callbacks)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__()
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["state"] = state
+
+    def append(self, item: Any) -> None:
+        self.__dict__.setdefault("items", []).append(item)
+
+    def extend(self, items: Any) -> None:
+        for item in items:
+            self.append(item)
+
+
+# Globals a checkpoint may use for real: tensor/array rebuilders and plain data types. Nothing that
+# reads files, imports or runs code; every other global becomes a _Stub.
+_REAL_GLOBALS = {
+    "builtins": {"set", "frozenset", "slice", "range", "complex", "bytearray", "bytes", "dict", "list", "tuple",
+                 "int", "float", "bool", "str", "object"},
+    "collections": {"OrderedDict", "defaultdict", "Counter", "deque"},
+    "copyreg": {"_reconstructor"},
+    "_codecs": {"encode"},
+    "torch": {"Size", "device", "dtype", "finfo", "iinfo"},
+    "torch._tensor": {"_rebuild_from_type_v2"},
+    "torch.nn.parameter": {"Parameter"},
+    "numpy": {"ndarray", "dtype"},
+    "numpy.core.multiarray": {"_reconstruct", "scalar"},
+    "numpy._core.multiarray": {"_reconstruct", "scalar"},
+    "datetime": {"datetime", "date", "time", "timedelta", "timezone"},
+    "pathlib": {"Path", "PosixPath", "WindowsPath", "PurePath", "PurePosixPath", "PureWindowsPath"},
+}
+
+
+def _is_real_global(module: str, name: str) -> bool:
+    if name in _REAL_GLOBALS.get(module, ()):
+        return True
+    if module == "torch._utils" and name.startswith("_rebuild"):
+        return True
+    if module == "torch" and (name.endswith("Storage") or isinstance(getattr(torch, name, None), torch.dtype)):
+        return True
+    return module == "numpy.dtypes"  # numpy 2 dtype classes
+
+
+def _py3_name(module: str, name: str) -> tuple[str, str]:
+    """Protocol-2 pickles name Python 2 modules (__builtin__, copy_reg): map them as pickle itself does."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
+class _CheckpointUnpickler(pickle.Unpickler):
+    """Resolves tensor/array rebuilders and plain types for real (_REAL_GLOBALS), any other global to a ``_Stub``.
+
+    Lightning checkpoints pickle the training config (a yacs CfgNode) and callback state next to
+    the weights; this reads them without importing (or running) yacs, Lightning or anything else.
+    """
+
+    stubbed: set[str] = set()
+
+    def find_class(self, module: str, name: str) -> Any:
+        module, name = _py3_name(module, name)
+        if _is_real_global(module, name):
+            return super().find_class(module, name)
+        _CheckpointUnpickler.stubbed.add(f"{module}.{name}")
+        return type(name, (_Stub,), {"__module__": "stub." + module})
+
+
+_checkpoint_pickle = types.ModuleType("lart_stream_checkpoint_pickle")
+_checkpoint_pickle.Unpickler = _CheckpointUnpickler  # type: ignore[attr-defined]
+_checkpoint_pickle.load = lambda f, **kw: _CheckpointUnpickler(f, **kw).load()  # type: ignore[attr-defined]
+
+
+def show_keys(keys: list[str], limit: int = 12) -> str:
+    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def _torch_load(path: Path, mmap: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", mmap=mmap, weights_only=True)
+    except pickle.UnpicklingError:
+        # weights_only refuses pickled config/optimizer objects: read them as stubs instead
+        _CheckpointUnpickler.stubbed = set()
+        return torch.load(path, map_location="cpu", mmap=mmap, weights_only=False, pickle_module=_checkpoint_pickle)
+
+
+def load_pickled(path: str | Path, what: str) -> Any:
+    """``torch.load`` of a checkpoint file: memory-mapped when it is a zip-format file (most of a
+    training checkpoint is optimizer state we never touch), weights-only first, stubs for foreign
+    classes. CheckpointError with one line for bytes that are not a torch checkpoint."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} checkpoint not found: {path}")
+    try:
+        try:
+            return _torch_load(path, mmap=True)
+        except RuntimeError:  # legacy (non-zip) format: nothing to memory-map
+            return _torch_load(path, mmap=False)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError, OSError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({first[:200]})") from None
+
+
+def shape_problems(want: Mapping[str, tuple[int, ...]], got: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """Missing, unexpected and mis-shaped keys, one phrase per kind (empty when they agree)."""
+    missing = sorted(set(want) - set(got))
+    unexpected = sorted(set(got) - set(want))
+    shaped = [f"{k}: expected {list(want[k])}, got {list(got[k])}" for k in sorted(set(want) & set(got))
+              if tuple(want[k]) != tuple(got[k])]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing: {show_keys(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected: {show_keys(unexpected)}")
+    if shaped:
+        problems.append(f"{len(shaped)} mis-shaped: {show_keys(shaped)}")
+    return problems
