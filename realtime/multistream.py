@@ -19,6 +19,10 @@ stalled, slower camera) keeps its tracks: they take a masked step there (not det
 reference does for frames where a person is missing. A stream silent for ``stall_s`` is not waited
 for at all, so a stalled camera costs the others at most one ``gather_ms`` wait; fairness: every
 stream gives at most one frame per tick, so none starves.
+
+Not batched across streams yet: the MViT appearance stage (realtime/appearance.py follows one stream's
+frames; several streams run without it, warned) and the detector when it has no ``detect_many``
+(then it runs once per frame of the tick).
 """
 
 from __future__ import annotations

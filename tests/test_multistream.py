@@ -98,8 +98,10 @@ def test_file_streams_arrive_in_order_with_their_ids_batched(tmp_path: Path, len
     with Subscriber(publisher.endpoint, ("actions",)) as everyone, \
             Subscriber(publisher.endpoint, ("actions",), streams=[ids[1]]) as one:
         time.sleep(0.3)  # the subscriptions reach the publisher (a late one would miss early frames)
+        stats: list[dict] = []
         try:
-            summary = run_streams(sources, ids, pipeline, trackers)
+            summary = run_streams(sources, ids, pipeline, trackers, MultiStreamConfig(stats_period_s=0.0),
+                                  on_stats=stats.append)
             all_msgs = collect(everyone, lambda got: len(got) == sum(lengths))
             one_msgs = collect(one, lambda got: len(got) == lengths[1])
         finally:
@@ -119,6 +121,9 @@ def test_file_streams_arrive_in_order_with_their_ids_batched(tmp_path: Path, len
     ticks = max(lengths)  # unpaced files: every stream has a frame in every tick until it ends
     assert lifter.calls == ticks and actions.calls == ticks  # HMR and LART once per tick, all streams
     assert summary.frames == sum(lengths) and summary.reason == "end of input"
+    last = stats[-1]  # what the `stats` topic carries in `extra`: each stream's figures
+    assert last["streams"] == len(ids)
+    assert all({f"{i}.fps", f"{i}.dropped", f"{i}.latency_p50", f"{i}.latency_p99"} <= set(last) for i in ids)
 
 
 def test_shared_lart_equals_one_stage_per_stream(tmp_path: Path):

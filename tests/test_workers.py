@@ -127,6 +127,16 @@ def test_two_worker_processes_one_address_and_a_restart(tmp_path: Path):
     check_resumed(collector.by_stream, killed, ids)
 
 
+def test_cli_workers_publish_through_one_address(tmp_path: Path):
+    from conftest import free_port, run_cli
+
+    a, b = (write_video(tmp_path / f"{n}.avi", frames=5, size=SIZE) for n in "ab")
+    r = run_cli("--source", str(a), "--source", f"door={b}", "--workers", "2", "--device", "cpu", "--threads", "1",
+                "--max-frames", "3", "--no-actions", "--publish", f"tcp://127.0.0.1:{free_port()}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 workers, 0 restarts; last frame per stream: s0 2, door 2" in r.stderr
+
+
 # ------------------------------------------------------------------------------------------------
 # Ray: the body runs in a fresh network namespace (a local Ray runtime opens many ports; nothing
 # may reach or be reached from outside), re-executed under `unshare -n`.
