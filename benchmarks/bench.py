@@ -45,6 +45,7 @@ class RunSpec:
     per_person: bool = False  # reference-style: one eager HMR call per person
     tracker: str = "iou"
     inflight: int = 1  # frames in flight (engine.run): 1 sequential, 2 detect ahead, 3 detect/lift/finish threads
+    late_read: bool = False  # inflight 3: read a frame only when lifting is about to be free
     hmr_weights: str = "cast"  # cast: bf16 weights cast once | autocast: fp32 weights under autocast (old path)
     compile: bool = False  # HMR network through torch.compile (max-autotune) inside our graphs
     fp8: bool = False  # HMR's ViT linears in FP8 (row-wise scaled torch._scaled_mm)
@@ -181,7 +182,7 @@ def run_one(spec: RunSpec, args: argparse.Namespace, device: str, boxes: np.ndar
         counter.counts.clear()
         source = SyntheticSource(args.frames, size, args.source, rate=args.rate)
         cpu0, wall0 = time.process_time(), time.monotonic()
-        summary = run(source, pipeline, inflight=spec.inflight)
+        summary = run(source, pipeline, inflight=spec.inflight, late_read=spec.late_read)
         cpu = (time.process_time() - cpu0) / max(time.monotonic() - wall0, 1e-9) * 100
         kernels = kernel_profile(pipeline, spec, args, size) if args.kernel_profile else None
     finally:
@@ -262,7 +263,8 @@ def plan(args: argparse.Namespace, device: str) -> list[RunSpec]:
     size = "official" if official else "tiny"
     base = RunSpec("base", "ours", people=args.people, window=args.window, hmr_size=size, lart_size=size,
                    backend=args.backend, mode=args.mode, tracker=args.tracker,
-                   inflight=max(args.inflight, 2 if args.overlap else 1), hmr_weights=args.hmr_weights,
+                   inflight=max(args.inflight, 2 if args.overlap else 1), late_read=args.late_read,
+                   hmr_weights=args.hmr_weights,
                    compile=args.compile, fp8=args.fp8)
     sweeps = set(args.sweep.split(",")) if args.sweep else set()
     if "all" in sweeps:
@@ -276,7 +278,10 @@ def plan(args: argparse.Namespace, device: str) -> list[RunSpec]:
     if "inflight" in sweeps:
         for n in (people if "people" in sweeps else [args.people]):
             specs += [dataclasses.replace(base, name=f"people{n}-inflight{k}", series=f"ours-inflight{k}", people=n,
-                                          inflight=k) for k in (1, 2, 3) if k != base.inflight]
+                                          inflight=k, late_read=False) for k in (1, 2, 3) if k != base.inflight]
+            if not (base.inflight == 3 and base.late_read):
+                specs.append(dataclasses.replace(base, name=f"people{n}-inflight3-late", series="ours-inflight3-late",
+                                                 people=n, inflight=3, late_read=True))
     if "weights" in sweeps:
         other = "autocast" if args.hmr_weights == "cast" else "cast"
         specs.append(dataclasses.replace(base, name=f"hmr-{other}", series=f"hmr-{other}", hmr_weights=other,
@@ -309,6 +314,7 @@ def plan(args: argparse.Namespace, device: str) -> list[RunSpec]:
 def _name(name: str, spec: RunSpec) -> str:
     """The base runs' names say what is not the default (inflight, autocast, compiled)."""
     tags = [f"inflight{spec.inflight}"] if spec.inflight > 1 else []
+    tags += ["late"] if spec.late_read else []
     tags += ["autocast"] if spec.hmr_weights != "cast" else []
     tags += ["compiled"] if spec.compile else []
     tags += ["fp8"] if spec.fp8 else []
@@ -396,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", action="store_true", help="same as --inflight 2")
     p.add_argument("--inflight", type=int, default=1, choices=[1, 2, 3],
                    help="frames in flight: 1 sequential, 2 detect ahead, 3 detect/lift/finish in their own threads")
+    p.add_argument("--late-read", action="store_true",
+                   help="with --inflight 3: read a frame only when lifting is about to be free (less latency)")
     p.add_argument("--hmr-weights", choices=["cast", "autocast"], default="cast",
                    help="bf16 HMR: weights cast once (default) or fp32 weights under autocast (the old path)")
     p.add_argument("--compile", action="store_true", help="torch.compile the HMR network (minutes per batch size cold)")

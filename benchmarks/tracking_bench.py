@@ -1,6 +1,6 @@
 """Tracking benchmark on CPU: every tracker on the hard synthetic scenes (issue 15), and per-frame time.
 
-    python benchmarks/tracking_bench.py    # writes benchmarks/results/tracking/tracking_cpu.{md,json,png}
+    python benchmarks/tracking_bench.py    # writes benchmarks/results/tracking/{tracking_cpu.md,tracking_cpu.json,idf1_per_seed.png}
     python benchmarks/tracking_bench.py --seeds 2 --out-dir /tmp/bench   # quicker
 
 Scenes: HARD_SUITE (tuned on, seeds 0..N-1) and HELD_OUT ('hard_crowd', seeds 1000.., never tuned on).

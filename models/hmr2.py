@@ -19,7 +19,7 @@ import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, NamedTuple
+from typing import Callable, Mapping, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -366,10 +366,12 @@ class HMR2(nn.Module):
         self.backbone = ViT(cfg)
         self.smpl_head = SMPLTransformerDecoderHead(cfg)
 
-    def forward(self, crops: torch.Tensor) -> HMR2Output:
-        """crops (B, 3, 256, 192) normalised RGB -> HMR2Output. Outputs are float32 under autocast too."""
+    def forward(self, crops: torch.Tensor, backbone: Callable[[torch.Tensor], torch.Tensor] | None = None
+                ) -> HMR2Output:
+        """crops (B, 3, 256, 192) normalised RGB -> HMR2Output. Outputs are float32 under autocast too.
+        ``backbone``: a stand-in for self.backbone with the same weights (e.g. its torch.compile)."""
         B = crops.shape[0]
-        feats = self.backbone(crops)  # (B, 192, C)
+        feats = (self.backbone if backbone is None else backbone)(crops)  # (B, 192, C)
         pose6d, betas, cam = self.smpl_head(feats)
         pose6d, betas, cam = pose6d.float(), betas.float(), cam.float()
         rotmats = rot6d_to_rotmat(pose6d.reshape(B, -1, 6))  # (B, 24, 3, 3)

@@ -15,7 +15,9 @@ shared/reference/appearance_backbone.md §1 and §7), made live:
   the stage's device. The resize runs on the host with cv2 and the uint8 result is uploaded: torch's
   bilinear interpolation rounds differently from cv2's fixed-point uint8 path (off by one grey level
   at many pixels), and the resized uint8 frame is ~6x smaller to upload than the full one. BGR->RGB,
-  /255 and mean/std run on the device (the same float32 operations as the reference, so equal).
+  /255 and mean/std run on the device as one lookup in a 3 x 256 table computed on the CPU with the
+  reference's float32 operations: bit-equal to the reference on any device (CUDA's division by a
+  scalar is a multiplication by its reciprocal, one bit off at some levels: measured on an H200).
 - Keyframe passes every ``every`` frames (K, default 6 as the demo): ONE backbone pass over the clip
   of the last S+1 frames (S = num_frames * sampling_rate), sampled with
   ``torch.linspace(0, S, num_frames).long()`` as SlowFast's ``process_cv2_inputs``, clamped at the
@@ -30,7 +32,11 @@ shared/reference/appearance_backbone.md §1 and §7), made live:
   (``valid`` False) until the next one. A track not detected at a keyframe keeps its older feature.
 - Threads: on CUDA (``threaded`` auto) frame preparation and passes run in a worker thread on its own
   CUDA stream at the lowest priority, so a keyframe pass does not stall the per-frame path, which
-  only queues work and reads the latest finished features (their age says how old). A pass still
+  only queues work and reads the latest finished features (their age says how old). The lowest
+  priority (0) is also the default stream's: only a per-frame path on a higher-priority stream is
+  scheduled ahead of a pass's kernels (benchmarks/device/appearance_stage.py measures both). On the
+  H200, MViTv2-L at 312x374 (bf16): a 75 ms pass raised the per-frame p99 of a stand-in workload from
+  1.7 ms to 12 ms threaded, 77 ms inline. A pass still
   waiting when a newer one is queued is skipped (the worker fell behind). ``threaded`` off (the CPU
   default) runs everything inline: deterministic.
 
@@ -70,12 +76,16 @@ class AppearanceStageConfig:
     device: str = "cpu"
     threaded: str = "auto"  # auto (on with CUDA) | on | off: worker thread (+ own CUDA stream) or inline
     dtype: str = "float32"  # float32 | bfloat16 | float16
+    # auto (on with CUDA) | on | off: the backbone pass replays a CUDA graph captured per clip shape
+    # (one launch instead of ~1500: the worker's Python holds the GIL far less); the RoI head stays eager
+    graphs: str = "auto"
     seed: int = 0  # random-weight initialisation
 
     def __post_init__(self) -> None:
         checks = [(self.every >= 1, f"every must be >= 1, got {self.every}"),
                   (self.lookahead >= 0, f"lookahead must be >= 0, got {self.lookahead}"),
                   (self.threaded in ("auto", "on", "off"), f"threaded must be auto|on|off, got {self.threaded!r}"),
+                  (self.graphs in ("auto", "on", "off"), f"graphs must be auto|on|off, got {self.graphs!r}"),
                   (self.dtype in _DTYPES, f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}"),
                   (self.config is None or self.checkpoint is not None, "a config file needs a checkpoint")]
         for ok, msg in checks:
@@ -133,9 +143,26 @@ def crop_resize(image: np.ndarray, geom: ClipGeometry) -> np.ndarray:
 
 
 def normalise(frame_bgr: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """(h, w, 3) uint8 BGR -> (3, h, w) float32 RGB, (x / 255 - mean) / std as SlowFast computes it."""
+    """(h, w, 3) uint8 BGR -> (3, h, w) float32 RGB, (x / 255 - mean) / std as SlowFast computes it
+    (on the CPU: CUDA divides by a Python scalar as a multiplication by its reciprocal, which differs
+    in the last bit; the device path uses ``level_table`` instead)."""
     x = frame_bgr.flip(-1).permute(2, 0, 1).float() / 255
     return (x - mean[:, None, None]) / std[:, None, None]
+
+
+def level_table(mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """(3, 256) float32: the normalised value of every uint8 level per RGB channel, computed on the
+    CPU with the reference's operations. A lookup gives the reference's values bit for bit on any
+    device (a uint8 frame has only 256 levels per channel)."""
+    levels = torch.arange(256, dtype=torch.uint8).view(1, 256, 1).expand(1, 256, 3)  # as a 1 x 256 BGR image
+    return normalise(levels, torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32))[:, 0]
+
+
+def normalise_by_table(frame_bgr: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """(h, w, 3) uint8 BGR -> (3, h, w) float32 RGB through ``level_table`` (on the table's device)."""
+    h, w, _ = frame_bgr.shape
+    idx = frame_bgr.flip(-1).permute(2, 0, 1).reshape(3, h * w).long()
+    return table.gather(1, idx).view(3, h, w)
 
 
 def clip_boxes(xyxy: np.ndarray, geom: ClipGeometry) -> np.ndarray:
@@ -173,11 +200,18 @@ class _ClipRing:
     """The last S+1 prepared frames on the device and the backbone pass over them. Used from one
     thread only (the worker's, or the caller's when inline)."""
 
-    def __init__(self, model: torch.nn.Module, mcfg: Any, device: torch.device, dtype: torch.dtype):
+    # The graph class for backbone captures, called as realtime.backends._Graph: None = that CUDA-graph
+    # capture. Tests set an uncaptured stand-in, which runs the graph path on the CPU.
+    graph_cls: Any = None
+
+    def __init__(self, model: torch.nn.Module, mcfg: Any, device: torch.device, dtype: torch.dtype,
+                 graphs: bool = False):
         self.model, self.device, self.dtype = model, device, dtype
+        # the model's backbone / head split (models/mvit.py) is what a graph captures
+        self.graphs = graphs and hasattr(model, "backbone") and hasattr(model, "head")
+        self._captured: dict[tuple[int, ...], Any] = {}  # clip shape -> graph
         self.slots = mcfg.num_frames * mcfg.sampling_rate + 1
-        self.mean = torch.tensor(mcfg.mean, dtype=torch.float32, device=device)
-        self.std = torch.tensor(mcfg.std, dtype=torch.float32, device=device)
+        self.table = level_table(mcfg.mean, mcfg.std).to(device)
         self.frames: torch.Tensor | None = None  # (slots, 3, h, w) float32
 
     def prepare(self, step: int, image: np.ndarray, geom: ClipGeometry) -> None:
@@ -185,7 +219,7 @@ class _ClipRing:
         h, w = small.shape[:2]
         if self.frames is None or self.frames.shape[2:] != (h, w):
             self.frames = torch.zeros(self.slots, 3, h, w, dtype=torch.float32, device=self.device)
-        self.frames[step % self.slots] = normalise(torch.from_numpy(small).to(self.device), self.mean, self.std)
+        self.frames[step % self.slots] = normalise_by_table(torch.from_numpy(small).to(self.device), self.table)
 
     def features(self, steps: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """One pass over the frames at ``steps`` with RoIs ``boxes`` (n, 4) -> (n, D) float32."""
@@ -193,9 +227,34 @@ class _ClipRing:
         slots = torch.from_numpy(steps % self.slots).to(self.device)
         clip = self.frames.index_select(0, slots).permute(1, 0, 2, 3).unsqueeze(0).to(self.dtype)
         b = torch.from_numpy(np.ascontiguousarray(boxes, np.float32))
-        rois = torch.cat([torch.zeros(len(b), 1), b], dim=1).to(self.device, self.dtype)
-        feats, _ = self.model(clip, rois)
+        # float32 boxes whatever the model's dtype (bfloat16 would round x = 300 to a 2 px grid)
+        rois = torch.cat([torch.zeros(len(b), 1), b], dim=1).to(self.device)
+        if self.graphs:
+            graph = self._captured.get(tuple(clip.shape))
+            if graph is None:
+                graph = self._captured[tuple(clip.shape)] = self._capture(clip)
+            graph.static_in[0].copy_(clip)
+            graph.launch()
+            feats, _ = self.model.head(graph.static_out[0], rois)
+        else:
+            feats, _ = self.model(clip, rois)
         return feats.float().cpu().numpy()
+
+    def _capture(self, clip: torch.Tensor) -> Any:
+        from lart_stream.realtime.backends import UncapturedGraph, _Graph
+
+        def backbone(x: torch.Tensor) -> tuple[torch.Tensor]:
+            return (self.model.backbone(x),)
+
+        static = [clip.clone()]
+        try:
+            return (self.graph_cls or _Graph)(backbone, static, [None])
+        except RuntimeError as exc:
+            log.warning("appearance: CUDA-graph capture of the %s clip failed (%s); running it eagerly",
+                        "x".join(map(str, clip.shape)), str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            return UncapturedGraph(backbone, static, [None])
 
 
 @dataclass
@@ -292,7 +351,8 @@ class AppearanceStage:
         self.dim = int(mcfg.feature_dim)
         self.device = torch.device(cfg.device)
         threaded = cfg.threaded == "on" or (cfg.threaded == "auto" and self.device.type == "cuda")
-        self._ring = _ClipRing(model, mcfg, self.device, _DTYPES[cfg.dtype])
+        graphs = cfg.graphs == "on" or (cfg.graphs == "auto" and self.device.type == "cuda")
+        self._ring = _ClipRing(model, mcfg, self.device, _DTYPES[cfg.dtype], graphs)
         self._results: list[_Result] = []
         self._lock = threading.Lock()
         self._worker = _Worker(self._ring, self._on_result, self.device) if threaded else None
@@ -339,6 +399,18 @@ class AppearanceStage:
             return None
         secs = f" = {n / fps:.2f} s at {fps:g} fps" if fps > 0 else ""
         return f"appearance lookahead: actions are published {n} frames late{secs}"
+
+    def warmup(self) -> None:
+        """One pass on a blank square clip before the stream (CUDA kernels loaded, memory pools grown),
+        on the stream the passes will use. Changes no state."""
+        size, dtype = self.mcfg.crop_size, _DTYPES[self.cfg.dtype]
+        clip = torch.zeros(1, 3, self.mcfg.num_frames, size, size, device=self.device, dtype=dtype)
+        rois = torch.tensor([[0.0, 0.0, 0.0, size / 2, size / 2]], device=self.device)
+        stream = self._worker.stream if self._worker is not None else None
+        with torch.inference_mode(), (torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
+            self.model(clip, rois)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     # -- per frame
 

@@ -186,7 +186,7 @@ def _build_appearance(cfg: AppConfig, device: str):
 
         stage = AppearanceStage.from_config(AppearanceStageConfig(
             checkpoint=a.checkpoint, config=a.config, every=a.every, lookahead=a.lookahead, device=device,
-            threaded=a.threaded, dtype=a.dtype))
+            threaded=a.threaded, dtype=a.dtype, graphs=a.graphs))
     except ImportError as exc:
         log.info("appearance stage not available (%s)", exc)
         return None

@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="frames in flight (1-3): 1 one frame at a time; 2 detection of the next frame beside "
                          "the rest; 3 detection, lifting and tracking+actions+publishing of three frames at once "
                          "(throughput up, latency up to N-1 frames)")
+    rt.add_argument("--late-read", action="store_true", default=None,
+                    help="with --inflight 3: read a frame only when lifting is about to be free (less latency)")
     rt.add_argument("--overlap", action="store_true", default=None, help="same as --inflight 2")
     rt.add_argument("--gpus", metavar="LIST", help="one worker process per entry (e.g. 0,1 or cpu,cpu), streams "
                     "assigned round-robin, all published through one address (a ZeroMQ proxy)")
@@ -139,7 +141,7 @@ FLAG_TO_SETTING = {
     "curve_secret_key": ("publish", "curve_secret_key"), "curve_allowed_keys": ("publish", "curve_allowed_keys"),
     "summary_json": ("runtime", "summary_json"), "annotate": ("runtime", "annotate"), "device": ("runtime", "device"), "backend": ("runtime", "backend"),
     "export_dir": ("runtime", "export_dir"),
-    "log_level": ("runtime", "log_level"), "overlap": ("runtime", "overlap"), "inflight": ("runtime", "inflight"), "threads": ("runtime", "threads"), "status": ("runtime", "status"),
+    "log_level": ("runtime", "log_level"), "overlap": ("runtime", "overlap"), "inflight": ("runtime", "inflight"), "late_read": ("runtime", "late_read"), "threads": ("runtime", "threads"), "status": ("runtime", "status"),
 }
 
 
@@ -332,7 +334,8 @@ def _run(cfg, streams: list | None = None) -> int:
             publisher.watch_source(lambda: source.state)  # heartbeat `stats` carry it, frames or not
         summary = run(source, pipeline, max_frames=cfg.runtime.max_frames, stop=stop, status=status,
                       on_stats=publisher.send_stats if publisher is not None else None,
-                      overlap=cfg.runtime.overlap, inflight=cfg.runtime.inflight)
+                      overlap=cfg.runtime.overlap, inflight=cfg.runtime.inflight,
+                      late_read=cfg.runtime.late_read)
     finally:
         if pipeline is not None:
             pipeline.close()

@@ -66,6 +66,7 @@ class AppearanceSection:
     lookahead: int = 0  # frames of future the clip may see (up to half the clip); output that much later
     threaded: str = "auto"  # auto (on with CUDA: worker thread, own stream) | on | off (inline, deterministic)
     dtype: str = "float32"  # float32 (the reference's) | bfloat16 | float16
+    graphs: str = "auto"  # auto (on with CUDA) | on | off: replay the backbone pass as a CUDA graph
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class RuntimeSection:
     summary_json: str | None = None
     overlap: bool = False  # older name for inflight = 2
     inflight: int = 1  # frames in the pipeline at once (1-3): more fps, up to inflight-1 frames more latency
+    late_read: bool = False  # inflight 3: read a frame only when lifting is about to be free (less latency)
     annotate: str | None = None  # write an annotated video (boxes, track ids, top actions) here
 
 

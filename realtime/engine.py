@@ -152,7 +152,7 @@ class Pipeline:
         try:
             if self.tracker is not None:
                 with self._timed(work, "track"):
-                    tracks = self.tracker.update(people, frame.index)
+                    tracks = self.tracker.update(people, frame.index, frame.timestamp)
             appearance = None
             if self.actions is not None and people.has_3d:
                 if self.appearance is None:
@@ -281,16 +281,26 @@ class StageThreads:
     Each thread holds at most one item between taking it and the next group taking it over (a token
     per hand-off), so at most ``len(groups)`` items are past the source, plus the consumer's one:
     nothing queues up. The first thread reads the source only when its slot is free, so a live
-    source's newest frame is taken as late as possible and does not age in a queue. A step's failure
-    travels on the item (``Work.error``); the thread goes on with the next item.
+    source's newest frame is taken as late as possible and does not age in a queue. Steps record their
+    own failures on the item (Pipeline's steps set ``Work.error``) and the thread goes on with the
+    next item; an exception escaping a step (or the source) ends the stream, logged.
+
+    ``late_read`` (two or more groups): the first thread reads its next item only when the second
+    is due to finish its current one within the first's own running time (means of the last 30
+    items), so a frame does not wait in the hand-off while the slower stage finishes: lower latency,
+    the same throughput while the estimates hold.
 
     Reusable for any chain: ``items`` any iterable, ``groups`` lists of steps ``item -> item``.
     """
 
-    def __init__(self, items: Iterable, groups: Sequence[Sequence[Callable]], stop: threading.Event):
+    def __init__(self, items: Iterable, groups: Sequence[Sequence[Callable]], stop: threading.Event,
+                 late_read: bool = False):
         self.stop = stop
         self.queues = [queue.Queue(maxsize=1) for _ in groups]
         self.free = [threading.Semaphore(1) for _ in groups]
+        self.late_read = late_read and len(groups) > 1
+        self.busy_since: list[float | None] = [None] * len(groups)  # perf_counter at the current item's start
+        self.work_s = [collections.deque(maxlen=30) for _ in groups]  # seconds per item, recent
         self.threads = []
         inputs: list = [iter(items)] + self.queues[:-1]
         for k, steps in enumerate(groups):
@@ -328,17 +338,30 @@ class StageThreads:
                 while not self.stop.is_set():
                     if not self.free[k].acquire(timeout=0.1):
                         continue
+                    if k == 0 and self.late_read:
+                        self.stop.wait(self._read_delay())
                     item = self._take(k, source)
                     if item is _END:
                         break
+                    t = self.busy_since[k] = time.perf_counter()
                     for step in steps:
                         item = step(item)
+                    self.work_s[k].append(time.perf_counter() - t)
+                    self.busy_since[k] = None
                     if not self._put(self.queues[k], item):
                         break
-            except Exception as exc:  # the source itself failed: end the stream, reported by the consumer
-                log.error("stage thread %d stopped: %s", k, exc)
+            except Exception:  # the source or a step that does not record its failures: end the stream
+                log.exception("stage thread %d stopped", k)
             finally:
                 self._put(self.queues[k], _END)
+
+    def _read_delay(self) -> float:
+        """Seconds until the second thread's current item is due, minus the first thread's own time."""
+        since, mine, theirs = self.busy_since[1], self.work_s[0], self.work_s[1]
+        if since is None or not mine or not theirs:
+            return 0.0
+        left = sum(theirs) / len(theirs) - (time.perf_counter() - since)
+        return max(0.0, left - sum(mine) / len(mine))
 
     def __iter__(self) -> Iterator:
         last = self.queues[-1]
@@ -387,13 +410,15 @@ def _own_cuda_stream():
 def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames: int = 0,
         stop: threading.Event | None = None, status: StatusLine | None = None,
         on_stats: Callable[[dict], None] | None = None, stats_period_s: float = 1.0,
-        max_consecutive_errors: int = 25, overlap: bool = False, inflight: int = 1) -> RunSummary:
+        max_consecutive_errors: int = 25, overlap: bool = False, inflight: int = 1,
+        late_read: bool = False) -> RunSummary:
     """Process frames until the source ends, ``max_frames`` is reached or ``stop`` is set.
 
     ``inflight``: frames in the pipeline at once (``stage_groups``): 1 = one frame at a time; 2 =
     detection of t+1 beside the rest of t; 3 = detection of t+2, lifting of t+1 and tracking, actions
     and publishing of t, each in its own thread and CUDA stream. Results come out in frame order with
-    each frame's own stage timings. ``overlap`` (older name) = ``inflight=2``.
+    each frame's own stage timings. ``overlap`` (older name) = ``inflight=2``. ``late_read`` (inflight
+    3): read a frame only when lifting is about to be free (StageThreads): lower latency.
     """
     stop = stop or threading.Event()
     if overlap:
@@ -411,7 +436,7 @@ def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames
     frames_at_stats = 0
     done: collections.deque = collections.deque(maxlen=30)  # completion times: the status line's fps
     works = (Work(f) for f in source)
-    ahead = StageThreads(works, groups, threading.Event()) if groups else None
+    ahead = StageThreads(works, groups, threading.Event(), late_read=late_read) if groups else None
     items = iter(ahead) if ahead is not None else works
     # With threads the consumer leaves the legacy default stream too: that stream would otherwise
     # serialise with the other threads' streams and no GPU work could overlap.

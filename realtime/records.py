@@ -47,17 +47,27 @@ def _meta() -> dict:
 
 @dataclass
 class Frame:
-    """One captured image. ``t_capture`` is ``time.monotonic()`` when the frame was read."""
+    """One captured image. ``t_capture`` is ``time.monotonic()`` when the frame was read.
+
+    ``media_time`` is the frame's time in its recording (index / rate for files and folders), or
+    None for live sources, whose clock is ``t_capture``: stages that count time (track lifetimes)
+    use :attr:`timestamp`, so a file read faster or slower than real time ages tracks correctly."""
 
     index: int
     t_capture: float
     image: np.ndarray  # (H, W, 3) uint8 BGR
     stream_id: str = "0"
+    media_time: float | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.image, np.ndarray) and self.image.ndim == 3 and self.image.shape[2] == 3):
             shape = getattr(self.image, "shape", None)
             raise ValueError(f"Frame.image: expected (H, W, 3) array, got {shape}")
+
+    @property
+    def timestamp(self) -> float:
+        """Seconds on the source's own clock: media time for recordings, capture time for live sources."""
+        return self.t_capture if self.media_time is None else self.media_time
 
     @property
     def size(self) -> tuple[int, int]:

@@ -44,6 +44,9 @@ class SourceError(Exception):
     """A source that cannot be used at all (user error: one-line message, no traceback)."""
 
 
+ASSUMED_FOLDER_FPS = 30.0  # an image folder's media clock when no --fps is given
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     camera: int | None = None  # camera index (live)
@@ -165,7 +168,7 @@ class VideoFileSource(FrameSource):
                     self.ended = True
                     return
             pacer.wait()
-            yield Frame(index, time.monotonic(), image, self.cfg.stream_id)
+            yield Frame(index, time.monotonic(), image, self.cfg.stream_id, media_time=index / rate if rate > 0 else None)
             index += 1
 
     def close(self) -> None:
@@ -187,6 +190,7 @@ class ImageFolderSource(FrameSource):
 
     def __iter__(self) -> Iterator[Frame]:
         pacer = _Pacer(self.cfg.fps if self.cfg.realtime else 0.0, self.stop)
+        rate = self.cfg.fps if self.cfg.fps > 0 else ASSUMED_FOLDER_FPS
         index = 0
         for file in self.files:
             if self.stop.is_set():
@@ -197,7 +201,7 @@ class ImageFolderSource(FrameSource):
                 log.warning("skipping unreadable image %s", file)
                 continue
             pacer.wait()
-            yield Frame(index, time.monotonic(), image, self.cfg.stream_id)
+            yield Frame(index, time.monotonic(), image, self.cfg.stream_id, media_time=index / rate if rate > 0 else None)
             index += 1
         self.ended = True
 

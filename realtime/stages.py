@@ -40,7 +40,7 @@ class Lifter(Protocol):
 class Tracker(Protocol):
     name: str
 
-    def update(self, people: People, frame_index: int) -> Tracks: ...
+    def update(self, people: People, frame_index: int, timestamp: float | None = None) -> Tracks: ...
 
 
 @runtime_checkable

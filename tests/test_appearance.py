@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from lart_stream.realtime.appearance import (AppearanceStage, AppearanceStageConfig, clip_boxes, clip_geometry,
-                                             clip_steps, crop_resize, keyframe_at, normalise)
+                                             clip_steps, crop_resize, keyframe_at, level_table, normalise,
+                                             normalise_by_table)
 from lart_stream.realtime.records import AppearanceFeatures, Frame, People, Tracks
 from mvit_standin import StandInConfig, StandInMViT, decode_frames
 
@@ -78,6 +79,17 @@ def test_normalise_hand_values_and_reference_ops():
     ref = (torch.from_numpy(np.array([frame[..., ::-1]])).float() / 255 - torch.tensor(mean)) / torch.tensor(std)
     got = normalise(torch.from_numpy(frame), torch.tensor(mean), torch.tensor(std))
     assert torch.equal(got, ref[0].permute(2, 0, 1))
+
+
+def test_level_table_equals_the_reference_for_every_level():
+    mean, std = (0.45, 0.42, 0.4), (0.225, 0.22, 0.23)
+    table = level_table(mean, std)
+    levels = np.stack(np.meshgrid(np.arange(256), np.arange(256), indexing="ij"), -1).astype(np.uint8)
+    frame = np.concatenate([levels, levels[..., :1]], axis=-1)  # every level in every channel
+    ref = (torch.from_numpy(np.array([frame[..., ::-1]])).float() / 255 - torch.tensor(list(mean))) \
+        / torch.tensor(list(std))
+    assert torch.equal(normalise_by_table(torch.from_numpy(frame), table), ref[0].permute(2, 0, 1))
+    assert torch.equal(table[0, :3], (torch.tensor([0.0, 1, 2]) / 255 - mean[0]) / std[0])
 
 
 def test_clip_boxes_truncate_shift_and_scale_y_by_the_width_factor():
@@ -149,6 +161,8 @@ def run(st: AppearanceStage, steps: int, flush_each: bool = False):
 
 def test_causal_cadence_ages_and_born_between_passes():
     st = stage()
+    st.warmup()  # a pass on a blank clip: no state
+    assert len(st.model.calls) == 1 and st.model.calls[0][0].shape == (1, 3, 4, 20, 20)
     out = run(st, 20)
     assert st.passes == 4  # keyframes 0, 6, 12, 18
     for t, step in enumerate(out):
@@ -291,13 +305,20 @@ def _demo_clip(images: list[np.ndarray], box_xywh: np.ndarray, mcfg) -> tuple[to
     return x.unsqueeze(0), torch.cat([torch.zeros(1, 1), boxes], dim=1)
 
 
-def test_stage_equals_the_demos_computation_with_the_tiny_mvit(pedestrians):
+@pytest.mark.parametrize("graphs", ["off", "on"], ids=["eager", "graph-path"])
+def test_stage_equals_the_demos_computation_with_the_tiny_mvit(pedestrians, graphs, monkeypatch):
+    """Also through the CUDA-graph path (backbone replayed from static buffers, captures replaced by
+    plain calls on the CPU)."""
     from conftest import read_frames
     from lart_stream.models.mvit import MViT, MViTConfig
+    from lart_stream.realtime.appearance import _ClipRing
+    from lart_stream.realtime.backends import UncapturedGraph
+
+    monkeypatch.setattr(_ClipRing, "graph_cls", UncapturedGraph)
 
     mcfg = MViTConfig.tiny(mean=(0.45, 0.42, 0.4), std=(0.225, 0.22, 0.23))
     model = MViT(mcfg).init_random_(3).eval()
-    st = AppearanceStage(model, mcfg, AppearanceStageConfig(every=6, lookahead=4), random_weights=True)
+    st = AppearanceStage(model, mcfg, AppearanceStageConfig(every=6, lookahead=4, graphs=graphs), random_weights=True)
     images = read_frames(pedestrians)[:30]  # 768 x 576: the 1.2 crop applies
     box = np.array([130.6, 101.3, 191.9, 260.4], np.float32)  # x1, y1, x2, y2; moves 3 px a frame below
     out = []
@@ -316,6 +337,7 @@ def test_stage_equals_the_demos_computation_with_the_tiny_mvit(pedestrians):
             got = out[t].features
             assert got.frame_index == c and got.age[0] == 0
             assert torch.equal(torch.from_numpy(got.feature), want), c
+    assert st._ring.graphs == (graphs == "on") and len(st._ring._captured) == (graphs == "on")
 
 
 def test_latency_note_and_description():

@@ -67,3 +67,34 @@ def test_detector_failure_in_the_overlap_thread_is_counted_and_the_stream_goes_o
     sink, summary = _run(pedestrians, True, FailsOnFrame3())
     assert summary.errors == 1
     assert [i for i, _ in sink.seen] == [i for i in range(16) if i != 3]
+
+
+class ClockRecorder:
+    """A tracker stand-in that keeps the (frame index, timestamp) the engine hands it."""
+
+    name = "clock"
+
+    def __init__(self):
+        self.calls: list[tuple[int, float | None]] = []
+
+    def update(self, people, frame_index, timestamp=None):
+        from lart_stream.realtime.records import Tracks
+
+        self.calls.append((frame_index, timestamp))
+        return Tracks.empty()
+
+
+def test_tracker_gets_the_recording_clock_not_the_processing_clock(pedestrians):
+    """Track lifetimes count seconds: for a file that is frame index / the file's rate, however fast
+    the frames are processed."""
+    import cv2
+
+    fps = cv2.VideoCapture(str(pedestrians)).get(cv2.CAP_PROP_FPS)
+    tracker = ClockRecorder()
+    source = open_source(SourceConfig(path=str(pedestrians)), threading.Event())
+    try:
+        run(source, Pipeline(HOGDetector(), tracker=tracker), max_frames=5)
+    finally:
+        source.close()
+    assert [i for i, _ in tracker.calls] == list(range(5))
+    np.testing.assert_allclose([t for _, t in tracker.calls], np.arange(5) / fps, rtol=0, atol=1e-12)

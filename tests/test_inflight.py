@@ -51,14 +51,14 @@ class Messages:
         pass
 
 
-def _run_real(pedestrians, inflight: int) -> tuple[Messages, object]:
+def _run_real(pedestrians, inflight: int, late_read: bool = False) -> tuple[Messages, object]:
     lifter = HMRLifter.from_config(HMRLifterConfig(seed=1, fused=True, max_batch=8))
     actions = ActionStage.from_config(ActionStageConfig(size="tiny", mode="causal", pose_only=False))
     sink = Messages()
     pipeline = Pipeline(SortedHOG(), lifter, build_tracker("iou", TrackerConfig(n_init=2)), actions, [sink])
     source = open_source(SourceConfig(path=str(pedestrians)), threading.Event())
     try:
-        summary = run(source, pipeline, max_frames=FRAMES, inflight=inflight)
+        summary = run(source, pipeline, max_frames=FRAMES, inflight=inflight, late_read=late_read)
     finally:
         source.close()
     return sink, summary
@@ -68,8 +68,8 @@ def test_inflight_gives_the_sequential_messages_on_the_real_clip(pedestrians):
     seq, s1 = _run_real(pedestrians, 1)
     assert s1.frames == FRAMES and s1.errors == 0
     assert any(len(m[2]) for m in seq.seen) and any(m[4] is not None and len(m[4][0]) for m in seq.seen)
-    for inflight in (2, 3):
-        got, s = _run_real(pedestrians, inflight)
+    for inflight, late in ((2, False), (3, False), (3, True)):
+        got, s = _run_real(pedestrians, inflight, late)
         assert s.frames == FRAMES and s.errors == 0 and s.reason == "max frames"
         assert [m[0] for m in got.seen] == list(range(FRAMES))  # in order, none skipped
         for a, b in zip(seq.seen, got.seen):
@@ -180,3 +180,19 @@ def test_busy_fraction_is_the_union_of_stage_intervals_over_the_span():
     assert busy_fraction(ivs) == (5.0 + 1.0 + 1.0) / 10.0
     assert busy_fraction([]) == 0.0
     assert busy_fraction([Interval("lift", 0, 3.0, 3.0)]) == 0.0
+
+
+def test_late_read_delay_waits_for_the_second_stage_minus_the_first_stages_own_time():
+    import time
+
+    threads = StageThreads(range(0), [[lambda x: x], [lambda x: x]], threading.Event(), late_read=True)
+    list(threads)
+    threads.close()
+    assert threads._read_delay() == 0.0  # nothing measured yet
+    threads.work_s[0].append(3.0)
+    threads.work_s[1].append(10.0)
+    assert threads._read_delay() == 0.0  # the second stage is idle: read now
+    threads.busy_since[1] = time.perf_counter() - 1.0  # 1 s into a 10 s item, reading takes 3 s
+    assert 5.0 < threads._read_delay() <= 6.0
+    threads.busy_since[1] = time.perf_counter() - 9.0  # due in 1 s, less than our 3 s: read now
+    assert threads._read_delay() == 0.0

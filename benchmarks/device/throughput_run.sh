@@ -3,7 +3,8 @@
 # the YOLOv8 ONNX in .carry/ (as benchmarks/device/run_device.sh). One part per call, each < 5 min:
 #   bash benchmarks/device/throughput_run.sh micro       # HMR network: fp32 / autocast / bf16 weights / fp8, time + error;
 #                                                        #   bench with the detector in fp16 (~2 min)
-#   bash benchmarks/device/throughput_run.sh inflight    # bench, people 1/5/10 x inflight 1/2/3 (~2 min)
+#   bash benchmarks/device/throughput_run.sh inflight    # bench, people 1/5/10 x inflight 1/2/3/3+late-read; then a 120 fps camera,
+#                                                        #   5 people, inflight 1/2/3/3+late-read (~3.5 min)
 #   bash benchmarks/device/throughput_run.sh baselines   # bench, 5 people: inflight 1/2/3, autocast, fp8, full-window LART,
 #                                                        #   per-person eager reference (the >= 12x comparison) (~2 min)
 #   bash benchmarks/device/throughput_run.sh compile     # 1st call: cold compile (5 people, inflight 3) (~4 min);
@@ -47,7 +48,10 @@ case "$PART" in
       --frames 300 --warmup 30 --out "$OUT/micro/detector_fp16" 2>&1 | tee "$OUT/detector_fp16.log" | quiet | tail -12 ;;
   inflight)
     timeout 290 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --sweep people,inflight --people-sweep 1,5,10 \
-      --frames 300 --warmup 30 --kernel-profile 30 --out "$OUT/inflight" 2>&1 | tee "$OUT/inflight.log" | quiet | tail -40 ;;
+      --frames 240 --warmup 30 --kernel-profile 20 --out "$OUT/inflight" 2>&1 | tee "$OUT/inflight.log" | quiet | tail -40
+    # a camera at 120 fps (newest frame only; frames it could not take count as dropped): sustained or not
+    timeout 120 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --people 5 --rate 120 --sweep inflight \
+      --people-sweep 5 --frames 360 --warmup 30 --out "$OUT/camera120" 2>&1 | tee "$OUT/camera120.log" | quiet | tail -12 ;;
   baselines)
     timeout 290 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --people 5 --inflight 3 \
       --sweep inflight,weights,baselines --people-sweep 5 --frames 200 --warmup 20 --kernel-profile 20 --out "$OUT/baselines" 2>&1 \
@@ -58,10 +62,10 @@ case "$PART" in
       timeout 290 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --people 5 --inflight 3 --compile \
         --compile-cache "$CACHE" --sweep inflight --people-sweep 5 --frames 300 --warmup 30 --out "$OUT/compile_warm" 2>&1 \
         | tee "$OUT/compile_warm.log" | quiet | tail -40
-    else  # cold: max-autotune tunes every GEMM shape of the batch-5 network (~3-4 min)
+    else  # cold: max-autotune tunes the 5 GEMM shapes of the batch-5 ViT (~45 s each on an H100)
       echo "no compile cache: cold start"
       timeout 295 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --people 5 --inflight 3 --compile \
-        --compile-cache "$CACHE" --frames 300 --warmup 30 --out "$OUT/compile_cold" 2>&1 \
+        --compile-cache "$CACHE" --frames 150 --warmup 20 --out "$OUT/compile_cold" 2>&1 \
         | tee "$OUT/compile_cold.log" | quiet | tail -30
     fi ;;
   *) echo "unknown part $PART (micro | inflight | baselines | compile | --cpu-smoke)"; exit 2 ;;

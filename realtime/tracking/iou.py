@@ -81,7 +81,7 @@ class IouTracker:
         half = (last[:, 2:] - last[:, :2]) / 2
         return np.concatenate([centre - half, centre + half], axis=1)
 
-    def update(self, people: People, frame_index: int) -> Tracks:
+    def update(self, people: People, frame_index: int, timestamp: float | None = None) -> Tracks:
         cfg = self.cfg
         boxes = people.xyxy
         conf = people.confidence

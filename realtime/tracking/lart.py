@@ -101,7 +101,7 @@ class LartTracker:
         self.last_cost = np.zeros((0, 0))
 
     def warmup(self) -> None:
-        """Import and run every code path once, so the first frame with people does not stall."""
+        """Import and run scipy's assignment solver now, so the first frame with people does not stall."""
         from lart_stream.realtime.tracking.costs import linear_assignment
 
         linear_assignment(np.zeros((2, 2)), 1.0)

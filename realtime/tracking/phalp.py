@@ -142,7 +142,7 @@ class PhalpTracker:
         d_n = depth_cost(location.log_z, det.location[:, 2])
         return phalp_cost(d_a, d_p, d_l, d_n, location.c_xy, location.c_n, cfg.betas)
 
-    def update(self, people: People, frame_index: int) -> Tracks:
+    def update(self, people: People, frame_index: int, timestamp: float | None = None) -> Tracks:
         cfg = self.cfg
         # 1. This frame's confident detections, in PHALP's units (rows[j]: their row in ``people``).
         rows = np.flatnonzero(people.confidence >= cfg.min_confidence)
