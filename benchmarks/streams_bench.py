@@ -286,7 +286,7 @@ class ProxyRunner:
 # ------------------------------------------------------------------------------------------------
 
 
-def sweep(runner, people: int, args: argparse.Namespace, runs: list[dict]) -> int:
+def sweep(runner, people: int, args: argparse.Namespace, runs: list[dict], save=lambda: None) -> int:
     """Largest stream count holding the rate: double from --sweep-start, then bisect."""
     cache: dict[int, bool] = {}
 
@@ -296,6 +296,7 @@ def sweep(runner, people: int, args: argparse.Namespace, runs: list[dict]) -> in
             r["verdict"] = verdict(r, args.rate, args.p99_target)
             runs.append(r)
             _print_point(r)
+            save()
             cache[n] = r["verdict"]["holds_rate"]
         return cache[n]
 
@@ -389,31 +390,34 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     runner = ProxyRunner(args, gpus) if gpus else LocalRunner(args, device)
-    runs: list[dict] = []
-    largest: dict[str, int] = {}
+    machine, versions = report.machine_info(device if not gpus else ("cuda" if gpus[0] != "cpu" else "cpu"))
+    result = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine,
+              "versions": versions, "config": {k: v for k, v in vars(args).items()},
+              "devices": runner.devices, "largest": {}, "runs": [],
+              "weights": "random (speed does not depend on weight values)",
+              "hold_rule": f"every stream >= {HOLD_FPS:.0%} of the rate and <= {HOLD_DROPS:.1%} frames dropped"}
+
+    def save() -> None:  # after every point: a run cut short by a time limit keeps what it measured
+        report.write_json(out / "streams.json", result)
+        (out / "streams.md").write_text(markdown(result))
+
     try:
         if people_sweep:
             for people in people_sweep:
                 print(f"sweep: {people} people per stream", file=sys.stderr, flush=True)
-                largest[str(people)] = sweep(runner, people, args, runs)
+                result["largest"][str(people)] = sweep(runner, people, args, result["runs"], save)
+                save()
         else:
             r = runner.point(args.streams, args.people)
             r["verdict"] = verdict(r, args.rate, args.p99_target)
-            runs.append(r)
+            result["runs"].append(r)
             _print_point(r)
     finally:
         runner.close()
-    machine, versions = report.machine_info(device if not gpus else ("cuda" if gpus[0] != "cpu" else "cpu"))
-    result = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine,
-              "versions": versions, "config": {k: v for k, v in vars(args).items()},
-              "devices": runner.devices, "largest": largest, "runs": runs,
-              "weights": "random (speed does not depend on weight values)",
-              "hold_rule": f"every stream >= {HOLD_FPS:.0%} of the rate and <= {HOLD_DROPS:.1%} frames dropped"}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    report.write_json(out / "streams.json", result)
-    (out / "streams.md").write_text(markdown(result))
+        save()
     print(markdown(result))
     print(f"wrote {out}/streams.json, streams.md", file=sys.stderr)
     return 0

@@ -137,6 +137,8 @@ class StreamState:
     last_tracks: Tracks = field(default_factory=Tracks.empty)
     frame_of_tick: dict[int, int] = field(default_factory=dict)  # LART step -> this stream's frame index
     done: collections.deque = field(default_factory=lambda: collections.deque(maxlen=30))
+    t_first: float | None = None  # first and last frame published (sustained fps between them)
+    t_last: float | None = None
     closed: bool = False
 
     @property
@@ -269,7 +271,8 @@ def _lap(ms: dict[str, float], key: str, t0: float) -> float:
 
 @dataclass
 class MultiRunSummary(RunSummary):
-    streams: dict[str, dict] = field(default_factory=dict)  # id -> frames, fps, dropped, latency_ms
+    # id -> frames, fps (sustained: frames between its first and last published frame), dropped, latency_ms
+    streams: dict[str, dict] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {**super().as_dict(), "streams": self.streams}
@@ -337,6 +340,8 @@ def run_streams(sources: Sequence[FrameSource], ids: Sequence[str], pipeline: Pi
             for (stream, _), result in zip(batch, results):
                 stream.frames += 1
                 stream.done.append(now)
+                stream.t_first = now if stream.t_first is None else stream.t_first
+                stream.t_last = now
                 frames += 1
                 people_max = max(people_max, len(result.people))
                 if cfg.max_frames and stream.frames >= cfg.max_frames:
@@ -366,7 +371,8 @@ def run_streams(sources: Sequence[FrameSource], ids: Sequence[str], pipeline: Pi
     for s in streams:
         for v in s.stats.samples.get("latency", ()):
             all_latency.add("latency", v)
-        per_stream[s.id] = {"frames": s.frames, "fps": round(s.frames / seconds, 3) if seconds > 0 else 0.0,
+        span = (s.t_last - s.t_first) if s.frames > 1 else 0.0
+        per_stream[s.id] = {"frames": s.frames, "fps": round((s.frames - 1) / span, 3) if span > 0 else 0.0,
                             "dropped": s.dropped, "latency_ms": _rounded(s.stats.summary("latency"))}
     return MultiRunSummary(frames, seconds, sum(s.dropped for s in streams), errors, people_max,
                            {k: _rounded(multi.stats.summary(k)) for k in keys},
