@@ -3,6 +3,8 @@
 # detector ONNX timed in the detect stage. Run from the repo root with $OUT set, wheels in .whl and the
 # detector in .carry/ (as run_device.sh). Each part stays under 4 minutes.
 #   nvidia-h200:     bash benchmarks/device/streams_run.sh one8     # 8 streams x 5 people (the target point)
+#                    bash benchmarks/device/streams_run.sh one8-nodet  # the same without the detector (it runs per
+#                                                                      frame, not batched: what it costs per stream)
 #                    bash benchmarks/device/streams_run.sh sweep1   # largest stream count, 1 person/stream
 #                    bash benchmarks/device/streams_run.sh sweep5   # ... 5 people/stream
 #                    bash benchmarks/device/streams_run.sh sweep10  # ... 10 people/stream
@@ -25,6 +27,7 @@ bench() { timeout 235 python3 -m lart_stream.realtime.cli bench "$@" 2>&1 | tee 
 case "${1:-one8}" in
   one8)     nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
             bench --streams 8 --people 5 --frames 300 "${COMMON[@]}" --out "$OUT/h200/streams8x5" ;;
+  one8-nodet) bench --streams 8 --people 5 --frames 300 "${COMMON[@]}" --detector none --out "$OUT/h200/streams8x5-nodet" ;;
   sweep1)   bench --streams 1 --sweep 1 --sweep-start 8 --sweep-max 64 --frames 150 "${COMMON[@]}" --out "$OUT/h200/sweep1" ;;
   sweep5)   bench --streams 1 --sweep 5 --sweep-start 4 --sweep-max 32 --frames 150 "${COMMON[@]}" --out "$OUT/h200/sweep5" ;;
   sweep10)  bench --streams 1 --sweep 10 --sweep-start 2 --sweep-max 16 --frames 150 "${COMMON[@]}" --out "$OUT/h200/sweep10" ;;
