@@ -432,11 +432,18 @@ def build_parser() -> argparse.ArgumentParser:
                                         "(default: export HMR to a temporary folder)")
     p.add_argument("--publish", default="tcp://127.0.0.1:*", help="publisher address (port *: any free port)")
     p.add_argument("--out", default=DEFAULT_OUT, help="output folder (relative to the working folder)")
+    p.add_argument("--streams", type=int, help="N paced streams through one batched pipeline "
+                   "(lart-stream bench --streams N --help: benchmarks/streams_bench.py)")
     p.add_argument("--no-plots", action="store_true")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--streams" or a.startswith("--streams=") for a in argv):  # many paced streams: its own runner
+        from lart_stream.benchmarks.streams_bench import main as streams_main
+
+        return streams_main(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from lart_stream.realtime.build import BuildError, resolve_device

@@ -117,6 +117,9 @@ class ActionStageConfig:
     appearance_dim: int = 0
     cuda_graphs: bool = True  # on CUDA: static buffers + one captured graph per frame (eager on the CPU)
     graph_buckets: tuple[int, ...] = ()  # live-track counts with a graph (+ max_tracks); () = 1..max_tracks
+    # Several streams in one stage (realtime/multistream.py): track ids carry the stream in their bits
+    # >= group_shift, and a track's context comes from its own stream only. 0: one stream.
+    group_shift: int = 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -615,7 +618,14 @@ class ActionStage:
         return tuple(None if b is None else b[r, c] for b in (self._pose, self._joints, self._app))
 
     def _context(self, poi: int, candidates: list[int]) -> list[int]:
-        return [t for t in candidates if t != poi][: self.N - 1]
+        return [t for t in self._same_group(poi, candidates) if t != poi][: self.N - 1]
+
+    def _same_group(self, poi: int, candidates: list[int]) -> list[int]:
+        """The candidates of poi's stream (all of them with one stream)."""
+        shift = self.cfg.group_shift
+        if not shift:
+            return candidates
+        return [t for t in candidates if t >> shift == poi >> shift]
 
     def _observed(self, rows: np.ndarray, steps: np.ndarray) -> np.ndarray:
         """bool: pool row `rows` (-1 = none) was detected at step `steps` (broadcast shapes)."""
@@ -763,7 +773,7 @@ class ActionStage:
         for b, tid in enumerate(self._seq_ids):
             have = set(self._ctx[b].tolist())
             free = [s for s in np.argsort(self._ctx_free[b], kind="stable") if self._ctx[b, s] < 0]
-            for tid2, s in zip([t for t in order if t != tid and t not in have], free):
+            for tid2, s in zip([t for t in self._same_group(tid, order) if t != tid and t not in have], free):
                 self._ctx[b, s] = tid2
             slots[b] = [self._row_of[tid]] + [self._row_of[t] if t >= 0 else -1 for t in self._ctx[b]]
         self._c_ids = np.asarray(self._seq_ids, np.int64)

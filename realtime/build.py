@@ -38,7 +38,10 @@ def _need_file(path: str | None, what: str) -> None:
         raise BuildError(f"{what} not found: {path}")
 
 
-def build_pipeline(cfg: AppConfig) -> Pipeline:
+def build_pipeline(cfg: AppConfig, streams: int = 1) -> Pipeline:
+    """The stages of ``cfg``. ``streams`` > 1: sized for that many streams in one batched pipeline
+    (realtime/multistream.py): HMR and LART buckets for every stream's people; trackers come from
+    ``build_trackers``."""
     device = resolve_device(cfg.runtime.device)
     if cfg.runtime.export_dir and not Path(cfg.runtime.export_dir).expanduser().is_dir():
         raise BuildError(f"export folder not found: {cfg.runtime.export_dir} (make it with `lart-stream export`)")
@@ -50,24 +53,30 @@ def build_pipeline(cfg: AppConfig) -> Pipeline:
     # Bind the publish address before any model loads: a port in use is found in a moment, not after 10 s.
     sinks = _build_sinks(cfg)
     try:
-        return _build_stages(cfg, device, sinks)
+        return _build_stages(cfg, device, sinks, streams)
     except BaseException:
         for sink in sinks:
             sink.close()
         raise
 
 
-def _build_stages(cfg: AppConfig, device: str, sinks: list) -> Pipeline:
+def _build_stages(cfg: AppConfig, device: str, sinks: list, streams: int = 1) -> Pipeline:
     try:
         detector = build_detector(_replace(cfg.detector, device=device, backend=cfg.runtime.backend))
     except DetectorError as exc:
         raise BuildError(str(exc)) from exc
 
-    lifter = _build_lifter(cfg, device)
+    lifter = _build_lifter(cfg, device, streams)
     tracker = _build_tracker(cfg, lifter)
     run_actions = cfg.actions.enabled and lifter is not None
-    appearance = _build_appearance(cfg, device) if run_actions else None
-    actions = _build_actions(cfg, device, appearance) if run_actions else None
+    appearance = None
+    if run_actions and streams > 1 and cfg.appearance.mode != "off":
+        # the MViT stage follows one stream's frames (its lookahead buffer): not batched across streams yet
+        log.warning("appearance: MViT features run for single-stream pipelines only; %d streams get none",
+                    streams)
+    elif run_actions:
+        appearance = _build_appearance(cfg, device)
+    actions = _build_actions(cfg, device, appearance, streams) if run_actions else None
     appearance = _keep_appearance(cfg, appearance, actions)
     video = annotation_path(cfg)
     if video is not None:
@@ -129,13 +138,20 @@ def _replace(obj, **changes):
     return dataclasses.replace(obj, **changes)
 
 
-def _build_lifter(cfg: AppConfig, device: str):
+def build_trackers(cfg: AppConfig, lifter, n: int) -> list:
+    """One tracker per stream (each its own id counter and state)."""
+    return [_build_tracker(cfg, lifter) for _ in range(n)]
+
+
+def _build_lifter(cfg: AppConfig, device: str, streams: int = 1):
     try:
-        from lart_stream.realtime.lifting import HMRLifter, HMRLifterConfig
+        from lart_stream.realtime.lifting import (MULTI_STREAM_BUCKETS, HMRLifter, HMRLifterConfig,
+                                                  multi_stream_max_batch)
     except ImportError as exc:
         log.info("HMR stage not available (%s): tracking in 2D, no actions", exc)
         return None
     size = cfg.hmr.size if cfg.hmr.size != "auto" else ("official" if cfg.hmr.checkpoint else "tiny")
+    batch = dict(max_batch=multi_stream_max_batch(streams), buckets=MULTI_STREAM_BUCKETS) if streams > 1 else {}
     try:
         from lart_stream.realtime.compiled import parse_batches
 
@@ -144,7 +160,7 @@ def _build_lifter(cfg: AppConfig, device: str):
                                                      export_dir=cfg.runtime.export_dir, precision=cfg.hmr.precision,
                                                      compile=cfg.hmr.compile, compile_cache_dir=cfg.hmr.compile_cache,
                                                      compile_batches=parse_batches(cfg.hmr.compile_batches),
-                                                     fp8=cfg.hmr.fp8))
+                                                     fp8=cfg.hmr.fp8, **batch))
     except (ValueError, KeyError, OSError) as exc:
         raise BuildError(f"HMR model: {exc}") from exc
 
@@ -220,7 +236,7 @@ def _keep_appearance(cfg: AppConfig, appearance, actions):
     return appearance
 
 
-def _build_actions(cfg: AppConfig, device: str, appearance=None):
+def _build_actions(cfg: AppConfig, device: str, appearance=None, streams: int = 1):
     try:
         from lart_stream.realtime.actions import ActionStage, ActionStageConfig
     except ImportError as exc:
@@ -239,6 +255,10 @@ def _build_actions(cfg: AppConfig, device: str, appearance=None):
         kwargs["window"] = a.window
     if a.max_people:
         kwargs["max_people"] = a.max_people
+    if streams > 1:
+        from lart_stream.realtime.multistream import STREAM_SHIFT, multi_stream_tracks
+
+        kwargs.update(multi_stream_tracks(streams), group_shift=STREAM_SHIFT)
     try:
         stage = ActionStage.from_config(ActionStageConfig(**kwargs))
     except (ValueError, KeyError, OSError) as exc:

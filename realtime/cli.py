@@ -29,6 +29,7 @@ SUBCOMMANDS = {
     "keys": ("lart_stream.realtime.transport_cli", "keys_main", "make CURVE key pairs"),
     "export": ("lart_stream.export.cli", "main", "export models to ONNX / TensorRT and check parity"),
     "bench": ("lart_stream.benchmarks.bench", "main", "latency benchmark of the pipeline"),
+    "cluster": ("lart_stream.realtime.cluster", "main", "one worker per GPU on a Ray cluster (extra [cluster])"),
 }
 
 USAGE_EXAMPLES = """examples:
@@ -51,8 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         + " (lart-stream SUB --help)")
     p.add_version()
     src = p.add_argument_group("input")
-    src.add_argument("--camera", type=non_negative_int, metavar="N", help="camera index")
-    src.add_argument("--source", metavar="PATH|URL", help="video file, folder of images, rtsp:// or http(s):// stream")
+    src.add_argument("--camera", action=_AppendInput, metavar="[NAME=]N",
+                     help="camera index; repeat (with --source too) for several streams in one pipeline")
+    src.add_argument("--source", action=_AppendInput, metavar="[NAME=]PATH|URL",
+                     help="video file, folder of images, rtsp:// or http(s):// stream; repeat for several streams "
+                          "(ids s0, s1, ... or NAME=)")
     src.add_argument("--realtime", action="store_true", default=None, help="pace files to their frame rate")
     src.add_argument("--fps", type=positive_float, help="pacing rate for image folders with --realtime")
     src.add_argument("--max-frames", type=non_negative_int, metavar="N",
@@ -129,7 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--late-read", action="store_true", default=None,
                     help="with --inflight 3: read a frame only when lifting is about to be free (less latency)")
     rt.add_argument("--overlap", action="store_true", default=None, help="same as --inflight 2")
-    rt.add_argument("--config", metavar="FILE.toml", help="config file; flags override it")
+    rt.add_argument("--gpus", metavar="LIST", help="one worker process per entry (e.g. 0,1 or cpu,cpu), streams "
+                    "assigned round-robin, all published through one address (a ZeroMQ proxy)")
+    rt.add_argument("--workers", type=int, metavar="N", help="N worker processes on the --device (like --gpus)")
+    rt.add_argument("--config", metavar="FILE.toml", help="config file ([[streams]]: several streams); flags override it")
     rt.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     rt.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log messages shown")
     rt.add_argument("--status", choices=["auto", "on", "off"], help="live status line (auto: on a TTY)")
@@ -171,12 +178,61 @@ FLAG_TO_SETTING = {
 }
 
 
+class _AppendInput(argparse.Action):
+    """--source / --camera, in the order given: several make several streams."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.inputs = [*(getattr(namespace, "inputs", None) or []), (self.dest, values)]
+        setattr(namespace, self.dest, values)
+
+
+def resolve_streams(args: argparse.Namespace, cfg, file_streams: list | None) -> list:
+    """The streams of a multi-stream run (SourceConfigs), or [] for one stream (today's path)."""
+    from lart_stream.realtime.config import ConfigError
+    from lart_stream.realtime.multistream import check_stream_ids, parse_input
+
+    inputs = getattr(args, "inputs", None) or []
+    try:
+        if len(inputs) > 1 or (inputs and (args.gpus or args.workers)):
+            streams = [parse_input(kind, str(v), n, cfg.source) for n, (kind, v) in enumerate(inputs)]
+        elif not inputs and file_streams:
+            streams = file_streams
+        else:
+            return []
+        check_stream_ids([s.stream_id for s in streams])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return streams
+
+
 def resolve_config(args: argparse.Namespace):
-    from lart_stream.realtime.config import AppConfig, apply_overrides, load_file
+    from lart_stream.realtime.config import AppConfig, ConfigError, apply_overrides, load_file
 
     cfg = AppConfig()
+    args.file_streams = None
+    inputs = getattr(args, "inputs", None) or []
+    if len(inputs) == 1:  # one stream: today's flags (NAME=... names it)
+        from lart_stream.realtime.multistream import parse_input
+
+        try:
+            one = parse_input(inputs[0][0], str(inputs[0][1]), 0, cfg.source)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        args.camera, args.source = one.camera, one.path
+        args.stream_id = one.stream_id if str(inputs[0][1]).startswith(one.stream_id + "=") else None
+    elif len(inputs) > 1:
+        args.camera = args.source = None  # several streams: resolve_streams takes them
     if args.config:
-        cfg = apply_overrides(cfg, load_file(args.config), args.config)
+        raw = load_file(args.config)
+        entries = raw.pop("streams", None)
+        cfg = apply_overrides(cfg, raw, args.config)
+        if entries is not None:
+            from lart_stream.realtime.multistream import streams_from_config
+
+            try:
+                args.file_streams = streams_from_config(entries, cfg.source, args.config)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
     flags: dict[str, dict[str, Any]] = {}
     for flag, (section, key) in FLAG_TO_SETTING.items():
         value = getattr(args, flag)
@@ -187,6 +243,8 @@ def resolve_config(args: argparse.Namespace):
     if args.model_size is not None:  # both sizes, unless given one by one
         for section, key in (("hmr", "size"), ("actions", "size")):
             flags.setdefault(section, {}).setdefault(key, args.model_size)
+    if getattr(args, "stream_id", None):
+        flags.setdefault("source", {})["stream_id"] = args.stream_id
     return apply_overrides(cfg, flags, "command line")
 
 
@@ -252,8 +310,17 @@ def run_main(argv: list[str], stop: StopRequest | None = None) -> int:
     except ConfigError as exc:
         print(f"lart-stream: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        streams = resolve_streams(args, cfg, args.file_streams)
+        gpus = _worker_devices(args, cfg)
+    except ConfigError as exc:
+        print(f"lart-stream: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.print_config:
         print(to_toml(cfg))
+        for s in streams:
+            print(f"[[streams]]\nid = {json.dumps(s.stream_id)}\n"
+                  + (f"camera = {s.camera}\n" if s.camera is not None else f"path = {json.dumps(s.path)}\n"))
         return EXIT_OK
     if not 1 <= cfg.runtime.inflight <= 3:
         print(f"lart-stream: --inflight takes 1, 2 or 3, got {cfg.runtime.inflight}", file=sys.stderr)
@@ -263,7 +330,11 @@ def run_main(argv: list[str], stop: StopRequest | None = None) -> int:
     if problem:  # found now, not after the whole run
         print(f"lart-stream: --summary-json {cfg.runtime.summary_json}: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    return _run(cfg, stop)
+    if gpus:
+        from lart_stream.realtime.workers import run_workers
+
+        return run_workers(cfg, streams or [cfg.source], gpus)
+    return _run(cfg, stop, streams)
 
 
 def _unwritable(path: str | None) -> str | None:
@@ -309,7 +380,26 @@ def _write_summary(path: str, summary) -> int:
     return EXIT_OK
 
 
-def _run(cfg, stop: StopRequest) -> int:
+def _worker_devices(args: argparse.Namespace, cfg) -> list[str]:
+    """--gpus 0,1 | cpu,cpu -> one device per worker; --workers N -> N of --device; [] = no workers."""
+    from lart_stream.realtime.config import ConfigError
+
+    if args.gpus and args.workers:
+        raise ConfigError("give either --gpus or --workers, not both")
+    if args.workers is not None:
+        if args.workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+        return [cfg.runtime.device] * args.workers
+    if not args.gpus:
+        return []
+    devices = [d.strip() for d in args.gpus.split(",")]
+    for d in devices:
+        if not (d == "cpu" or d.isdigit()):
+            raise ConfigError(f"--gpus {args.gpus!r}: expected GPU indices or cpu, e.g. 0,1 or cpu,cpu")
+    return devices
+
+
+def _run(cfg, stop: StopRequest, streams: list | None = None) -> int:
     if stop.event.is_set():
         return _stopped_before_start(cfg, stop)
     from lart_stream.realtime.build import BuildError, build_pipeline
@@ -317,15 +407,26 @@ def _run(cfg, stop: StopRequest) -> int:
     from lart_stream.realtime.sources import SourceError, open_source
 
     if cfg.runtime.threads > 0:
-        # Spinning thread teams degrade badly when another process holds a core: let users cap them.
-        import cv2
-        import torch
+        from lart_stream.realtime.multistream import set_threads
 
-        torch.set_num_threads(cfg.runtime.threads)
-        cv2.setNumThreads(cfg.runtime.threads)
-        log.info("CPU threads: torch %d, OpenCV %d", torch.get_num_threads(), cv2.getNumThreads())
+        set_threads(cfg.runtime.threads)
 
     source = pipeline = None
+    if streams:
+        from lart_stream.realtime.multistream import serve
+
+        status_on = {"on": True, "off": False}.get(cfg.runtime.status)
+        status = stop.status = StatusLine(enabled=status_on)
+        try:
+            summary = serve(cfg, streams, stop=stop.event, status=status)
+        except (SourceError, BuildError) as exc:
+            print(f"lart-stream: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        finally:
+            stop.status = None
+        summary.stop_signal = stop.signal_name
+        print(summary.format(), file=sys.stderr)
+        return _exit_code(cfg, summary)
     try:
         try:
             source = open_source(cfg.source, stop.event)
@@ -365,6 +466,11 @@ def _run(cfg, stop: StopRequest) -> int:
     video = next((s for s in pipeline.sinks if hasattr(s, "written")), None)
     if video is not None:
         print(video.written(), file=sys.stderr)
+    return _exit_code(cfg, summary)
+
+
+def _exit_code(cfg, summary) -> int:
+    """The summary file written (when asked) and the exit status of a finished run."""
     if cfg.runtime.summary_json and _write_summary(cfg.runtime.summary_json, summary):
         return EXIT_FAILED
     if summary.reason == "too many errors":

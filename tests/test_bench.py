@@ -53,3 +53,21 @@ def test_paced_source_drops_frames_it_could_not_deliver_in_time():
     assert len(indices) == 10
     assert indices == sorted(indices) and indices[-1] >= 25
     assert source.dropped == indices[-1] - 9  # every index skipped is counted
+
+
+def test_streams_bench_reports_every_stream(tmp_path):
+    """`bench --streams N`: paced streams through the batched pipeline; per-stream fps, drops, latency."""
+    from lart_stream.benchmarks.bench import main
+
+    out = tmp_path / "streams"
+    assert main(["--streams", "2", "--people", "2", "--rate", "10", "--frames", "6", "--warmup", "2",
+                 "--size", "160x120", "--device", "cpu", "--out", str(out)]) == 0
+    result = json.loads((out / "streams.json").read_text())
+    (run,) = result["runs"]
+    assert set(run["per_stream"]) == {"s0", "s1"}
+    for s in run["per_stream"].values():
+        assert s["frames"] == 6 and s["fps"] > 0 and s["dropped"] >= 0
+        assert 0 < s["latency_ms"]["p50"] <= s["latency_ms"]["p99"] <= s["latency_ms"]["max"]
+    assert {"holds_rate", "meets_target", "worst_p99_ms"} <= set(run["verdict"])
+    assert {"lift", "actions", "publish"} <= set(run["stages_ms"])
+    assert "| 2 | 2 |" in (out / "streams.md").read_text()
