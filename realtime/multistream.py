@@ -376,7 +376,7 @@ def run_streams(sources: Sequence[FrameSource], ids: Sequence[str], pipeline: Pi
                             "dropped": s.dropped, "latency_ms": _rounded(s.stats.summary("latency"))}
     return MultiRunSummary(frames, seconds, sum(s.dropped for s in streams), errors, people_max,
                            {k: _rounded(multi.stats.summary(k)) for k in keys},
-                           _rounded(all_latency.summary("latency")), reason, per_stream)
+                           _rounded(all_latency.summary("latency")), reason, streams=per_stream)
 
 
 def _gather(streams: list[StreamState], ready: threading.Condition, cfg: MultiStreamConfig,
