@@ -120,7 +120,7 @@ def _build_lifter(cfg: AppConfig, device: str):
                                                      export_dir=cfg.runtime.export_dir, precision=cfg.hmr.precision,
                                                      compile=cfg.hmr.compile, compile_cache_dir=cfg.hmr.compile_cache,
                                                      compile_batches=parse_batches(cfg.hmr.compile_batches),
-                                                     fp8=cfg.hmr.fp8))
+                                                     fp8=cfg.hmr.fp8, backbone_bf16=cfg.hmr.backbone_bf16))
     except (ValueError, KeyError, OSError) as exc:
         raise BuildError(f"HMR model: {exc}") from exc
 
