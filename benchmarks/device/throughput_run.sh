@@ -5,7 +5,8 @@
 #                                                        #   bench with the detector in fp16 (~2 min)
 #   bash benchmarks/device/throughput_run.sh inflight    # bench, people 1/5/10 x inflight 1/2/3/3+late-read; then a 120 fps camera,
 #                                                        #   5 people, inflight 1/2/3/3+late-read (~3.5 min)
-#   bash benchmarks/device/throughput_run.sh baselines   # bench, 5 people: inflight 1/2/3, autocast, fp8, full-window LART,
+#   bash benchmarks/device/throughput_run.sh baselines   # bench, 5 people, inflight 3: bf16 weights vs autocast vs whole-ViT
+#                                                        #   bf16 vs fp8, full-window LART,
 #                                                        #   per-person eager reference (the >= 12x comparison) (~2 min)
 #   bash benchmarks/device/throughput_run.sh compile     # 1st call: cold compile (5 people, inflight 3) (~4 min);
 #                                                        # again on the same machine: warm start + inflight 1/2/3 (~2 min)
@@ -54,7 +55,7 @@ case "$PART" in
       --people-sweep 5 --frames 360 --warmup 30 --out "$OUT/camera120" 2>&1 | tee "$OUT/camera120.log" | quiet | tail -12 ;;
   baselines)
     timeout 290 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --people 5 --inflight 3 \
-      --sweep inflight,weights,baselines --people-sweep 5 --frames 200 --warmup 20 --kernel-profile 20 --out "$OUT/baselines" 2>&1 \
+      --sweep weights,baselines --frames 200 --warmup 20 --kernel-profile 20 --out "$OUT/baselines" 2>&1 \
       | tee "$OUT/baselines.log" | quiet | tail -45 ;;
   compile)
     if [ -n "$(ls -A "$CACHE" 2>/dev/null)" ]; then  # cache present: warm start, and the inflight settings
