@@ -384,24 +384,36 @@ def comparisons(runs: list[dict]) -> list[dict]:
     return out
 
 
+DEFAULT_OUT = "lart-stream-bench"  # under the working folder, so a run never writes into the checkout
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lart-stream bench", description=__doc__.split("\n\n")[0])
+    from lart_stream.realtime.cli_args import (HelpFormatter, Parser, add_alias, non_negative_float,
+                                               non_negative_int, positive_int)
+
+    p = Parser(prog="lart-stream bench", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p.add_version()
     p.add_argument("--source", help="video whose frames are used (resized); default: textured noise")
     p.add_argument("--boxes", help="JSON of boxes to replay ({'frames': [[[x1,y1,x2,y2,conf], ...], ...]})")
-    p.add_argument("--size", default="1920x1080", help="frame size WxH (default 1920x1080)")
-    p.add_argument("--people", type=int, default=5)
-    p.add_argument("--frames", type=int, default=200, help="timed frames per run")
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--rate", type=float, default=0.0, help="pace frames like a camera at this fps (0: as fast as possible)")
-    p.add_argument("--model-size", choices=["tiny", "official"], default="tiny")
-    p.add_argument("--window", type=int, default=0, help="LART window T (0: model default)")
-    p.add_argument("--mode", choices=["causal", "window"], default="causal")
-    p.add_argument("--backend", choices=["torch", "torch-eager", "onnxruntime", "tensorrt"], default="torch")
+    frame_size = p.add_argument("--frame-size", dest="size", metavar="WxH", default="1920x1080", help="frame size")
+    add_alias(p, "--size", frame_size)
+    p.add_argument("--people", type=positive_int, default=5, help="people per frame (scripted boxes)")
+    p.add_argument("--frames", type=positive_int, default=200, help="timed frames per run")
+    p.add_argument("--warmup", type=non_negative_int, default=20, help="untimed frames before each run")
+    p.add_argument("--rate", type=non_negative_float, default=0.0,
+                   help="pace frames like a camera at this fps (0: as fast as possible)")
+    p.add_argument("--model-size", choices=["tiny", "official"], default="tiny", help="HMR and LART size")
+    p.add_argument("--window", type=non_negative_int, default=0, help="LART window T (0: model default)")
+    mode = p.add_argument("--action-mode", dest="mode", choices=["causal", "window"], default="causal",
+                          help="LART: causal step or trailing-window recompute")
+    add_alias(p, "--mode", mode)
+    p.add_argument("--backend", choices=["torch", "torch-eager", "onnxruntime", "tensorrt"], default="torch",
+                   help="HMR backend")
     # iou by default: random HMR features make the 3D cost associate badly, so PHALP would spawn
     # spurious tracks and every later stage would run on more tracks than there are people.
-    p.add_argument("--tracker", choices=["phalp", "iou"], default="iou")
+    p.add_argument("--tracker", choices=["phalp", "iou"], default="iou", help="tracker")
     p.add_argument("--detector", default="hog", help="real detector timed beside the scripted one: hog | FILE.onnx | none")
-    p.add_argument("--person-classes", default="0")
+    p.add_argument("--person-classes", default="0", help="ONNX detector: class ids that are people")
     p.add_argument("--detector-precision", choices=["fp32", "fp16", "bf16"], default="fp32",
                    help="the ONNX detector on the torch backend (autocast)")
     p.add_argument("--overlap", action="store_true", help="same as --inflight 2")
@@ -421,11 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--people-sweep", default="1,5,10,20", help="people counts of the people/inflight/overlap sweeps")
     p.add_argument("--sweep", default="",
                    help="comma list of people,inflight,weights,window,backend,size,baselines,overlap or all")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto: cuda when available")
     p.add_argument("--export-dir", help="models from `lart-stream export` for the onnxruntime/tensorrt runs "
                                         "(default: export HMR to a temporary folder)")
     p.add_argument("--publish", default="tcp://127.0.0.1:*", help="publisher address (port *: any free port)")
-    p.add_argument("--out", default="benchmarks/results/latest", help="output folder")
+    p.add_argument("--out", default=DEFAULT_OUT, help="output folder (relative to the working folder)")
     p.add_argument("--no-plots", action="store_true")
     return p
 
@@ -440,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         size = tuple(int(x) for x in args.size.lower().split("x"))
         assert len(size) == 2
     except (BuildError, ValueError, AssertionError) as exc:
-        print(f"lart-stream bench: {exc if isinstance(exc, BuildError) else 'bad --size ' + args.size}", file=sys.stderr)
+        print(f"lart-stream bench: {exc if isinstance(exc, BuildError) else 'bad --frame-size ' + args.size}", file=sys.stderr)
         return 2
     args.size = f"{size[0]}x{size[1]}"
     boxes = load_boxes(Path(args.boxes)) if args.boxes else None

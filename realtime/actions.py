@@ -91,6 +91,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 @dataclass(frozen=True)
 class ActionStageConfig:
     checkpoint: str | None = None  # LART .ckpt; None = random weights (loud warning)
+    dim_head: int = 0  # attention head size (0: read from the checkpoint's hyper-parameters)
     mean_std: str | None = None  # mean_std.npy pose statistics; None = identity (warned)
     size: str = "tiny"  # tiny | official: only without a checkpoint (a checkpoint's shapes decide)
     mode: str = "causal"  # causal (KV-cache step) | window (trailing window, reference computation)
@@ -344,7 +345,7 @@ class ActionStage:
         if cfg.checkpoint:
             if cfg.size == "tiny":
                 raise ValueError("size 'tiny' with a checkpoint: a checkpoint's tensor shapes set the size")
-            model, _ = load_lart(cfg.checkpoint)
+            model, _ = load_lart(cfg.checkpoint, dim_head=cfg.dim_head or None)
             random_weights = False
             check_appearance_width(model.config, cfg.appearance_dim)
         else:

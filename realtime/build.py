@@ -69,14 +69,38 @@ def _build_stages(cfg: AppConfig, device: str, sinks: list) -> Pipeline:
     appearance = _build_appearance(cfg, device) if run_actions else None
     actions = _build_actions(cfg, device, appearance) if run_actions else None
     appearance = _keep_appearance(cfg, appearance, actions)
-    if cfg.runtime.annotate:
+    video = annotation_path(cfg)
+    if video is not None:
         from lart_stream.realtime.annotate import AnnotatedVideoWriter, AnnotationError
 
-        try:
-            sinks.append(AnnotatedVideoWriter(cfg.runtime.annotate, fps=_source_fps(cfg)))
+        try:  # opened (probed) now: a path or container that can't be written fails before any frame
+            sinks.append(AnnotatedVideoWriter(video, fps=_source_fps(cfg), top_k=min(3, cfg.actions.top_k)))
         except AnnotationError as exc:
             raise BuildError(str(exc)) from exc
     return Pipeline(detector, lifter, tracker, actions, sinks, appearance=appearance)
+
+
+DEFAULT_ANNOTATION_DIR = "lart-stream-out"  # under the working folder, never inside the input's folder
+
+
+def annotation_path(cfg: AppConfig) -> Path | None:
+    """Where the annotated video goes: the given path; none for "none"; for "auto", a file or folder
+    source gets lart-stream-out/NAME.mp4 (made if missing), a camera or stream gets none."""
+    choice = cfg.runtime.annotate
+    if not choice or choice.lower() == "none":
+        return None
+    if choice.lower() != "auto":
+        return Path(choice).expanduser()
+    path = cfg.source.path
+    if cfg.source.camera is not None or not path or not Path(path).expanduser().exists():
+        return None
+    out = Path(DEFAULT_ANNOTATION_DIR)
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise BuildError(f"cannot make {out.resolve()} for the annotated video ({exc.strerror}); "
+                         "pass --annotate PATH or --annotate none") from exc
+    return out / f"{Path(path).expanduser().resolve().stem or 'frames'}.mp4"
 
 
 def _source_fps(cfg: AppConfig) -> float:
@@ -205,8 +229,8 @@ def _build_actions(cfg: AppConfig, device: str, appearance=None):
     a = cfg.actions
     size = a.size if a.size != "auto" else ("official" if a.checkpoint else "tiny")
     mode = a.mode if a.mode != "auto" else ("window" if a.checkpoint else "causal")
-    kwargs = dict(checkpoint=a.checkpoint, mean_std=a.mean_std, size=size, mode=mode, stride=a.stride,
-                  lookahead=a.lookahead, device=device, top_k=a.top_k, backend=cfg.runtime.backend,
+    kwargs = dict(checkpoint=a.checkpoint, dim_head=a.dim_head, mean_std=a.mean_std, size=size, mode=mode,
+                  stride=a.stride, lookahead=a.lookahead, device=device, top_k=a.top_k, backend=cfg.runtime.backend,
                   # Random weights: no joints input without an SMPL file (zeros would only add noise to a
                   # meaningless output); an appearance input only when the appearance stage feeds one.
                   pose_only=a.checkpoint is None and cfg.hmr.smpl is None,
@@ -220,6 +244,9 @@ def _build_actions(cfg: AppConfig, device: str, appearance=None):
     except (ValueError, KeyError, OSError) as exc:
         raise BuildError(f"LART model: {exc}") from exc
     log.info("LART stage: %s", stage.describe())
+    if cfg.runtime.export_dir and cfg.runtime.backend == "auto":  # (other backends: the stage warns itself)
+        log.info("LART runs in PyTorch: the LART ONNX files in %s are for export and parity checks, not used "
+                 "at run time", cfg.runtime.export_dir)
     return stage
 
 

@@ -14,7 +14,7 @@ from conftest import run_cli
 
 def test_bench_smoke_writes_valid_results(tmp_path, pedestrians):
     out = tmp_path / "bench"
-    proc = run_cli("bench", "--frames", "20", "--warmup", "2", "--size", "640x360", "--people", "3",
+    proc = run_cli("bench", "--frames", "20", "--warmup", "2", "--frame-size", "640x360", "--people", "3",
                    "--source", str(pedestrians), "--sweep", "baselines", "--out", str(out), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "bench.json").read_text())

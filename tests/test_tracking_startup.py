@@ -49,6 +49,6 @@ def test_coasting_track_is_drawn_dashed_grey_with_lost_frames(monkeypatch):
     image = drawing.draw(np.zeros((160, 200, 3), np.uint8), frame, msg)
     assert "#3" in texts and "#4 lost 7f" in texts
     bottom = image[120, 100:181]  # the coasting box's bottom edge: grey dashes with gaps
-    grey = np.all(bottom == drawing.COASTING_COLOR, axis=1)
+    grey = np.all(bottom == drawing.LOST_COLOR, axis=1)
     assert 0.3 < grey.mean() < 0.8
     assert np.all(image[120, 12:58] == drawing._color(3), axis=1).all()  # the live box: solid, its own colour
