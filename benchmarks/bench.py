@@ -49,6 +49,7 @@ class RunSpec:
     hmr_weights: str = "cast"  # cast: bf16 weights cast once | autocast: fp32 weights under autocast (old path)
     compile: bool = False  # HMR network through torch.compile (max-autotune) inside our graphs
     fp8: bool = False  # HMR's ViT linears in FP8 (row-wise scaled torch._scaled_mm)
+    backbone_bf16: bool = False  # HMR's whole ViT in bf16 (residual stream and LayerNorms too)
 
 
 class TrackCounter:
@@ -102,7 +103,7 @@ def build_stages(spec: RunSpec, device: str, args: argparse.Namespace):
         size=spec.hmr_size, device=device, backend=backend, cuda_graphs=graphs, export_dir=export_dir,
         precision="fp32" if spec.per_person else "auto", max_batch=max(16, spec.people),
         cast_weights=spec.hmr_weights == "cast", compile=spec.compile, compile_cache_dir=args.compile_cache,
-        fp8=spec.fp8))
+        fp8=spec.fp8, backbone_bf16=spec.backbone_bf16))
     if spec.per_person:
         lifter = PerPersonLifter(lifter)
     kwargs = dict(size=spec.lart_size, mode=spec.mode, device=device, max_tracks=max(16, spec.people),
@@ -265,7 +266,7 @@ def plan(args: argparse.Namespace, device: str) -> list[RunSpec]:
                    backend=args.backend, mode=args.mode, tracker=args.tracker,
                    inflight=max(args.inflight, 2 if args.overlap else 1), late_read=args.late_read,
                    hmr_weights=args.hmr_weights,
-                   compile=args.compile, fp8=args.fp8)
+                   compile=args.compile, fp8=args.fp8, backbone_bf16=args.backbone_bf16)
     sweeps = set(args.sweep.split(",")) if args.sweep else set()
     if "all" in sweeps:
         sweeps = {"people", "window", "backend", "size", "baselines", "overlap", "inflight", "weights"}
@@ -285,7 +286,10 @@ def plan(args: argparse.Namespace, device: str) -> list[RunSpec]:
     if "weights" in sweeps:
         other = "autocast" if args.hmr_weights == "cast" else "cast"
         specs.append(dataclasses.replace(base, name=f"hmr-{other}", series=f"hmr-{other}", hmr_weights=other,
-                                         fp8=False))
+                                         fp8=False, backbone_bf16=False))
+        if not args.backbone_bf16:
+            specs.append(dataclasses.replace(base, name="hmr-bf16-backbone", series="hmr-bf16-backbone",
+                                             backbone_bf16=True))
         if not args.fp8:
             specs.append(dataclasses.replace(base, name="hmr-fp8", series="hmr-fp8", fp8=True))
     if "window" in sweeps:
@@ -307,7 +311,8 @@ def plan(args: argparse.Namespace, device: str) -> list[RunSpec]:
         specs.append(dataclasses.replace(base, name=f"full-window-recompute", series="window-full", mode="window"))
         specs.append(dataclasses.replace(base, name="per-person-eager", series="per-person-eager",
                                          per_person=True, backend="torch-eager", mode="window", inflight=1,
-                                         hmr_weights="autocast", compile=False, fp8=False))
+                                         hmr_weights="autocast", compile=False, fp8=False,
+                                         backbone_bf16=False))
     return specs
 
 
@@ -419,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hmr-weights", choices=["cast", "autocast"], default="cast",
                    help="bf16 HMR: weights cast once (default) or fp32 weights under autocast (the old path)")
     p.add_argument("--compile", action="store_true", help="torch.compile the HMR network (minutes per batch size cold)")
+    p.add_argument("--backbone-bf16", action="store_true", help="HMR's whole ViT in bf16 (residual stream too)")
     p.add_argument("--fp8", action="store_true", help="HMR's ViT linears in FP8 (row-wise scales; Hopper/Ada)")
     p.add_argument("--compile-cache", help="inductor cache folder (default ~/.cache/lart-stream/inductor)")
     p.add_argument("--kernel-profile", type=int, default=0, metavar="N",

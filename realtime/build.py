@@ -160,7 +160,7 @@ def _build_lifter(cfg: AppConfig, device: str, streams: int = 1):
                                                      export_dir=cfg.runtime.export_dir, precision=cfg.hmr.precision,
                                                      compile=cfg.hmr.compile, compile_cache_dir=cfg.hmr.compile_cache,
                                                      compile_batches=parse_batches(cfg.hmr.compile_batches),
-                                                     fp8=cfg.hmr.fp8, **batch))
+                                                     fp8=cfg.hmr.fp8, backbone_bf16=cfg.hmr.backbone_bf16, **batch))
     except (ValueError, KeyError, OSError) as exc:
         raise BuildError(f"HMR model: {exc}") from exc
 

@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "other counts run uncompiled)")
     rt.add_argument("--fp8", action="store_true", default=None,
                     help="HMR's ViT linears in FP8 (Hopper/Ada GPUs; small accuracy cost, see the README)")
+    rt.add_argument("--backbone-bf16", action="store_true", default=None,
+                    help="HMR's whole ViT in bf16, residual stream and LayerNorms too (faster, more rounding)")
     rt.add_argument("--inflight", type=positive_int, metavar="N",
                     help="frames in flight (1-3): 1 one frame at a time; 2 detection of the next frame beside "
                          "the rest; 3 detection, lifting and tracking+actions+publishing of three frames at once "
@@ -161,7 +163,7 @@ FLAG_TO_SETTING = {
     "hmr_checkpoint": ("hmr", "checkpoint"), "hmr_size": ("hmr", "size"), "smpl": ("hmr", "smpl"),
     "hmr_precision": ("hmr", "precision"), "compile": ("hmr", "compile"), "compile_cache": ("hmr", "compile_cache"),
     "compile_batches": ("hmr", "compile_batches"),
-    "fp8": ("hmr", "fp8"),
+    "fp8": ("hmr", "fp8"), "backbone_bf16": ("hmr", "backbone_bf16"),
     "tracker": ("tracker", "kind"),
     "lart_checkpoint": ("actions", "checkpoint"), "lart_dim_head": ("actions", "dim_head"),
     "lart_mean_std": ("actions", "mean_std"),

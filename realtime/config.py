@@ -32,6 +32,7 @@ class HMRSection:
     compile_cache: str | None = None  # inductor cache folder (default ~/.cache/lart-stream/inductor)
     compile_batches: str = ""  # people counts (batch buckets) compiled, e.g. "1-6"; "" every bucket
     fp8: bool = False  # the ViT's linears in FP8 e4m3, row-wise scales (Hopper/Ada; off by default)
+    backbone_bf16: bool = False  # the whole ViT in bf16 (residual stream, LayerNorms): faster, more rounding
 
 
 @dataclass(frozen=True)
