@@ -21,13 +21,13 @@ row index is computed in float32 and truncated, exactly as the reference does (t
 lower than exact arithmetic at many positions). The grid comes from the patch-embed output, so
 non-square inputs (the demo's 312 x 374) work.
 
-Two attention implementations, same scores:
+Three attention implementations, same scores:
   "reference"  the materialised score matrix with the three rel-pos terms added (PySlowFast's way)
-  "folded"     (default) the rel-pos terms folded into extra q/k channels so one
+  "folded"     the rel-pos terms folded into extra q/k channels so one
                ``F.scaled_dot_product_attention`` (flash on the GPU) computes the same scores:
                q' = [q*scale, q.Rt | q.Rh | q.Rw], k' = [k, onehot(t) | onehot(h) | onehot(w)]
                (zeros on the cls row/column), padded to a multiple of 8, SDPA scale 1.
-  "fast"       the folded scores with fewer copies: q/k/v pooled straight from the qkv Linear's
+  "fast"       (default) the folded scores with fewer copies: q/k/v pooled straight from the qkv Linear's
                output into preallocated q'/k'/v' buffers (on CUDA one Triton kernel does the
                depthwise Conv3d + LayerNorm, models/mvit_triton.py; elsewhere the torch ops of
                "folded"), rel-pos terms written into q' slices, the one-hot key channels cached,
@@ -422,7 +422,8 @@ class MultiScaleAttention(nn.Module):
         self.rel_pos_t = nn.Parameter(torch.zeros(2 * spec.input_size[0] - 1, head_dim)) if cfg.rel_pos_temporal else None
 
     def forward(self, x: torch.Tensor, thw: tuple[int, int, int]) -> tuple[torch.Tensor, tuple[int, int, int]]:
-        if self.impl == "fast":
+        # tracing (ONNX export) cannot record the in-place buffer writes: "folded" is the same scores
+        if self.impl == "fast" and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
             return self._fast(x, thw)
         B, N, _ = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
@@ -432,7 +433,7 @@ class MultiScaleAttention(nn.Module):
         v, _ = _pool(v, self.pool_v, thw, self.has_cls, self.norm_v)
         s = 1 if self.has_cls else 0
         rel = rel_pos_terms(q[:, :, s:], q_thw, k_thw, self.rel_pos_h, self.rel_pos_w, self.rel_pos_t)
-        if self.impl == "folded":
+        if self.impl != "reference":
             x = self._folded(q, k, v, rel, q_thw, k_thw)
         else:
             x = self._reference(q, k, v, rel, q_thw, k_thw)
@@ -478,12 +479,14 @@ class MultiScaleAttention(nn.Module):
             with sdpa_kernel(getattr(SDPBackend, self.sdpa_backend)):
                 o = F.scaled_dot_product_attention(qp, kp, vp, scale=1.0)
         o = o[..., :hd].transpose(1, 2)  # (B, Nq, nh, hd)
-        y = x.new_empty(B, Nq, nh, hd)
-        if self.residual_pooling:
+        if not self.residual_pooling:
+            y = o.reshape(B, Nq, nh, hd)
+        elif torch.is_grad_enabled():  # out= does not record autograd
+            y = torch.cat((o[:, :s], o[:, s:] + q.transpose(1, 2)[:, s:]), dim=1)
+        else:  # one pass: the residual add writes the layout proj reads
+            y = x.new_empty(B, Nq, nh, hd)
             y[:, :s].copy_(o[:, :s])
             torch.add(o[:, s:], q.transpose(1, 2)[:, s:], out=y[:, s:])
-        else:
-            y.copy_(o)
         return self.proj(y.view(B, Nq, self.dim_out)), q_thw
 
     def _reference(self, q, k, v, rel, q_thw, k_thw) -> torch.Tensor:
@@ -824,7 +827,7 @@ def check_mvit_state(model: MViT, sd: Mapping[str, Any], where: str) -> None:
 
 
 def load_mvit(path: str | Path, config_path: str | Path | None = None, device: str | torch.device = "cpu",
-              attention_impl: str = "folded") -> tuple[MViT, MViTConfig]:
+              attention_impl: str = "fast") -> tuple[MViT, MViTConfig]:
     """(model in eval mode, its config) from a PySlowFast ``mvit.pyth`` (``model_state`` + ``cfg``).
 
     The config comes from ``config_path`` (an mvit.yaml, as the LART demo passes it) when given,
