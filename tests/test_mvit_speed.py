@@ -124,3 +124,22 @@ def test_triton_pool_norm_equals_torch_under_the_interpreter() -> None:
     run = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).parent, capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0 and run.stdout.strip() == f"ok {len(CASES)}", run.stdout[-2000:] + run.stderr[-4000:]
+
+
+def test_speed_script_cpu_smoke_runs_every_cpu_variant_exactly(tmp_path) -> None:
+    """benchmarks/device/mvit_speed.py --cpu-smoke: the CPU variants run, agree with the reference
+    within float32 rounding, and the CUDA-only ones are marked skipped, not failed."""
+    import json
+
+    from lart_stream.benchmarks.device import mvit_speed
+
+    out = tmp_path / "speed.json"
+    assert mvit_speed.main(["--cpu-smoke", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    rows = res["variants"]
+    assert set(rows) == {name for name, _, _ in mvit_speed.VARIANTS}
+    for name, _, needs_cuda in mvit_speed.VARIANTS:
+        assert ("skipped" in rows[name]) == needs_cuda, (name, rows[name])
+        if not needs_cuda:
+            assert rows[name]["exact"] is True and rows[name]["eager_ms"]["n"] == 3, (name, rows[name])
+    assert res["best"] in rows
