@@ -44,6 +44,7 @@ from __future__ import annotations
 import ast
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -262,6 +263,9 @@ def pooled_thw(thw: tuple[int, int, int], pool: nn.Module | None) -> tuple[int, 
     return tuple((n + 2 * pi - ki) // si + 1 for n, ki, si, pi in zip(thw, k, st, p))
 
 
+_TRITON_FAILED: list[str] = []  # set once when the kernel raised under "auto": torch pooling from then on
+
+
 @functools.lru_cache(maxsize=1)
 def _triton_pool_norm():
     """models/mvit_triton.pool_norm, or None where triton does not import."""
@@ -278,17 +282,21 @@ def pool_into(x: torch.Tensor, pool: nn.Module | None, norm: nn.Module | None, t
     """``_pool`` (conv pooling + LayerNorm, cls kept and normed) written into ``out`` (and
     ``out2 = out * scale2``), both (B, nh, L', C) views of any strides: the Triton kernel on CUDA
     ("auto"/"triton"), else the torch ops of the other impls (identical arithmetic to them)."""
-    kernel = None
-    if backend != "torch" and pool is not None and norm is not None and x.is_cuda:
-        kernel = _triton_pool_norm()
-        if kernel is None and backend == "triton":
-            raise RuntimeError("MViT pool backend 'triton' requested but triton does not import")
-    if kernel is not None or backend == "triton":
-        if kernel is None:
-            kernel = _triton_pool_norm()
-        kernel(x, pool.weight, norm.weight, norm.bias, norm.eps, thw, pooled_thw(thw, pool), tuple(pool.stride),
-               tuple(pool.padding), has_cls, out, out2, scale2)
-        return
+    use_kernel = pool is not None and norm is not None and (
+        backend == "triton" or (backend == "auto" and x.is_cuda and not _TRITON_FAILED))
+    kernel = _triton_pool_norm() if use_kernel else None
+    if use_kernel and kernel is None and backend == "triton":
+        raise RuntimeError("MViT pool backend 'triton' requested but triton does not import")
+    if kernel is not None:
+        try:
+            kernel(x, pool.weight, norm.weight, norm.bias, norm.eps, thw, pooled_thw(thw, pool), tuple(pool.stride),
+                   tuple(pool.padding), has_cls, out, out2, scale2)
+            return
+        except Exception as exc:  # a triton that cannot build for this GPU: "auto" falls back once, loudly
+            if backend == "triton":
+                raise
+            _TRITON_FAILED.append(f"{type(exc).__name__}: {exc}")
+            warnings.warn(f"MViT: Triton pooling kernel failed ({_TRITON_FAILED[0][:200]}); using torch pooling")
     y, _ = _pool(x, pool, thw, has_cls, norm)
     out.copy_(y)
     if out2 is not None:
