@@ -69,17 +69,18 @@ def test_fast_catches_a_missing_rel_pos_term() -> None:
     assert float((changed - ref).abs().max()) > 100 * 2 ** 7 * EPS32 * float(ref.abs().max())
 
 
-CASES = [((1, 1, 1), (3, 3, 3), True), ((1, 2, 2), (3, 3, 3), True), ((1, 4, 3), (3, 3, 3), False),
-         ((2, 2, 2), (1, 3, 3), True)]
+CASES = [((1, 1, 1), (3, 3, 3), True, 12, (3, 7, 9)), ((1, 2, 2), (3, 3, 3), True, 12, (3, 7, 9)),
+         ((1, 4, 3), (3, 3, 3), False, 12, (3, 7, 9)), ((2, 2, 2), (1, 3, 3), True, 12, (3, 7, 9)),
+         ((1, 8, 8), (3, 3, 3), True, 72, (2, 17, 19))]  # MViTv2-L's head dim and first kv stride
 
 
-def check_pool_norm_kernel(stride: tuple, kernel: tuple, has_cls: bool) -> None:
+def check_pool_norm_kernel(stride: tuple, kernel: tuple, has_cls: bool, C: int, thw: tuple) -> None:
     """Depthwise Conv3d + LayerNorm from strided qkv-Linear-like tokens into a strided
     (B, tokens, nh, width) buffer, plus the scaled second output, vs the torch ops in float64
     (fp32 kernel accumulation: bound 2^5 eps32 of the scale); cls row normed, not pooled."""
     import lart_stream.models.mvit_triton as K
 
-    B, nh, C, thw = 2, 2, 12, (3, 7, 9)
+    B, nh = 2, 2
     g = torch.Generator().manual_seed(11)
     N = int(has_cls) + int(np.prod(thw))
     qkv = torch.randn(B, N, 3, nh, C, generator=g)
@@ -114,13 +115,31 @@ def check_pool_norm_kernel(stride: tuple, kernel: tuple, has_cls: bool) -> None:
     assert float((out.double() - want).abs().max()) > 100 * bound
 
 
+def check_fast_model_with_kernel() -> None:
+    """The whole tiny model, "fast" with the kernel writing into the q'/k'/v' slices, against fp32
+    "folded" (torch pooling) and the float64 reference: float32 rounding only."""
+    cfg = MViTConfig.tiny()
+    m64 = _model(cfg, seed=7)
+    clip = torch.randn(1, 3, cfg.num_frames, 64, 80, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    with torch.no_grad():
+        want = m64.set_attention_impl("reference").backbone(clip)
+        m32 = MViT(cfg).eval()
+        m32.load_state_dict({k: v.float() for k, v in m64.state_dict().items()})
+        got = m32.set_attention_impl("fast", pool_backend="triton").backbone(clip.float())
+        folded = m32.set_attention_impl("folded").backbone(clip.float())
+    bound = 2 ** 7 * EPS32 * float(want.abs().max())
+    assert 0 < float((got.double() - want).abs().max()) <= bound
+    assert float((got - folded).abs().max()) <= bound
+
+
 def test_triton_pool_norm_equals_torch_under_the_interpreter() -> None:
     """The kernel in Triton's numpy interpreter: TRITON_INTERPRET must be set before triton is
     first imported, so the cases run in a child interpreter."""
     pytest.importorskip("triton")
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     code = ("import test_mvit_speed as t\n"
-            "for case in t.CASES:\n    t.check_pool_norm_kernel(*case)\nprint('ok', len(t.CASES))")
+            "for case in t.CASES:\n    t.check_pool_norm_kernel(*case)\n"
+            "t.check_fast_model_with_kernel()\nprint('ok', len(t.CASES))")
     run = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).parent, capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0 and run.stdout.strip() == f"ok {len(CASES)}", run.stdout[-2000:] + run.stderr[-4000:]
