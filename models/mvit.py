@@ -254,7 +254,6 @@ def _pool(x: torch.Tensor, pool: nn.Module | None, thw: tuple[int, int, int], ha
     return x, thw
 
 
-
 def pooled_thw(thw: tuple[int, int, int], pool: nn.Module | None) -> tuple[int, int, int]:
     """The (T, H, W) grid after a Conv3d/MaxPool3d ``pool`` (floor division, as the modules do)."""
     if pool is None:
@@ -278,10 +277,12 @@ def _triton_pool_norm():
 
 def pool_into(x: torch.Tensor, pool: nn.Module | None, norm: nn.Module | None, thw: tuple[int, int, int],
               has_cls: bool, out: torch.Tensor, out2: torch.Tensor | None = None, scale2: float = 1.0,
-              backend: str = "auto") -> None:
+              backend: str = "auto", rel: tuple[torch.Tensor, ...] | None = None, zero_pad: int = 0) -> bool:
     """``_pool`` (conv pooling + LayerNorm, cls kept and normed) written into ``out`` (and
     ``out2 = out * scale2``), both (B, nh, L', C) views of any strides: the Triton kernel on CUDA
-    ("auto"/"triton"), else the torch ops of the other impls (identical arithmetic to them)."""
+    ("auto"/"triton"), else the torch ops of the other impls (identical arithmetic to them).
+    With ``rel`` (gathered Rt, Rh, Rw) the kernel also writes the folded rel-pos channels and
+    ``zero_pad`` zeros after out2's C channels; returns whether it did (False on the torch path)."""
     use_kernel = pool is not None and norm is not None and (
         backend == "triton" or (backend == "auto" and x.is_cuda and not _TRITON_FAILED))
     kernel = _triton_pool_norm() if use_kernel else None
@@ -290,8 +291,8 @@ def pool_into(x: torch.Tensor, pool: nn.Module | None, norm: nn.Module | None, t
     if kernel is not None:
         try:
             kernel(x, pool.weight, norm.weight, norm.bias, norm.eps, thw, pooled_thw(thw, pool), tuple(pool.stride),
-                   tuple(pool.padding), has_cls, out, out2, scale2)
-            return
+                   tuple(pool.padding), has_cls, out, out2, scale2, rel=rel, zero_pad=zero_pad)
+            return rel is not None
         except Exception as exc:  # a triton that cannot build for this GPU: "auto" falls back once, loudly
             if backend == "triton":
                 raise
@@ -301,6 +302,7 @@ def pool_into(x: torch.Tensor, pool: nn.Module | None, norm: nn.Module | None, t
     out.copy_(y)
     if out2 is not None:
         out2.copy_(y * scale2)
+    return False
 
 
 def interpolate_rel_pos(table: torch.Tensor, rows: int) -> torch.Tensor:
@@ -349,6 +351,12 @@ def rel_pos_terms(q: torch.Tensor, q_thw: tuple[int, int, int], k_thw: tuple[int
         out[0] = rel.reshape(B, nh, qh, qw, qt, kt).permute(0, 1, 4, 2, 3, 5)
     return out
 
+
+def gathered_rel_tables(q_thw: tuple[int, int, int], k_thw: tuple[int, int, int], rel_pos_t: torch.Tensor,
+                        rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor, device: str) -> tuple[torch.Tensor, ...]:
+    """(Rt (qt, kt, c), Rh (qh, kh, c), Rw (qw, kw, c)): each query coordinate's table rows per key coordinate."""
+    return tuple(interpolate_rel_pos(table, 2 * max(nq, nk) - 1)[rel_pos_index(nq, nk, device)]
+                 for table, nq, nk in zip((rel_pos_t, rel_pos_h, rel_pos_w), q_thw, k_thw))
 
 
 def rel_pos_terms_into(q: torch.Tensor, q_thw: tuple[int, int, int], k_thw: tuple[int, int, int],
@@ -404,6 +412,7 @@ class MultiScaleAttention(nn.Module):
         self.pool_backend = "auto"
         self.narrow_v = False
         self.sdpa_backend: str | None = None
+        self.fuse_rel = False  # the Triton q kernel also writes the rel-pos channels (all three terms on)
         self.qkv = nn.Linear(dim, dim_out * 3, bias=cfg.qkv_bias)
         self.proj = nn.Linear(dim_out, dim_out)
         for name, kernel, stride in (("q", spec.kernel_q, spec.stride_q), ("k", spec.kernel_kv, spec.stride_kv),
@@ -460,8 +469,9 @@ class MultiScaleAttention(nn.Module):
         q_in, k_in, v_in = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # (B, nh, N, hd) views
         q_thw, k_thw = pooled_thw(thw, self.pool_q), pooled_thw(thw, self.pool_k)
         Nq, Nk = s + math.prod(q_thw), s + math.prod(k_thw)
-        which = (self.rel_pos_t is not None, self.rel_pos_h is not None, self.rel_pos_h is not None)
-        extra = sum(n for on, n in zip(which, (k_thw[0], k_thw[1], k_thw[2])) if on)
+        spatial = self.rel_pos_h is not None  # h and w terms come together, as in rel_pos_terms
+        which = (self.rel_pos_t is not None, spatial, spatial)
+        extra = sum(n for on, n in zip(which, k_thw) if on)  # one-hot key channels (t | h | w)
         width = hd + extra
         D = width + (-width % 8)
         Dv = hd if self.narrow_v else D
@@ -469,15 +479,21 @@ class MultiScaleAttention(nn.Module):
         kp = x.new_empty(B, Nk, nh, D).transpose(1, 2)
         vp = x.new_empty(B, Nk, nh, Dv).transpose(1, 2)
         q = x.new_empty(B, nh, Nq, hd)  # unscaled pooled q: rel-pos terms and residual pooling use it
-        pool_into(q_in, self.pool_q, self.norm_q, thw, self.has_cls, q, qp[..., :hd], self.scale, self.pool_backend)
+        tables = None
+        if self.fuse_rel and all(which):
+            tables = gathered_rel_tables(q_thw, k_thw, self.rel_pos_t, self.rel_pos_h, self.rel_pos_w, str(x.device))
+        fused = pool_into(q_in, self.pool_q, self.norm_q, thw, self.has_cls, q, qp[..., :hd], self.scale,
+                          self.pool_backend, rel=tables, zero_pad=D - width)
         pool_into(k_in, self.pool_k, self.norm_k, thw, self.has_cls, kp[..., :hd], backend=self.pool_backend)
         pool_into(v_in, self.pool_v, self.norm_v, thw, self.has_cls, vp[..., :hd], backend=self.pool_backend)
-        if extra:
+        if extra and not fused:
             rel_pos_terms_into(q[:, :, s:], q_thw, k_thw, self.rel_pos_h, self.rel_pos_w, self.rel_pos_t,
                                qp[:, :, s:, hd:width])
             qp[:, :, :s, hd:width].zero_()
+        if extra:
             kp[..., hd:width].copy_(_key_onehots(k_thw, bool(s), which, str(x.device), x.dtype))
-        qp[..., width:].zero_()
+        if not fused:
+            qp[..., width:].zero_()
         kp[..., width:].zero_()
         vp[..., hd:].zero_()
         if self.sdpa_backend is None:
@@ -649,11 +665,12 @@ class MViT(nn.Module):
         return self.head(self.backbone(clip), boxes)
 
     def set_attention_impl(self, impl: str, pool_backend: str = "auto", narrow_v: bool = False,
-                           sdpa_backend: str | None = None) -> "MViT":
+                           sdpa_backend: str | None = None, fuse_rel: bool = False) -> "MViT":
         """Switch every block between "fast", "folded" (SDPA) and "reference" (materialised scores);
         for "fast": the pooling kernel (``POOL_BACKENDS``), v at its own head dim (``narrow_v``, needs
         an SDPA backend that accepts it) and a forced SDPA backend (an ``SDPBackend`` name, e.g.
-        "CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION"; None: torch's choice)."""
+        "CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION"; None: torch's choice); ``fuse_rel``:
+        the Triton q kernel writes the rel-pos channels too (no separate GEMMs; torch path: ignored)."""
         if impl not in ATTENTION_IMPLS:
             raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
         if pool_backend not in POOL_BACKENDS:
@@ -661,6 +678,7 @@ class MViT(nn.Module):
         for blk in self.blocks:
             blk.attn.impl = impl
             blk.attn.pool_backend, blk.attn.narrow_v, blk.attn.sdpa_backend = pool_backend, narrow_v, sdpa_backend
+            blk.attn.fuse_rel = fuse_rel
         self.config = replace(self.config, attention_impl=impl)
         return self
 

@@ -27,7 +27,8 @@ def _pool_norm_kernel(x_ptr, w_ptr, g_ptr, b_ptr, out_ptr, out2_ptr, scale2, eps
                       PT: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
                       KT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
                       C: tl.constexpr, BC: tl.constexpr, BN: tl.constexpr,
-                      CLS: tl.constexpr, HAS_OUT2: tl.constexpr):
+                      CLS: tl.constexpr, HAS_OUT2: tl.constexpr,
+                      rt_ptr=None, rh_ptr=None, rw_ptr=None, NT=0, NHK=0, NW=0, NZ=0, REL: tl.constexpr = False):
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // NH
@@ -80,14 +81,41 @@ def _pool_norm_kernel(x_ptr, w_ptr, g_ptr, b_ptr, out_ptr, out2_ptr, scale2, eps
         yq = y.to(out_ptr.dtype.element_ty).to(tl.float32) * scale2
         o2 = out2_ptr + b.to(tl.int64) * s2b + h.to(tl.int64) * s2h
         tl.store(o2 + r64 * s2n + cols[None, :], yq.to(out2_ptr.dtype.element_ty), mask=smask)
+        if REL:
+            # the folded rel-pos channels after the C scaled ones: q . R[t|h|w of the query] for each key
+            # coordinate (from the rounded, unscaled q, as the torch path's GEMMs), 0 on the cls row,
+            # then NZ zero pad channels
+            yr = y.to(out_ptr.dtype.element_ty).to(tl.float32)
+            lmask = is_sp[:, None] & cmask[None, :]
+            rmask = valid
+            for j in range(NT):
+                r = tl.load(rt_ptr + (ot * NT + j)[:, None] * C + cols[None, :], mask=lmask, other=0.0).to(tl.float32)
+                val = tl.where(is_sp, tl.sum(yr * r, axis=1), 0.0)
+                tl.store(o2 + rows.to(tl.int64) * s2n + (C + j), val.to(out2_ptr.dtype.element_ty), mask=rmask)
+            for j in range(NHK):
+                r = tl.load(rh_ptr + (oh * NHK + j)[:, None] * C + cols[None, :], mask=lmask, other=0.0).to(tl.float32)
+                val = tl.where(is_sp, tl.sum(yr * r, axis=1), 0.0)
+                tl.store(o2 + rows.to(tl.int64) * s2n + (C + NT + j), val.to(out2_ptr.dtype.element_ty), mask=rmask)
+            for j in range(NW):
+                r = tl.load(rw_ptr + (ow * NW + j)[:, None] * C + cols[None, :], mask=lmask, other=0.0).to(tl.float32)
+                val = tl.where(is_sp, tl.sum(yr * r, axis=1), 0.0)
+                tl.store(o2 + rows.to(tl.int64) * s2n + (C + NT + NHK + j), val.to(out2_ptr.dtype.element_ty),
+                         mask=rmask)
+            zero = tl.zeros((BN,), dtype=tl.float32).to(out2_ptr.dtype.element_ty)
+            for j in range(NZ):
+                tl.store(o2 + rows.to(tl.int64) * s2n + (C + NT + NHK + NW + j), zero, mask=rmask)
 
 
 def pool_norm(x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float,
               thw: tuple[int, int, int], out_thw: tuple[int, int, int], stride: tuple[int, int, int],
               padding: tuple[int, int, int], has_cls: bool, out: torch.Tensor,
-              out2: torch.Tensor | None = None, scale2: float = 1.0, block_n: int = 32) -> None:
+              out2: torch.Tensor | None = None, scale2: float = 1.0, block_n: int = 32,
+              rel: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None, zero_pad: int = 0) -> None:
     """x (B, nh, 1+THW, C) any strides with contiguous C; weight (C, 1, kt, kh, kw) contiguous;
-    out / out2 (B, nh, 1+T'H'W', C) any strides with contiguous C: out = LN(conv(x)), out2 = out * scale2."""
+    out / out2 (B, nh, 1+T'H'W', C) any strides with contiguous C: out = LN(conv(x)), out2 = out * scale2.
+    ``rel`` (needs out2, whose rows must extend past C): the gathered rel-pos tables Rt (qT, kt, C),
+    Rh (qH, kh, C), Rw (qW, kw, C), contiguous; out2 channels C.. get out . R (unscaled, 0 on the cls
+    row) for t, h, w, then ``zero_pad`` zeros: the whole folded q' row in one pass."""
     B, nh, _, C = x.shape
     kt, kh, kw = weight.shape[2:]
     n_out = math.prod(out_thw) + int(has_cls)
@@ -103,5 +131,16 @@ def pool_norm(x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, beta: 
         o2.stride(0), o2.stride(1), o2.stride(2),
         ST=stride[0], SH=stride[1], SW=stride[2], PT=padding[0], PH=padding[1], PW=padding[2],
         KT=kt, KH=kh, KW=kw, C=C, BC=triton.next_power_of_2(C), BN=block_n,
-        CLS=int(has_cls), HAS_OUT2=out2 is not None)
+        CLS=int(has_cls), HAS_OUT2=out2 is not None, **rel_args(rel, zero_pad, out2))
+
+
+def rel_args(rel: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, zero_pad: int,
+             out2: torch.Tensor | None) -> dict:
+    if rel is None:
+        return {}
+    if out2 is None:
+        raise ValueError("pool_norm: the rel-pos channels go to out2")
+    rt, rh, rw = (r.contiguous() for r in rel)
+    return dict(rt_ptr=rt, rh_ptr=rh, rw_ptr=rw, NT=rt.shape[1], NHK=rh.shape[1], NW=rw.shape[1], NZ=zero_pad,
+                REL=True)
 

@@ -10,6 +10,7 @@ RANDOM weights (speed does not depend on them). Variants, cumulative (models/mvi
   fast/triton-pool  + lever 1: depthwise Conv3d + LayerNorm as one Triton kernel (models/mvit_triton.py)
   .../sdpa=X        + lever 3: SDPA backend forced (FLASH / EFFICIENT / CUDNN), v padded to q's width
   .../narrow-v      + v at its own head dim 72 (backends that accept dim(v) != dim(q))
+  ...+rel           the Triton q kernel also writes the folded rel-pos channels (no rel-pos GEMMs)
   compile           + lever 4: torch.compile (--compile-mode, default "default") of the backbone with the
                     fastest exact eager variant, in a child process killed when the budget is spent
 Each variant: ms per pass eager and replayed as one CUDA graph (CUDA events, median, p10/p90);
@@ -47,6 +48,11 @@ VARIANTS: list[tuple[str, dict, bool]] = [
     ("fast/triton-pool/narrow-v/sdpa=EFFICIENT", dict(impl="fast", pool_backend="triton", narrow_v=True,
                                                       sdpa_backend="EFFICIENT_ATTENTION"), True),
     ("fast/triton-pool/narrow-v", dict(impl="fast", pool_backend="triton", narrow_v=True), True),
+    ("fast/triton-pool+rel", dict(impl="fast", pool_backend="triton", fuse_rel=True), True),
+    ("fast/triton-pool+rel/sdpa=CUDNN", dict(impl="fast", pool_backend="triton", fuse_rel=True,
+                                             sdpa_backend="CUDNN_ATTENTION"), True),
+    ("fast/triton-pool+rel/narrow-v/sdpa=CUDNN", dict(impl="fast", pool_backend="triton", fuse_rel=True,
+                                                      narrow_v=True, sdpa_backend="CUDNN_ATTENTION"), True),
 ]
 # bf16 parity must stay within this many bf16 ulps of the feature scale (main's folded: ~0.03 at 4.5 = 1.8 ulp)
 BF16_ULPS_OK = 8.0
@@ -109,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-compile", action="store_true")
-    p.add_argument("--budget-s", type=float, default=230.0, help="wall-clock budget; compile gets what is left")
+    p.add_argument("--budget-s", type=float, default=220.0, help="wall-clock budget (s); compile gets what is left")
     p.add_argument("--compile-mode", default="default",
                    help="torch.compile mode (max-autotune-no-cudagraphs autotunes every GEMM shape: "
                         "minutes more than the ~160 s default compile, beyond a 4-minute run)")
