@@ -55,6 +55,7 @@ class RunSpec:
     appearance_every: int = 6  # K: a keyframe pass every K frames
     appearance_size: str = "tiny"  # tiny | official (MViTv2-L 40x3, bf16 on CUDA), random weights
     appearance_chunks: int = 1  # the backbone pass as this many slices of blocks
+    backbone_bf16: bool = False  # HMR's whole ViT in bf16 (residual stream and LayerNorms too)
 
 
 class TrackCounter:
@@ -108,7 +109,7 @@ def build_stages(spec: RunSpec, device: str, args: argparse.Namespace):
         size=spec.hmr_size, device=device, backend=backend, cuda_graphs=graphs, export_dir=export_dir,
         precision="fp32" if spec.per_person else "auto", max_batch=max(16, spec.people),
         cast_weights=spec.hmr_weights == "cast", compile=spec.compile, compile_cache_dir=args.compile_cache,
-        fp8=spec.fp8))
+        fp8=spec.fp8, backbone_bf16=spec.backbone_bf16))
     if spec.per_person:
         lifter = PerPersonLifter(lifter)
     appearance = build_appearance(spec, device)
@@ -300,7 +301,7 @@ def plan(args: argparse.Namespace, device: str) -> list[RunSpec]:
                    backend=args.backend, mode=args.mode, tracker=args.tracker,
                    inflight=max(args.inflight, 2 if args.overlap else 1), late_read=args.late_read,
                    hmr_weights=args.hmr_weights,
-                   compile=args.compile, fp8=args.fp8, appearance=args.appearance == "on",
+                   compile=args.compile, fp8=args.fp8, backbone_bf16=args.backbone_bf16, appearance=args.appearance == "on",
                    appearance_every=args.appearance_every, appearance_size=args.appearance_size,
                    appearance_chunks=args.appearance_chunks)
     sweeps = set(args.sweep.split(",")) if args.sweep else set()
@@ -333,7 +334,10 @@ def plan(args: argparse.Namespace, device: str) -> list[RunSpec]:
     if "weights" in sweeps:
         other = "autocast" if args.hmr_weights == "cast" else "cast"
         specs.append(dataclasses.replace(base, name=f"hmr-{other}", series=f"hmr-{other}", hmr_weights=other,
-                                         fp8=False))
+                                         fp8=False, backbone_bf16=False))
+        if not args.backbone_bf16:
+            specs.append(dataclasses.replace(base, name="hmr-bf16-backbone", series="hmr-bf16-backbone",
+                                             backbone_bf16=True))
         if not args.fp8:
             specs.append(dataclasses.replace(base, name="hmr-fp8", series="hmr-fp8", fp8=True))
     if "window" in sweeps:
@@ -355,7 +359,8 @@ def plan(args: argparse.Namespace, device: str) -> list[RunSpec]:
         specs.append(dataclasses.replace(base, name=f"full-window-recompute", series="window-full", mode="window"))
         specs.append(dataclasses.replace(base, name="per-person-eager", series="per-person-eager",
                                          per_person=True, backend="torch-eager", mode="window", inflight=1,
-                                         hmr_weights="autocast", compile=False, fp8=False))
+                                         hmr_weights="autocast", compile=False, fp8=False,
+                                         backbone_bf16=False))
     return specs
 
 
@@ -434,6 +439,9 @@ def comparisons(runs: list[dict]) -> list[dict]:
     return out
 
 
+DEFAULT_OUT = "lart-stream-bench"  # under the working folder, so a run never writes into the checkout
+
+
 def appearance_rows(runs: list[dict]) -> list[dict]:
     """Each run with the appearance stage beside the run without it that differs in nothing else."""
     def key(r: dict) -> tuple:
@@ -458,23 +466,32 @@ def appearance_rows(runs: list[dict]) -> list[dict]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lart-stream bench", description=__doc__.split("\n\n")[0])
+    from lart_stream.realtime.cli_args import (HelpFormatter, Parser, add_alias, non_negative_float,
+                                               non_negative_int, positive_int)
+
+    p = Parser(prog="lart-stream bench", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p.add_version()
     p.add_argument("--source", help="video whose frames are used (resized); default: textured noise")
     p.add_argument("--boxes", help="JSON of boxes to replay ({'frames': [[[x1,y1,x2,y2,conf], ...], ...]})")
-    p.add_argument("--size", default="1920x1080", help="frame size WxH (default 1920x1080)")
-    p.add_argument("--people", type=int, default=5)
-    p.add_argument("--frames", type=int, default=200, help="timed frames per run")
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--rate", type=float, default=0.0, help="pace frames like a camera at this fps (0: as fast as possible)")
-    p.add_argument("--model-size", choices=["tiny", "official"], default="tiny")
-    p.add_argument("--window", type=int, default=0, help="LART window T (0: model default)")
-    p.add_argument("--mode", choices=["causal", "window"], default="causal")
-    p.add_argument("--backend", choices=["torch", "torch-eager", "onnxruntime", "tensorrt"], default="torch")
+    frame_size = p.add_argument("--frame-size", dest="size", metavar="WxH", default="1920x1080", help="frame size")
+    add_alias(p, "--size", frame_size)
+    p.add_argument("--people", type=positive_int, default=5, help="people per frame (scripted boxes)")
+    p.add_argument("--frames", type=positive_int, default=200, help="timed frames per run")
+    p.add_argument("--warmup", type=non_negative_int, default=20, help="untimed frames before each run")
+    p.add_argument("--rate", type=non_negative_float, default=0.0,
+                   help="pace frames like a camera at this fps (0: as fast as possible)")
+    p.add_argument("--model-size", choices=["tiny", "official"], default="tiny", help="HMR and LART size")
+    p.add_argument("--window", type=non_negative_int, default=0, help="LART window T (0: model default)")
+    mode = p.add_argument("--action-mode", dest="mode", choices=["causal", "window"], default="causal",
+                          help="LART: causal step or trailing-window recompute")
+    add_alias(p, "--mode", mode)
+    p.add_argument("--backend", choices=["torch", "torch-eager", "onnxruntime", "tensorrt"], default="torch",
+                   help="HMR backend")
     # iou by default: random HMR features make the 3D cost associate badly, so PHALP would spawn
     # spurious tracks and every later stage would run on more tracks than there are people.
-    p.add_argument("--tracker", choices=["phalp", "iou"], default="iou")
+    p.add_argument("--tracker", choices=["phalp", "iou"], default="iou", help="tracker")
     p.add_argument("--detector", default="hog", help="real detector timed beside the scripted one: hog | FILE.onnx | none")
-    p.add_argument("--person-classes", default="0")
+    p.add_argument("--person-classes", default="0", help="ONNX detector: class ids that are people")
     p.add_argument("--detector-precision", choices=["fp32", "fp16", "bf16"], default="fp32",
                    help="the ONNX detector on the torch backend (autocast)")
     p.add_argument("--overlap", action="store_true", help="same as --inflight 2")
@@ -485,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hmr-weights", choices=["cast", "autocast"], default="cast",
                    help="bf16 HMR: weights cast once (default) or fp32 weights under autocast (the old path)")
     p.add_argument("--compile", action="store_true", help="torch.compile the HMR network (minutes per batch size cold)")
+    p.add_argument("--backbone-bf16", action="store_true", help="HMR's whole ViT in bf16 (residual stream too)")
     p.add_argument("--fp8", action="store_true", help="HMR's ViT linears in FP8 (row-wise scales; Hopper/Ada)")
     p.add_argument("--compile-cache", help="inductor cache folder (default ~/.cache/lart-stream/inductor)")
     p.add_argument("--kernel-profile", type=int, default=0, metavar="N",
@@ -501,16 +519,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", default="",
                    help="comma list of people,inflight,weights,window,backend,size,baselines,overlap,appearance "
                         "or all (appearance: the same runs with the appearance stage toggled, and sliced)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto: cuda when available")
     p.add_argument("--export-dir", help="models from `lart-stream export` for the onnxruntime/tensorrt runs "
                                         "(default: export HMR to a temporary folder)")
     p.add_argument("--publish", default="tcp://127.0.0.1:*", help="publisher address (port *: any free port)")
-    p.add_argument("--out", default="benchmarks/results/latest", help="output folder")
+    p.add_argument("--out", default=DEFAULT_OUT, help="output folder (relative to the working folder)")
+    p.add_argument("--streams", type=int, help="N paced streams through one batched pipeline "
+                   "(lart-stream bench --streams N --help: benchmarks/streams_bench.py)")
     p.add_argument("--no-plots", action="store_true")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--streams" or a.startswith("--streams=") for a in argv):  # many paced streams: its own runner
+        from lart_stream.benchmarks.streams_bench import main as streams_main
+
+        return streams_main(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from lart_stream.realtime.build import BuildError, resolve_device
@@ -520,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         size = tuple(int(x) for x in args.size.lower().split("x"))
         assert len(size) == 2
     except (BuildError, ValueError, AssertionError) as exc:
-        print(f"lart-stream bench: {exc if isinstance(exc, BuildError) else 'bad --size ' + args.size}", file=sys.stderr)
+        print(f"lart-stream bench: {exc if isinstance(exc, BuildError) else 'bad --frame-size ' + args.size}", file=sys.stderr)
         return 2
     args.size = f"{size[0]}x{size[1]}"
     if args.appearance_every < 1 or args.appearance_chunks < 1:

@@ -74,12 +74,14 @@ class SyntheticSource:
     live = False
     name = "synthetic"
 
-    def __init__(self, frames: int, size: tuple[int, int], video: str | None = None, rate: float = 0.0):
+    def __init__(self, frames: int, size: tuple[int, int], video: str | None = None, rate: float = 0.0,
+                 stream_id: str = "bench", images: list[np.ndarray] | None = None):
         self.count = frames
+        self.stream_id = stream_id
         self.size = size
         self.rate = rate
         self.dropped = 0
-        self.images = self._load(video, size)
+        self.images = images if images is not None else self._load(video, size)  # shared between streams
 
     @staticmethod
     def _load(video: str | None, size: tuple[int, int], keep: int = 16) -> list[np.ndarray]:
@@ -115,7 +117,7 @@ class SyntheticSource:
                 index = last + 1
                 t_capture = time.monotonic()
             last = index
-            yield Frame(index, t_capture, self.images[index % len(self.images)], "bench")
+            yield Frame(index, t_capture, self.images[index % len(self.images)], self.stream_id)
 
     def close(self) -> None:
         pass

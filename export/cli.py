@@ -1,7 +1,7 @@
 """``lart-stream export``: ONNX files, optional TensorRT engines and a parity report.
 
-    lart-stream export --out exported/ --size official --hmr2-checkpoint hmr2.ckpt --lart-checkpoint lart.ckpt
-    lart-stream export --out exported/ --size tiny --check            # random weights, CPU parity report
+    lart-stream export --out exported/ --model-size official --hmr-checkpoint hmr2.ckpt --lart-checkpoint lart.ckpt
+    lart-stream export --out exported/ --model-size tiny --check      # random weights, CPU parity report
     lart-stream export --out exported/ --detector yolov8n.onnx --tensorrt
     lart-stream export --out exported/ --models mvit --mvit-checkpoint mvit.pyth [--mvit-config mvit.yaml]
 
@@ -30,15 +30,24 @@ class UserError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lart-stream export", description=__doc__.split("\n\n")[0])
+    from lart_stream.realtime.cli_args import HelpFormatter, Parser, add_alias, non_negative_int, positive_int
+
+    p = Parser(prog="lart-stream export", description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p.add_version()
     p.add_argument("--out", default="exported", help="folder for the ONNX files, manifest.json and engines/")
     p.add_argument("--models", default="all", help=f"comma list of {', '.join(MODEL_CHOICES)} or 'all' or 'none'")
-    p.add_argument("--size", choices=("tiny", "official"), default="official", help="model sizes (tiny for tests)")
-    p.add_argument("--hmr2-checkpoint", help="HMR 2.0 checkpoint (epoch=35-step=1000000.ckpt); random weights if absent")
+    size = p.add_argument("--model-size", choices=("tiny", "official"), default="official",
+                          help="HMR and LART size without a checkpoint (tiny for tests)")
+    add_alias(p, "--size", size)
+    hmr = p.add_argument("--hmr-checkpoint",
+                         help="HMR 2.0 checkpoint (epoch=35-step=1000000.ckpt); random weights if absent")
+    add_alias(p, "--hmr2-checkpoint", hmr)
     p.add_argument("--lart-checkpoint", help="LART checkpoint; random weights if absent")
     p.add_argument("--mvit-checkpoint", help="PySlowFast MViT AVA checkpoint (mvit.pyth); random weights if absent")
     p.add_argument("--mvit-config", help="its PySlowFast yaml (mvit.yaml); default: the cfg the .pyth embeds")
     p.add_argument("--mvit-size", help="clip HxW the MViT graph takes (e.g. 312x374); default: the config's crop")
+    p.add_argument("--lart-dim-head", type=positive_int, metavar="N",
+                   help="LART attention head size, when the checkpoint does not record it")
     p.add_argument("--detector", help="a person-detector ONNX (YOLOv8/YOLO11 [1,4+C,A] or NMS'd [N,6]) to validate"
                                       " and, with --tensorrt, build an engine for")
     p.add_argument("--fp16-onnx", action="store_true", help="also write *.fp16.onnx (TensorRT >= 11 builds FP16 from it)")
@@ -49,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"comma list of {', '.join(BACKEND_NAMES)} for --check")
     p.add_argument("--device", default="cpu", help="device for --check backends and engine builds (cpu, cuda)")
     p.add_argument("--batches", default="1,7", help="batch sizes (crops / tracks) for --check")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random-weight seed")
     return p
 
 
@@ -84,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
         batches = [int(b) for b in args.batches.split(",") if b.strip()]
     except ValueError:
         raise UserError(f"--batches: expected comma-separated integers, got {args.batches!r}") from None
-    for flag in ("hmr2_checkpoint", "lart_checkpoint", "mvit_checkpoint", "mvit_config", "detector"):
+    for flag in ("hmr_checkpoint", "lart_checkpoint", "mvit_checkpoint", "mvit_config", "detector"):
         path = getattr(args, flag)
         if path and not Path(path).is_file():
             raise UserError(f"--{flag.replace('_', '-')}: no such file: {path}")
@@ -138,14 +147,29 @@ def _build_specs(kind: str, args: argparse.Namespace) -> list:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the random-weights warning is printed once by _run
         if kind == "hmr2":
-            return [ox.hmr2_spec(args.size, args.hmr2_checkpoint, args.seed)]
+            return [ox.hmr2_spec(args.model_size, args.hmr_checkpoint, args.seed)]
         if kind == "mvit":
             h, w = _hw(args.mvit_size) if args.mvit_size else (None, None)
-            return [ox.mvit_spec(args.size, args.mvit_checkpoint, args.seed, config=args.mvit_config, height=h, width=w)]
+            return [ox.mvit_spec(args.model_size, args.mvit_checkpoint, args.seed, config=args.mvit_config, height=h, width=w)]
         builder = ox.SPEC_BUILDERS.get(kind)
         if builder is None:
             raise UserError(f"{kind}: export not available yet (models/lart.py has no export entry point)")
-        return [builder(args.size, args.lart_checkpoint, args.seed)]
+        if args.lart_checkpoint:
+            return [builder(args.model_size, args.lart_checkpoint, args.seed, model=_lart_from_checkpoint(args))]
+        return [builder(args.model_size, None, args.seed)]
+
+
+def _lart_from_checkpoint(args: argparse.Namespace):
+    """The LART checkpoint's model, loaded once for both LART exports (the head size from the flag
+    or the checkpoint; a checkpoint that records neither is refused with the flag to pass)."""
+    from lart_stream.models.lart import load_lart
+
+    if not hasattr(args, "_lart_model"):
+        try:
+            args._lart_model = load_lart(args.lart_checkpoint, dim_head=args.lart_dim_head)[0].eval()
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    return args._lart_model
 
 
 def _hw(text: str) -> tuple[int, int]:

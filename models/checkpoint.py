@@ -5,12 +5,16 @@ arbitrary code are needed. Shared by the HMR2 and MViT loaders."""
 from __future__ import annotations
 
 import _compat_pickle
+import logging
 import pickle
+import zipfile
 import types
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -107,6 +111,37 @@ def _torch_load(path: Path, mmap: bool) -> Any:
         return torch.load(path, map_location="cpu", mmap=mmap, weights_only=False, pickle_module=_checkpoint_pickle)
 
 
+# torch.save's legacy (pre-1.6) format pickles this magic number first (protocol 2: b"\x80\x02\x8a\x0a" + it).
+_LEGACY_MAGIC = bytes.fromhex("6cfc9c46f9206aa85019")
+
+
+def is_zip_checkpoint(path: Path) -> bool:
+    """True for the zip archive torch.save writes by default (the only format that can be memory-mapped)."""
+    return zipfile.is_zipfile(path)
+
+
+def torch_file_problem(path: Path) -> str | None:
+    """None when ``path`` looks like a file torch.save wrote, else why it is not one (for a user message)."""
+    if is_zip_checkpoint(path):
+        return None
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        return "the file is empty"
+    if head[:1] == b"\x80" and _LEGACY_MAGIC in head:
+        return None
+    return "not a PyTorch checkpoint (neither a zip archive nor PyTorch's legacy pickle format)"
+
+
+def load_failure(path: Path, what: str, exc: BaseException) -> str:
+    """One line for a torch.load failure: the first line of the reason, without torch's advice to
+    re-run with weights_only=False (which would run arbitrary code from the file)."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "weights_only" in reason or "Weights only load failed" in reason:
+        reason = "its pickled objects are not plain tensors and containers"
+    return f"{what} {path}: cannot be read ({reason[:160]})"
+
+
 def load_pickled(path: str | Path, what: str) -> Any:
     """``torch.load`` of a checkpoint file: memory-mapped when it is a zip-format file (most of a
     training checkpoint is optimizer state we never touch), weights-only first, stubs for foreign
@@ -114,15 +149,17 @@ def load_pickled(path: str | Path, what: str) -> Any:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{what} checkpoint not found: {path}")
+    problem = torch_file_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"{what} checkpoint {path}: {problem}")
     try:
-        try:
-            return _torch_load(path, mmap=True)
-        except RuntimeError:  # legacy (non-zip) format: nothing to memory-map
-            return _torch_load(path, mmap=False)
+        obj = _torch_load(path, mmap=is_zip_checkpoint(path))  # the legacy format can't be memory-mapped
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, OSError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({first[:200]})") from None
+            IndexError, KeyError, OSError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(load_failure(path, f"{what} checkpoint", exc)) from None
+    if _CheckpointUnpickler.stubbed:
+        log.info("%s checkpoint: non-tensor objects read as stubs: %s", what, sorted(_CheckpointUnpickler.stubbed))
+    return obj
 
 
 def shape_problems(want: Mapping[str, tuple[int, ...]], got: Mapping[str, tuple[int, ...]]) -> list[str]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, NamedTuple
@@ -26,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lart_stream.models.blocks import FeedForward
-from lart_stream.models.checkpoint import CheckpointError, _CheckpointUnpickler, _checkpoint_pickle  # noqa: F401
+from lart_stream.models.checkpoint import CheckpointError, load_pickled  # noqa: F401
 from lart_stream.models.checkpoint import shape_problems, show_keys as _show
 
 log = logging.getLogger(__name__)
@@ -421,21 +420,12 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
     Tensors are memory-mapped (the official file is GBs, most of it optimizer state we never touch).
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"HMR2 checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except pickle.UnpicklingError:
-        # weights_only refuses the pickled config objects: read them as stubs instead.
-        _CheckpointUnpickler.stubbed = set()
-        obj = torch.load(path, map_location="cpu", mmap=True, weights_only=False, pickle_module=_checkpoint_pickle)
-        log.info("HMR2 checkpoint: non-tensor objects read as stubs: %s", sorted(_CheckpointUnpickler.stubbed))
-    except RuntimeError as exc:  # not a zip-format file: nothing to memory-map
-        raise CheckpointError(f"{path}: not a torch checkpoint ({exc})") from exc
+    obj = load_pickled(path, "HMR2")
     sd = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
     if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{path}: expected a Lightning checkpoint with a 'state_dict' of tensors")
+    if not sd:
+        raise CheckpointError(f"HMR2 checkpoint {path}: the state dict is empty (the file holds no weights)")
     return dict(sd)
 
 

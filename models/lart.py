@@ -61,6 +61,7 @@ import logging
 import math
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lart_stream.models.blocks import FeedForward
+from lart_stream.models.checkpoint import load_failure, torch_file_problem
 
 log = logging.getLogger(__name__)
 
@@ -372,14 +374,72 @@ class LART(nn.Module):
 # ----------------------------------------------------------------------------- loading
 
 
-class _Stub:
-    """Stands in for classes a checkpoint pickles besides tensors (omegaconf configs, paths...)."""
+class _Stub(dict):
+    """Stands in for classes a checkpoint pickles besides tensors (omegaconf configs, Lightning's
+    AttributeDict, paths...). Keeps their pickled state and items, so the hyper-parameters can be
+    read back as plain values without importing (or running) omegaconf or Lightning."""
 
     def __init__(self, *args, **kwargs) -> None:
-        pass
+        super().__init__()
 
     def __setstate__(self, state) -> None:
-        pass
+        self.__dict__["pickled_state"] = state
+
+
+# Where the reference records the attention head size: LART_LitModule(cfg) calls
+# save_hyperparameters(), so the Lightning file holds hyper_parameters["cfg"] (the hydra DictConfig)
+# and the encoder is built with dim_head=cfg.transformer.dim_head. A bare cfg is accepted too.
+DIM_HEAD_PATHS = (("cfg", "transformer", "dim_head"), ("transformer", "dim_head"))
+DIM_HEAD_HELP = ("the checkpoint does not record the attention head size (hyper_parameters cfg.transformer.dim_head) "
+                 "and tensor shapes give only heads x dim_head: pass it with --lart-dim-head N (64 for the "
+                 "released LART models)")
+# plain types that a checkpoint may pickle as values; torch names them without the builtins prefix
+_PLAIN_TYPES = {t.__name__: t for t in (dict, list, tuple, set, frozenset, int, float, str, bool, bytes)}
+SMPL_PREFIX = "smpl."  # the LightningModule's SMPL body-model buffers: not part of the encoder
+
+
+def _load_file(path: str | Path) -> dict:
+    """The unpickled checkpoint (Lightning dict or plain state dict), read with torch's weights-only
+    unpickler; every non-tensor class it names becomes an inert _Stub."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"LART checkpoint not found: {path}")
+    problem = torch_file_problem(path)
+    if problem is not None:
+        raise ValueError(f"LART checkpoint {path}: {problem}")
+    stubs: list = []
+    named: list[str] = []
+    for _ in range(256):
+        try:
+            with torch.serialization.safe_globals(stubs):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+            break
+        except pickle.UnpicklingError as exc:
+            m = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            if not m or any(name == m.group(1) for name in named):
+                raise ValueError(load_failure(path, "LART checkpoint", exc)) from None
+            named.append(m.group(1))
+            if m.group(1) in _PLAIN_TYPES:  # a type as a value (omegaconf metadata's object_type=dict)
+                stubs.append(_PLAIN_TYPES[m.group(1)])
+            else:
+                stubs.append((type(m.group(1).rsplit(".", 1)[-1], (_Stub,), {}), m.group(1)))
+        except (RuntimeError, EOFError, KeyError, ValueError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
+            raise ValueError(load_failure(path, "LART checkpoint", exc)) from None
+    else:
+        raise ValueError(f"{path}: too many non-tensor classes in checkpoint")
+    if not isinstance(obj, dict):
+        raise ValueError(f"LART checkpoint {path}: expected a Lightning checkpoint or a state dict, "
+                         f"got a {type(obj).__name__}")
+    return obj
+
+
+def _state_dict_of(obj: dict, path: str | Path) -> dict[str, torch.Tensor]:
+    sd = obj.get("state_dict", obj)
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{path}: no tensor state_dict found (top-level keys: {list(obj)[:10]})")
+    if not sd:
+        raise ValueError(f"LART checkpoint {path}: the state dict is empty (the file holds no weights)")
+    return sd
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -389,34 +449,55 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     (hyper-parameters as omegaconf objects, ...) are replaced by inert stubs, so neither their
     packages nor arbitrary code are needed.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"LART checkpoint not found: {path}")
-    stubs: list[tuple[type, str]] = []
-    for _ in range(256):
-        try:
-            with torch.serialization.safe_globals(stubs):
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-            break
-        except pickle.UnpicklingError as exc:
-            m = re.search(r"GLOBAL ([\w.]+)", str(exc))
-            if not m or any(name == m.group(1) for _, name in stubs):
-                raise ValueError(f"{path}: cannot read checkpoint: {exc}") from None
-            stubs.append((type(m.group(1).rsplit(".", 1)[-1], (_Stub,), {}), m.group(1)))
-    else:
-        raise ValueError(f"{path}: too many non-tensor classes in checkpoint")
-    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{path}: no tensor state_dict found (top-level keys: {list(obj)[:10]})")
-    return sd
+    return _state_dict_of(_load_file(path), path)
+
+
+def _plain(obj, depth: int = 0):
+    """Pickled hyper-parameter objects as plain values: omegaconf containers keep their items in
+    ``_content``, its value nodes their value in ``_val``; back-references (``_parent``) are skipped."""
+    if depth > 64:
+        return None
+    if isinstance(obj, _Stub):
+        state = obj.__dict__.get("pickled_state")
+        if isinstance(state, dict) and "_content" in state:
+            return _plain(state["_content"], depth + 1)
+        if isinstance(state, dict) and "_val" in state:
+            return _plain(state["_val"], depth + 1)
+        if len(obj):  # a dict subclass (Lightning's AttributeDict)
+            return {k: _plain(v, depth + 1) for k, v in obj.items()}
+        return _plain(state, depth + 1) if isinstance(state, dict) else None
+    if isinstance(obj, dict):
+        return {k: _plain(v, depth + 1) for k, v in obj.items() if k not in ("_parent", "_metadata")}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v, depth + 1) for v in obj]
+    return obj
+
+
+def dim_head_from_hyper_parameters(obj: dict) -> int | None:
+    """``cfg.transformer.dim_head`` of a Lightning checkpoint's hyper_parameters, if it is there."""
+    hp = _plain(obj.get("hyper_parameters"))
+    for keys in DIM_HEAD_PATHS:
+        node = hp
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, int) and not isinstance(node, bool) and node > 0:
+            return node
+    return None
 
 
 def split_encoder_keys(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Lightning's `encoder.*` keys without the prefix, and the other keys (ignored: `smpl.*`
-    SMPL buffers of the LightningModule). A plain state dict without the prefix passes as is."""
+    """Lightning's `encoder.*` keys without the prefix, and the `smpl.*` keys (ignored: SMPL buffers
+    of the LightningModule). Any other key is an error, as in the HMR loader, so a checkpoint of
+    some other model never half-loads. A plain state dict without the prefix passes as is (its keys
+    are checked against the model strictly)."""
     if any(k.startswith("encoder.") for k in sd):
+        unknown = sorted(k for k in sd if not k.startswith(("encoder.", SMPL_PREFIX)))
+        if unknown:
+            more = f" ... and {len(unknown) - 8} more" if len(unknown) > 8 else ""
+            raise ValueError(f"unexpected checkpoint keys (neither encoder.* nor smpl.*): "
+                             f"{', '.join(unknown[:8])}{more}")
         enc = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
-        return enc, sorted(k for k in sd if not k.startswith("encoder."))
+        return enc, sorted(k for k in sd if k.startswith(SMPL_PREFIX))
     return dict(sd), []
 
 
@@ -427,13 +508,21 @@ def config_from_state_dict(sd: dict[str, torch.Tensor], **overrides) -> LARTConf
             raise ValueError(f"checkpoint lacks {key!r}: not a LART encoder state dict")
         return tuple(sd[key].shape)
 
+    def count(pattern: str, what: str) -> int:
+        found = [int(m.group(1)) for k in sd if (m := re.match(pattern, k))]
+        if not found:
+            raise ValueError(f"checkpoint has no {what} keys: not a LART encoder state dict")
+        return 1 + max(found)
+
     dim, frames, slots = shape("pos_embedding")
-    depth = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"transformer\.layers\.(\d+)\.", k)))
+    depth = count(r"transformer\.layers\.(\d+)\.", "transformer.layers.*")
     inner = shape("transformer.layers.0.0.fn.to_qkv.weight")[0] // 3
-    dim_head = overrides.pop("dim_head", 64)
-    if inner % dim_head:
-        raise ValueError(f"attention width {inner} is not a multiple of dim_head={dim_head}")
-    heads_n = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"action_head_ava\.(\d+)\.", k)))
+    dim_head = overrides.pop("dim_head", None)
+    if dim_head is None:
+        raise ValueError(DIM_HEAD_HELP)
+    if dim_head <= 0 or inner % dim_head:
+        raise ValueError(f"attention width {inner} (heads x dim_head) is not a multiple of dim_head={dim_head}")
+    heads_n = count(r"action_head_ava\.(\d+)\.", "action_head_ava.*")
     kernel = shape("conv_en.weight")[2]
     kw = dict(dim=dim, depth=depth, heads=inner // dim_head, dim_head=dim_head,
               mlp_dim=shape("transformer.layers.0.1.fn.net.0.weight")[0], pos_frames=frames, pos_slots=slots,
@@ -475,13 +564,23 @@ def load_state_dict_strict(model: LART, sd: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(sd, strict=True)
 
 
-def load_lart(path: str | Path, **overrides) -> tuple[LART, list[str]]:
-    """Model with a checkpoint's weights (strict) and the checkpoint keys it ignored."""
-    enc, ignored = split_encoder_keys(read_checkpoint(path))
-    model = LART(config_from_state_dict(enc, **overrides))
+def load_lart(path: str | Path, dim_head: int | None = None, **overrides) -> tuple[LART, list[str]]:
+    """Model with a checkpoint's weights (strict) and the checkpoint keys it ignored (``smpl.*``).
+
+    ``dim_head``: the attention head size, which tensor shapes can't give; read from the Lightning
+    file's hyper_parameters when not passed. Neither: ValueError saying how to pass it.
+    """
+    obj = _load_file(path)
+    enc, ignored = split_encoder_keys(_state_dict_of(obj, path))
+    recorded = dim_head_from_hyper_parameters(obj)
+    if dim_head is None:
+        dim_head = recorded
+    elif recorded is not None and recorded != dim_head:
+        log.warning("LART checkpoint records dim_head=%d; using the %d passed in", recorded, dim_head)
+    model = LART(config_from_state_dict(enc, dim_head=dim_head, **overrides))
     load_state_dict_strict(model, enc)
     if ignored:
-        log.info("LART checkpoint: ignored %d non-encoder keys (%s ...)", len(ignored), ", ".join(ignored[:3]))
+        log.info("LART checkpoint: ignored %d SMPL buffers (%s ...)", len(ignored), ", ".join(ignored[:3]))
     return model, ignored
 
 
@@ -503,6 +602,6 @@ def load_pose_stats(path: str | Path | None) -> tuple[np.ndarray, np.ndarray, bo
     return mean, std, True
 
 
-__all__ = ["LART", "LARTConfig", "MASKED", "attend", "check_state_dict", "config_from_state_dict", "load_lart",
+__all__ = ["LART", "LARTConfig", "MASKED", "attend", "check_state_dict", "config_from_state_dict", "dim_head_from_hyper_parameters", "load_lart",
            "load_pose_stats", "load_state_dict_strict", "read_checkpoint", "sinusoid_table_2d",
            "split_encoder_keys"]

@@ -21,12 +21,18 @@ row index is computed in float32 and truncated, exactly as the reference does (t
 lower than exact arithmetic at many positions). The grid comes from the patch-embed output, so
 non-square inputs (the demo's 312 x 374) work.
 
-Two attention implementations, same scores:
+Three attention implementations, same scores:
   "reference"  the materialised score matrix with the three rel-pos terms added (PySlowFast's way)
-  "folded"     (default) the rel-pos terms folded into extra q/k channels so one
+  "folded"     the rel-pos terms folded into extra q/k channels so one
                ``F.scaled_dot_product_attention`` (flash on the GPU) computes the same scores:
                q' = [q*scale, q.Rt | q.Rh | q.Rw], k' = [k, onehot(t) | onehot(h) | onehot(w)]
                (zeros on the cls row/column), padded to a multiple of 8, SDPA scale 1.
+  "fast"       (default) the folded scores with fewer copies: q/k/v pooled straight from the qkv Linear's
+               output into preallocated q'/k'/v' buffers (on CUDA one Triton kernel does the
+               depthwise Conv3d + LayerNorm, models/mvit_triton.py; elsewhere the torch ops of
+               "folded"), rel-pos terms written into q' slices, the one-hot key channels cached,
+               residual pooling added while leaving the attention layout. Same arithmetic as
+               "folded" on the torch path.
 AVA head (``ResNetRoIHead``): AvgPool3d over NUM_FRAMES // patch_stride_t frames (the config's
 length, not the input's), RoIAlign (R x R, spatial_scale = 1 / SPATIAL_SCALE_FACTOR from the config,
 whatever the real stride is, sampling_ratio 0, aligned), MaxPool2d(R), then the feature (what
@@ -38,6 +44,7 @@ from __future__ import annotations
 import ast
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -51,7 +58,8 @@ from lart_stream.models.checkpoint import CheckpointError, load_pickled, shape_p
 from lart_stream.models.roi_align import roi_align
 
 LN_EPS = 1e-6  # PySlowFast's MVIT.NORM "layernorm": partial(nn.LayerNorm, eps=1e-6), pooled q/k/v norms too
-ATTENTION_IMPLS = ("folded", "reference")
+ATTENTION_IMPLS = ("fast", "folded", "reference")
+POOL_BACKENDS = ("auto", "torch", "triton")  # "auto": the Triton kernel on CUDA when triton imports
 
 
 class MViTCheckpointError(CheckpointError):
@@ -96,7 +104,7 @@ class MViTConfig:
     roi_resolution: int = 7  # DETECTION.ROI_XFORM_RESOLUTION
     spatial_scale_factor: int = 16  # DETECTION.SPATIAL_SCALE_FACTOR (the config's, not the real stride 32)
     aligned: bool = True  # DETECTION.ALIGNED
-    attention_impl: str = "folded"  # not a checkpoint setting: "folded" (SDPA) or "reference"
+    attention_impl: str = "fast"  # not a checkpoint setting: "fast" / "folded" (SDPA) or "reference"
 
     def __post_init__(self) -> None:
         if self.attention_impl not in ATTENTION_IMPLS:
@@ -246,6 +254,57 @@ def _pool(x: torch.Tensor, pool: nn.Module | None, thw: tuple[int, int, int], ha
     return x, thw
 
 
+def pooled_thw(thw: tuple[int, int, int], pool: nn.Module | None) -> tuple[int, int, int]:
+    """The (T, H, W) grid after a Conv3d/MaxPool3d ``pool`` (floor division, as the modules do)."""
+    if pool is None:
+        return thw
+    k, st, p = (tuple(pool.kernel_size), tuple(pool.stride), tuple(pool.padding))
+    return tuple((n + 2 * pi - ki) // si + 1 for n, ki, si, pi in zip(thw, k, st, p))
+
+
+_TRITON_FAILED: list[str] = []  # set once when the kernel raised under "auto": torch pooling from then on
+
+
+@functools.lru_cache(maxsize=1)
+def _triton_pool_norm():
+    """models/mvit_triton.pool_norm, or None where triton does not import."""
+    try:
+        from lart_stream.models.mvit_triton import pool_norm
+    except Exception:  # no triton (CPU installs), or a triton that cannot build here
+        return None
+    return pool_norm
+
+
+def pool_into(x: torch.Tensor, pool: nn.Module | None, norm: nn.Module | None, thw: tuple[int, int, int],
+              has_cls: bool, out: torch.Tensor, out2: torch.Tensor | None = None, scale2: float = 1.0,
+              backend: str = "auto", rel: tuple[torch.Tensor, ...] | None = None, zero_pad: int = 0) -> bool:
+    """``_pool`` (conv pooling + LayerNorm, cls kept and normed) written into ``out`` (and
+    ``out2 = out * scale2``), both (B, nh, L', C) views of any strides: the Triton kernel on CUDA
+    ("auto"/"triton"), else the torch ops of the other impls (identical arithmetic to them).
+    With ``rel`` (gathered Rt, Rh, Rw) the kernel also writes the folded rel-pos channels and
+    ``zero_pad`` zeros after out2's C channels; returns whether it did (False on the torch path)."""
+    use_kernel = pool is not None and norm is not None and (
+        backend == "triton" or (backend == "auto" and x.is_cuda and not _TRITON_FAILED))
+    kernel = _triton_pool_norm() if use_kernel else None
+    if use_kernel and kernel is None and backend == "triton":
+        raise RuntimeError("MViT pool backend 'triton' requested but triton does not import")
+    if kernel is not None:
+        try:
+            kernel(x, pool.weight, norm.weight, norm.bias, norm.eps, thw, pooled_thw(thw, pool), tuple(pool.stride),
+                   tuple(pool.padding), has_cls, out, out2, scale2, rel=rel, zero_pad=zero_pad)
+            return rel is not None
+        except Exception as exc:  # a triton that cannot build for this GPU: "auto" falls back once, loudly
+            if backend == "triton":
+                raise
+            _TRITON_FAILED.append(f"{type(exc).__name__}: {exc}")
+            warnings.warn(f"MViT: Triton pooling kernel failed ({_TRITON_FAILED[0][:200]}); using torch pooling")
+    y, _ = _pool(x, pool, thw, has_cls, norm)
+    out.copy_(y)
+    if out2 is not None:
+        out2.copy_(y * scale2)
+    return False
+
+
 def interpolate_rel_pos(table: torch.Tensor, rows: int) -> torch.Tensor:
     """PySlowFast ``get_rel_pos``: a (L, C) table linearly resized to ``rows`` rows (align_corners False)."""
     if table.shape[0] == rows:
@@ -293,6 +352,37 @@ def rel_pos_terms(q: torch.Tensor, q_thw: tuple[int, int, int], k_thw: tuple[int
     return out
 
 
+def gathered_rel_tables(q_thw: tuple[int, int, int], k_thw: tuple[int, int, int], rel_pos_t: torch.Tensor,
+                        rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor, device: str) -> tuple[torch.Tensor, ...]:
+    """(Rt (qt, kt, c), Rh (qh, kh, c), Rw (qw, kw, c)): each query coordinate's table rows per key coordinate."""
+    return tuple(interpolate_rel_pos(table, 2 * max(nq, nk) - 1)[rel_pos_index(nq, nk, device)]
+                 for table, nq, nk in zip((rel_pos_t, rel_pos_h, rel_pos_w), q_thw, k_thw))
+
+
+def rel_pos_terms_into(q: torch.Tensor, q_thw: tuple[int, int, int], k_thw: tuple[int, int, int],
+                       rel_pos_h: torch.Tensor | None, rel_pos_w: torch.Tensor | None,
+                       rel_pos_t: torch.Tensor | None, out: torch.Tensor) -> None:
+    """``rel_pos_terms`` written into ``out`` (B, nh, qT*qH*qW, kt|kh|kw for the enabled terms, any
+    strides with a viewable token axis), each term one batched GEMM on views of q (no permute copy)."""
+    B, nh, _, c = q.shape
+    qt, qh, qw = q_thw
+    kt, kh, kw = k_thw
+    dev = str(q.device)
+    col = 0
+    if rel_pos_t is not None:
+        Rt = interpolate_rel_pos(rel_pos_t, 2 * max(qt, kt) - 1)[rel_pos_index(qt, kt, dev)]  # (qt, kt, c)
+        dst = out[..., col:col + kt].view(B, nh, qt, qh * qw, kt)
+        dst.copy_(torch.matmul(q.view(B, nh, qt, qh * qw, c), Rt.transpose(1, 2)))
+        col += kt
+    if rel_pos_h is not None:
+        r_q = q.view(B, nh, qt, qh, qw, c)
+        Rh = interpolate_rel_pos(rel_pos_h, 2 * max(qh, kh) - 1)[rel_pos_index(qh, kh, dev)]  # (qh, kh, c)
+        Rw = interpolate_rel_pos(rel_pos_w, 2 * max(qw, kw) - 1)[rel_pos_index(qw, kw, dev)]
+        out[..., col:col + kh].view(B, nh, qt, qh, qw, kh).copy_(torch.matmul(r_q, Rh.transpose(1, 2)))
+        col += kh
+        out[..., col:col + kw].view(B, nh, qt, qh, qw, kw).copy_(torch.einsum("bythwc,wkc->bythwk", r_q, Rw))
+
+
 @functools.lru_cache(maxsize=128)
 def _key_onehots(k_thw: tuple[int, int, int], has_cls: bool, which: tuple[bool, bool, bool], device: str,
                  dtype: torch.dtype) -> torch.Tensor:
@@ -317,6 +407,12 @@ class MultiScaleAttention(nn.Module):
         self.has_cls = cfg.cls_embed_on
         self.residual_pooling = cfg.residual_pooling
         self.impl = cfg.attention_impl
+        # "fast" switches (MViT.set_attention_impl): pooling kernel, v at its own head dim (an SDPA
+        # backend that takes dim(v) != dim(q) then does 72/120 of the PV work), forced SDPA backend
+        self.pool_backend = "auto"
+        self.narrow_v = False
+        self.sdpa_backend: str | None = None
+        self.fuse_rel = False  # the Triton q kernel also writes the rel-pos channels (all three terms on)
         self.qkv = nn.Linear(dim, dim_out * 3, bias=cfg.qkv_bias)
         self.proj = nn.Linear(dim_out, dim_out)
         for name, kernel, stride in (("q", spec.kernel_q, spec.stride_q), ("k", spec.kernel_kv, spec.stride_kv),
@@ -343,6 +439,9 @@ class MultiScaleAttention(nn.Module):
         self.rel_pos_t = nn.Parameter(torch.zeros(2 * spec.input_size[0] - 1, head_dim)) if cfg.rel_pos_temporal else None
 
     def forward(self, x: torch.Tensor, thw: tuple[int, int, int]) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        # tracing (ONNX export) cannot record the in-place buffer writes: "folded" is the same scores
+        if self.impl == "fast" and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+            return self._fast(x, thw)
         B, N, _ = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B, nh, N, hd)
@@ -351,7 +450,7 @@ class MultiScaleAttention(nn.Module):
         v, _ = _pool(v, self.pool_v, thw, self.has_cls, self.norm_v)
         s = 1 if self.has_cls else 0
         rel = rel_pos_terms(q[:, :, s:], q_thw, k_thw, self.rel_pos_h, self.rel_pos_w, self.rel_pos_t)
-        if self.impl == "folded":
+        if self.impl != "reference":
             x = self._folded(q, k, v, rel, q_thw, k_thw)
         else:
             x = self._reference(q, k, v, rel, q_thw, k_thw)
@@ -359,6 +458,60 @@ class MultiScaleAttention(nn.Module):
             x = torch.cat((x[:, :, :s], x[:, :, s:] + q[:, :, s:]), dim=2) if s else x + q
         x = x.transpose(1, 2).reshape(B, -1, self.dim_out)
         return self.proj(x), q_thw
+
+    def _fast(self, x: torch.Tensor, thw: tuple[int, int, int]) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        """The "folded" scores, built in place: every buffer is (B, tokens, nh, width) in memory (the
+        layout SDPA kernels use), pooled tokens written into their final slices."""
+        B, N, _ = x.shape
+        nh, hd = self.num_heads, self.dim_out // self.num_heads
+        s = 1 if self.has_cls else 0
+        qkv = self.qkv(x).view(B, N, 3, nh, hd)
+        q_in, k_in, v_in = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # (B, nh, N, hd) views
+        q_thw, k_thw = pooled_thw(thw, self.pool_q), pooled_thw(thw, self.pool_k)
+        Nq, Nk = s + math.prod(q_thw), s + math.prod(k_thw)
+        spatial = self.rel_pos_h is not None  # h and w terms come together, as in rel_pos_terms
+        which = (self.rel_pos_t is not None, spatial, spatial)
+        extra = sum(n for on, n in zip(which, k_thw) if on)  # one-hot key channels (t | h | w)
+        width = hd + extra
+        D = width + (-width % 8)
+        Dv = hd if self.narrow_v else D
+        qp = x.new_empty(B, Nq, nh, D).transpose(1, 2)
+        kp = x.new_empty(B, Nk, nh, D).transpose(1, 2)
+        vp = x.new_empty(B, Nk, nh, Dv).transpose(1, 2)
+        q = x.new_empty(B, nh, Nq, hd)  # unscaled pooled q: rel-pos terms and residual pooling use it
+        tables = None
+        if self.fuse_rel and all(which):
+            tables = gathered_rel_tables(q_thw, k_thw, self.rel_pos_t, self.rel_pos_h, self.rel_pos_w, str(x.device))
+        fused = pool_into(q_in, self.pool_q, self.norm_q, thw, self.has_cls, q, qp[..., :hd], self.scale,
+                          self.pool_backend, rel=tables, zero_pad=D - width)
+        pool_into(k_in, self.pool_k, self.norm_k, thw, self.has_cls, kp[..., :hd], backend=self.pool_backend)
+        pool_into(v_in, self.pool_v, self.norm_v, thw, self.has_cls, vp[..., :hd], backend=self.pool_backend)
+        if extra and not fused:
+            rel_pos_terms_into(q[:, :, s:], q_thw, k_thw, self.rel_pos_h, self.rel_pos_w, self.rel_pos_t,
+                               qp[:, :, s:, hd:width])
+            qp[:, :, :s, hd:width].zero_()
+        if extra:
+            kp[..., hd:width].copy_(_key_onehots(k_thw, bool(s), which, str(x.device), x.dtype))
+        if not fused:
+            qp[..., width:].zero_()
+        kp[..., width:].zero_()
+        vp[..., hd:].zero_()
+        if self.sdpa_backend is None:
+            o = F.scaled_dot_product_attention(qp, kp, vp, scale=1.0)
+        else:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+            with sdpa_kernel(getattr(SDPBackend, self.sdpa_backend)):
+                o = F.scaled_dot_product_attention(qp, kp, vp, scale=1.0)
+        o = o[..., :hd].transpose(1, 2)  # (B, Nq, nh, hd)
+        if not self.residual_pooling:
+            y = o.reshape(B, Nq, nh, hd)
+        elif torch.is_grad_enabled():  # out= does not record autograd
+            y = torch.cat((o[:, :s], o[:, s:] + q.transpose(1, 2)[:, s:]), dim=1)
+        else:  # one pass: the residual add writes the layout proj reads
+            y = x.new_empty(B, Nq, nh, hd)
+            y[:, :s].copy_(o[:, :s])
+            torch.add(o[:, s:], q.transpose(1, 2)[:, s:], out=y[:, s:])
+        return self.proj(y.view(B, Nq, self.dim_out)), q_thw
 
     def _reference(self, q, k, v, rel, q_thw, k_thw) -> torch.Tensor:
         """The materialised score matrix, rel-pos terms added as PySlowFast does (h, w, then t)."""
@@ -526,12 +679,21 @@ class MViT(nn.Module):
         clip pixels -> (features (R, feature_dim) before the projection, scores (R, num_classes))."""
         return self.head(self.backbone(clip), boxes)
 
-    def set_attention_impl(self, impl: str) -> "MViT":
-        """Switch every block between "folded" (SDPA) and "reference" (materialised scores)."""
+    def set_attention_impl(self, impl: str, pool_backend: str = "auto", narrow_v: bool = False,
+                           sdpa_backend: str | None = None, fuse_rel: bool = False) -> "MViT":
+        """Switch every block between "fast", "folded" (SDPA) and "reference" (materialised scores);
+        for "fast": the pooling kernel (``POOL_BACKENDS``), v at its own head dim (``narrow_v``, needs
+        an SDPA backend that accepts it) and a forced SDPA backend (an ``SDPBackend`` name, e.g.
+        "CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION"; None: torch's choice); ``fuse_rel``:
+        the Triton q kernel writes the rel-pos channels too (no separate GEMMs; torch path: ignored)."""
         if impl not in ATTENTION_IMPLS:
             raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
+        if pool_backend not in POOL_BACKENDS:
+            raise ValueError(f"pool_backend must be one of {POOL_BACKENDS}, got {pool_backend!r}")
         for blk in self.blocks:
             blk.attn.impl = impl
+            blk.attn.pool_backend, blk.attn.narrow_v, blk.attn.sdpa_backend = pool_backend, narrow_v, sdpa_backend
+            blk.attn.fuse_rel = fuse_rel
         self.config = replace(self.config, attention_impl=impl)
         return self
 
@@ -706,7 +868,7 @@ def check_mvit_state(model: MViT, sd: Mapping[str, Any], where: str) -> None:
 
 
 def load_mvit(path: str | Path, config_path: str | Path | None = None, device: str | torch.device = "cpu",
-              attention_impl: str = "folded") -> tuple[MViT, MViTConfig]:
+              attention_impl: str = "fast") -> tuple[MViT, MViTConfig]:
     """(model in eval mode, its config) from a PySlowFast ``mvit.pyth`` (``model_state`` + ``cfg``).
 
     The config comes from ``config_path`` (an mvit.yaml, as the LART demo passes it) when given,
@@ -770,6 +932,6 @@ def slowfast_yaml(cfg: MViTConfig) -> str:
     return yaml.safe_dump(d)
 
 
-__all__ = ["ATTENTION_IMPLS", "BlockSpec", "MViT", "MViTCheckpointError", "MViTConfig", "SLOWFAST_DEFAULTS",
+__all__ = ["ATTENTION_IMPLS", "POOL_BACKENDS", "BlockSpec", "MViT", "MViTCheckpointError", "MViTConfig", "SLOWFAST_DEFAULTS",
            "block_specs", "check_mvit_state", "config_from_slowfast", "load_mvit", "read_slowfast_yaml",
            "rel_pos_index", "roi_align", "round_width", "save_mvit", "slowfast_yaml"]

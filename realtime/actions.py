@@ -91,6 +91,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 @dataclass(frozen=True)
 class ActionStageConfig:
     checkpoint: str | None = None  # LART .ckpt; None = random weights (loud warning)
+    dim_head: int = 0  # attention head size (0: read from the checkpoint's hyper-parameters)
     mean_std: str | None = None  # mean_std.npy pose statistics; None = identity (warned)
     size: str = "tiny"  # tiny | official: only without a checkpoint (a checkpoint's shapes decide)
     mode: str = "causal"  # causal (KV-cache step) | window (trailing window, reference computation)
@@ -116,6 +117,9 @@ class ActionStageConfig:
     appearance_dim: int = 0
     cuda_graphs: bool = True  # on CUDA: static buffers + one captured graph per frame (eager on the CPU)
     graph_buckets: tuple[int, ...] = ()  # live-track counts with a graph (+ max_tracks); () = 1..max_tracks
+    # Several streams in one stage (realtime/multistream.py): track ids carry the stream in their bits
+    # >= group_shift, and a track's context comes from its own stream only. 0: one stream.
+    group_shift: int = 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -344,7 +348,7 @@ class ActionStage:
         if cfg.checkpoint:
             if cfg.size == "tiny":
                 raise ValueError("size 'tiny' with a checkpoint: a checkpoint's tensor shapes set the size")
-            model, _ = load_lart(cfg.checkpoint)
+            model, _ = load_lart(cfg.checkpoint, dim_head=cfg.dim_head or None)
             random_weights = False
             check_appearance_width(model.config, cfg.appearance_dim)
         else:
@@ -614,7 +618,14 @@ class ActionStage:
         return tuple(None if b is None else b[r, c] for b in (self._pose, self._joints, self._app))
 
     def _context(self, poi: int, candidates: list[int]) -> list[int]:
-        return [t for t in candidates if t != poi][: self.N - 1]
+        return [t for t in self._same_group(poi, candidates) if t != poi][: self.N - 1]
+
+    def _same_group(self, poi: int, candidates: list[int]) -> list[int]:
+        """The candidates of poi's stream (all of them with one stream)."""
+        shift = self.cfg.group_shift
+        if not shift:
+            return candidates
+        return [t for t in candidates if t >> shift == poi >> shift]
 
     def _observed(self, rows: np.ndarray, steps: np.ndarray) -> np.ndarray:
         """bool: pool row `rows` (-1 = none) was detected at step `steps` (broadcast shapes)."""
@@ -762,7 +773,7 @@ class ActionStage:
         for b, tid in enumerate(self._seq_ids):
             have = set(self._ctx[b].tolist())
             free = [s for s in np.argsort(self._ctx_free[b], kind="stable") if self._ctx[b, s] < 0]
-            for tid2, s in zip([t for t in order if t != tid and t not in have], free):
+            for tid2, s in zip([t for t in self._same_group(tid, order) if t != tid and t not in have], free):
                 self._ctx[b, s] = tid2
             slots[b] = [self._row_of[tid]] + [self._row_of[t] if t >= 0 else -1 for t in self._ctx[b]]
         self._c_ids = np.asarray(self._seq_ids, np.int64)

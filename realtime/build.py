@@ -38,7 +38,10 @@ def _need_file(path: str | None, what: str) -> None:
         raise BuildError(f"{what} not found: {path}")
 
 
-def build_pipeline(cfg: AppConfig) -> Pipeline:
+def build_pipeline(cfg: AppConfig, streams: int = 1) -> Pipeline:
+    """The stages of ``cfg``. ``streams`` > 1: sized for that many streams in one batched pipeline
+    (realtime/multistream.py): HMR and LART buckets for every stream's people; trackers come from
+    ``build_trackers``."""
     device = resolve_device(cfg.runtime.device)
     if cfg.runtime.export_dir and not Path(cfg.runtime.export_dir).expanduser().is_dir():
         raise BuildError(f"export folder not found: {cfg.runtime.export_dir} (make it with `lart-stream export`)")
@@ -50,33 +53,63 @@ def build_pipeline(cfg: AppConfig) -> Pipeline:
     # Bind the publish address before any model loads: a port in use is found in a moment, not after 10 s.
     sinks = _build_sinks(cfg)
     try:
-        return _build_stages(cfg, device, sinks)
+        return _build_stages(cfg, device, sinks, streams)
     except BaseException:
         for sink in sinks:
             sink.close()
         raise
 
 
-def _build_stages(cfg: AppConfig, device: str, sinks: list) -> Pipeline:
+def _build_stages(cfg: AppConfig, device: str, sinks: list, streams: int = 1) -> Pipeline:
     try:
         detector = build_detector(_replace(cfg.detector, device=device, backend=cfg.runtime.backend))
     except DetectorError as exc:
         raise BuildError(str(exc)) from exc
 
-    lifter = _build_lifter(cfg, device)
+    lifter = _build_lifter(cfg, device, streams)
     tracker = _build_tracker(cfg, lifter)
     run_actions = cfg.actions.enabled and lifter is not None
-    appearance = _build_appearance(cfg, device) if run_actions else None
-    actions = _build_actions(cfg, device, appearance) if run_actions else None
+    appearance = None
+    if run_actions and streams > 1 and cfg.appearance.mode != "off":
+        # the MViT stage follows one stream's frames (its lookahead buffer): not batched across streams yet
+        log.warning("appearance: MViT features run for single-stream pipelines only; %d streams get none",
+                    streams)
+    elif run_actions:
+        appearance = _build_appearance(cfg, device)
+    actions = _build_actions(cfg, device, appearance, streams) if run_actions else None
     appearance = _keep_appearance(cfg, appearance, actions)
-    if cfg.runtime.annotate:
+    video = annotation_path(cfg)
+    if video is not None:
         from lart_stream.realtime.annotate import AnnotatedVideoWriter, AnnotationError
 
-        try:
-            sinks.append(AnnotatedVideoWriter(cfg.runtime.annotate, fps=_source_fps(cfg)))
+        try:  # opened (probed) now: a path or container that can't be written fails before any frame
+            sinks.append(AnnotatedVideoWriter(video, fps=_source_fps(cfg), top_k=min(3, cfg.actions.top_k)))
         except AnnotationError as exc:
             raise BuildError(str(exc)) from exc
     return Pipeline(detector, lifter, tracker, actions, sinks, appearance=appearance)
+
+
+DEFAULT_ANNOTATION_DIR = "lart-stream-out"  # under the working folder, never inside the input's folder
+
+
+def annotation_path(cfg: AppConfig) -> Path | None:
+    """Where the annotated video goes: the given path; none for "none"; for "auto", a file or folder
+    source gets lart-stream-out/NAME.mp4 (made if missing), a camera or stream gets none."""
+    choice = cfg.runtime.annotate
+    if not choice or choice.lower() == "none":
+        return None
+    if choice.lower() != "auto":
+        return Path(choice).expanduser()
+    path = cfg.source.path
+    if cfg.source.camera is not None or not path or not Path(path).expanduser().exists():
+        return None
+    out = Path(DEFAULT_ANNOTATION_DIR)
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise BuildError(f"cannot make {out.resolve()} for the annotated video ({exc.strerror}); "
+                         "pass --annotate PATH or --annotate none") from exc
+    return out / f"{Path(path).expanduser().resolve().stem or 'frames'}.mp4"
 
 
 def _source_fps(cfg: AppConfig) -> float:
@@ -105,13 +138,20 @@ def _replace(obj, **changes):
     return dataclasses.replace(obj, **changes)
 
 
-def _build_lifter(cfg: AppConfig, device: str):
+def build_trackers(cfg: AppConfig, lifter, n: int) -> list:
+    """One tracker per stream (each its own id counter and state)."""
+    return [_build_tracker(cfg, lifter) for _ in range(n)]
+
+
+def _build_lifter(cfg: AppConfig, device: str, streams: int = 1):
     try:
-        from lart_stream.realtime.lifting import HMRLifter, HMRLifterConfig
+        from lart_stream.realtime.lifting import (MULTI_STREAM_BUCKETS, HMRLifter, HMRLifterConfig,
+                                                  multi_stream_max_batch)
     except ImportError as exc:
         log.info("HMR stage not available (%s): tracking in 2D, no actions", exc)
         return None
     size = cfg.hmr.size if cfg.hmr.size != "auto" else ("official" if cfg.hmr.checkpoint else "tiny")
+    batch = dict(max_batch=multi_stream_max_batch(streams), buckets=MULTI_STREAM_BUCKETS) if streams > 1 else {}
     try:
         from lart_stream.realtime.compiled import parse_batches
 
@@ -120,7 +160,7 @@ def _build_lifter(cfg: AppConfig, device: str):
                                                      export_dir=cfg.runtime.export_dir, precision=cfg.hmr.precision,
                                                      compile=cfg.hmr.compile, compile_cache_dir=cfg.hmr.compile_cache,
                                                      compile_batches=parse_batches(cfg.hmr.compile_batches),
-                                                     fp8=cfg.hmr.fp8))
+                                                     fp8=cfg.hmr.fp8, backbone_bf16=cfg.hmr.backbone_bf16, **batch))
     except (ValueError, KeyError, OSError) as exc:
         raise BuildError(f"HMR model: {exc}") from exc
 
@@ -198,7 +238,7 @@ def _keep_appearance(cfg: AppConfig, appearance, actions):
     return appearance
 
 
-def _build_actions(cfg: AppConfig, device: str, appearance=None):
+def _build_actions(cfg: AppConfig, device: str, appearance=None, streams: int = 1):
     try:
         from lart_stream.realtime.actions import ActionStage, ActionStageConfig
     except ImportError as exc:
@@ -207,8 +247,8 @@ def _build_actions(cfg: AppConfig, device: str, appearance=None):
     a = cfg.actions
     size = a.size if a.size != "auto" else ("official" if a.checkpoint else "tiny")
     mode = a.mode if a.mode != "auto" else ("window" if a.checkpoint else "causal")
-    kwargs = dict(checkpoint=a.checkpoint, mean_std=a.mean_std, size=size, mode=mode, stride=a.stride,
-                  lookahead=a.lookahead, device=device, top_k=a.top_k, backend=cfg.runtime.backend,
+    kwargs = dict(checkpoint=a.checkpoint, dim_head=a.dim_head, mean_std=a.mean_std, size=size, mode=mode,
+                  stride=a.stride, lookahead=a.lookahead, device=device, top_k=a.top_k, backend=cfg.runtime.backend,
                   # Random weights: no joints input without an SMPL file (zeros would only add noise to a
                   # meaningless output); an appearance input only when the appearance stage feeds one.
                   pose_only=a.checkpoint is None and cfg.hmr.smpl is None,
@@ -217,11 +257,18 @@ def _build_actions(cfg: AppConfig, device: str, appearance=None):
         kwargs["window"] = a.window
     if a.max_people:
         kwargs["max_people"] = a.max_people
+    if streams > 1:
+        from lart_stream.realtime.multistream import STREAM_SHIFT, multi_stream_tracks
+
+        kwargs.update(multi_stream_tracks(streams), group_shift=STREAM_SHIFT)
     try:
         stage = ActionStage.from_config(ActionStageConfig(**kwargs))
     except (ValueError, KeyError, OSError) as exc:
         raise BuildError(f"LART model: {exc}") from exc
     log.info("LART stage: %s", stage.describe())
+    if cfg.runtime.export_dir and cfg.runtime.backend == "auto":  # (other backends: the stage warns itself)
+        log.info("LART runs in PyTorch: the LART ONNX files in %s are for export and parity checks, not used "
+                 "at run time", cfg.runtime.export_dir)
     return stage
 
 

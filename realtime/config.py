@@ -32,6 +32,7 @@ class HMRSection:
     compile_cache: str | None = None  # inductor cache folder (default ~/.cache/lart-stream/inductor)
     compile_batches: str = ""  # people counts (batch buckets) compiled, e.g. "1-6"; "" every bucket
     fp8: bool = False  # the ViT's linears in FP8 e4m3, row-wise scales (Hopper/Ada; off by default)
+    backbone_bf16: bool = False  # the whole ViT in bf16 (residual stream, LayerNorms): faster, more rounding
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class ActionsSection:
     enabled: bool = True
     checkpoint: str | None = None  # LART checkpoint (lart_mvit.ckpt, epoch_002-EMA.ckpt, ...)
     mean_std: str | None = None  # pose normalisation statistics (mean_std.npy)
+    dim_head: int = 0  # attention head size; 0: read from the checkpoint (refused when it isn't there)
     size: str = "auto"  # auto: from the checkpoint, tiny without
     # auto: window (the reference computation) with a checkpoint, since the released weights were
     # trained bidirectionally; causal (KV-cache step, cheapest) with random weights.
@@ -94,7 +96,9 @@ class RuntimeSection:
     overlap: bool = False  # older name for inflight = 2
     inflight: int = 1  # frames in the pipeline at once (1-3): more fps, up to inflight-1 frames more latency
     late_read: bool = False  # inflight 3: read a frame only when lifting is about to be free (less latency)
-    annotate: str | None = None  # write an annotated video (boxes, track ids, top actions) here
+    # an annotated video (boxes, track ids, top actions): a path, "none", or "auto" (file and folder
+    # sources: lart-stream-out/NAME.mp4 under the working folder; cameras and streams: none)
+    annotate: str = "auto"
 
 
 @dataclass(frozen=True)

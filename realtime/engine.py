@@ -249,6 +249,51 @@ class Pipeline:
                 log.warning("closing %s failed: %s", type(sink).__name__, exc)
 
 
+class ActionTally:
+    """Per-person mean action scores over the frames each track was scored, for the run summary.
+
+    Bounded: beyond ``keep`` tracks, the ones scored in the fewest frames are forgotten.
+    """
+
+    def __init__(self, keep: int = 256):
+        self.keep = keep
+        self.sums: dict[int, np.ndarray] = {}
+        self.counts: dict[int, int] = {}
+        self.names: tuple[str, ...] = ()
+        self.random_weights = False
+
+    def add(self, actions) -> None:
+        if actions is None or len(actions.track_id) == 0:
+            return
+        self.names = actions.class_names
+        self.random_weights = self.random_weights or actions.random_weights
+        for track, scores in zip(actions.track_id.tolist(), actions.scores):
+            if track in self.sums:
+                self.sums[track] += scores
+            else:
+                self.sums[track] = scores.astype(np.float64)
+            self.counts[track] = self.counts.get(track, 0) + 1
+        if len(self.sums) > 2 * self.keep:
+            for track in sorted(self.counts, key=self.counts.get)[: len(self.sums) - self.keep]:
+                del self.sums[track], self.counts[track]
+
+    def top(self, people: int = 8, k: int = 3) -> list[dict]:
+        """The ``people`` tracks scored in most frames, each with its ``k`` highest mean scores."""
+        rows = []
+        for track in sorted(self.counts, key=lambda t: (-self.counts[t], t))[:people]:
+            mean = self.sums[track] / self.counts[track]
+            best = np.argsort(-mean, kind="stable")[:k]
+            rows.append({"track": int(track), "frames": self.counts[track],
+                         "actions": [[self.names[i] if i < len(self.names) else str(i), round(float(mean[i]), 3)]
+                                     for i in best]})
+        return rows
+
+
+# Summary wording for RunSummary.reason (the JSON keeps the short machine-readable reason).
+REASON_TEXT = {"end of input": "ended: end of the input", "max frames": "ended: --max-frames reached",
+               "stopped": "stopped on request", "too many errors": "gave up: too many failed frames in a row"}
+
+
 @dataclass
 class RunSummary:
     frames: int
@@ -259,6 +304,9 @@ class RunSummary:
     stages_ms: dict[str, dict[str, float]]
     latency_ms: dict[str, float]
     reason: str  # "end of input", "max frames", "stopped", "too many errors"
+    people: list[dict] = field(default_factory=list)  # ActionTally.top(): per-person mean top actions
+    random_weights: bool = False  # the action scores come from random weights: not predictions
+    stop_signal: str = ""  # SIGINT / SIGTERM when reason is "stopped" by a signal
 
     @property
     def fps(self) -> float:
@@ -267,16 +315,28 @@ class RunSummary:
     def as_dict(self) -> dict:
         return {"frames": self.frames, "seconds": round(self.seconds, 3), "fps": round(self.fps, 3),
                 "dropped": self.dropped, "errors": self.errors, "people_max": self.people_max,
-                "stages_ms": self.stages_ms, "latency_ms": self.latency_ms, "reason": self.reason}
+                "stages_ms": self.stages_ms, "latency_ms": self.latency_ms, "reason": self.reason,
+                "stop_signal": self.stop_signal, "random_weights": self.random_weights, "people": self.people}
 
     def format(self) -> str:
+        ended = REASON_TEXT.get(self.reason, self.reason)
+        if self.reason == "stopped" and self.stop_signal:
+            ended = f"stopped by {self.stop_signal}"
         lines = [f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps), "
-                 f"{self.dropped} dropped, {self.errors} errors; stopped: {self.reason}",
+                 f"{self.dropped} dropped, {self.errors} errors; {ended}",
                  f"{'stage':<10}{'mean ms':>9}{'p50':>9}{'p95':>9}{'max':>9}"]
         for key, s in self.stages_ms.items():
             lines.append(f"{key:<10}{s['mean']:9.2f}{s['p50']:9.2f}{s['p95']:9.2f}{s['max']:9.2f}")
         lat = self.latency_ms
-        lines.append(f"{'capture->done':<14}p50 {lat['p50']:.1f} ms  p95 {lat['p95']:.1f} ms  max {lat['max']:.1f} ms")
+        if lat:
+            lines.append(f"{'capture->done':<14}p50 {lat['p50']:.1f} ms  p95 {lat['p95']:.1f} ms  max {lat['max']:.1f} ms")
+        if self.people:
+            lines.append("top actions per person (mean over the frames scored)"
+                         + (": RANDOM WEIGHTS, these are NOT predictions" if self.random_weights else ""))
+            tag = "RANDOM " if self.random_weights else ""
+            for p in self.people:
+                acts = "  ".join(f"{name} {score:.2f}" for name, score in p["actions"])
+                lines.append(f"  {tag}#{p['track']:<4} {p['frames']:>5} frames  {acts}")
         return "\n".join(lines)
 
 
@@ -295,14 +355,23 @@ class StatusLine:
         if not self.enabled or now - self._last < self.period_s:
             return
         self._last = now
+        self._shown = True  # before writing: a signal handler may break the line as soon as it is out
         self.stream.write("\r\x1b[2K" + text)
         self.stream.flush()
-        self._shown = True
+
+    def break_line(self) -> None:
+        """End the status line where it is (the terminal's ^C echo stays on it), so the next message
+        starts on a line of its own; the next update starts a new status line."""
+        if self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._shown = False
 
     def clear(self) -> None:
         if self._shown:
             self.stream.write("\r\x1b[2K")
             self.stream.flush()
+            self._shown = False
 
 
 _END = object()
@@ -490,6 +559,8 @@ def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames
     t_stats = t0
     frames_at_stats = 0
     done: collections.deque = collections.deque(maxlen=30)  # completion times: the status line's fps
+    tally = ActionTally()
+    total = expected_frames(source, max_frames)
     works = (Work(f) for f in source)
     # A threaded appearance stage: every per-frame stream at the highest priority, so a keyframe pass
     # (lowest priority) only fills the GPU around the per-frame kernels.
@@ -525,12 +596,13 @@ def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames
             consecutive = 0
             frames += 1
             people_max = max(people_max, len(result.people))
+            tally.add(result.actions)
             now = time.monotonic()
             done.append(now)
             dropped = getattr(source, "dropped", 0)
             if status is not None:
                 fps = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
-                status.update(_status_text(pipeline, result, fps, dropped))
+                status.update(_status_text(pipeline, result, fps, dropped, frames, total))
             if on_stats is not None and now - t_stats >= stats_period_s:
                 on_stats(_stats_dict(pipeline, frames - frames_at_stats, now - t_stats, dropped, len(result.tracks)))
                 t_stats, frames_at_stats = now, frames
@@ -559,17 +631,39 @@ def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames
     keys = [k for k in STAGES if pipeline.stats.count.get(k)]
     return RunSummary(frames, time.monotonic() - t0, getattr(source, "dropped", 0), errors, people_max,
                       {k: _rounded(pipeline.stats.summary(k)) for k in keys},
-                      _rounded(pipeline.stats.summary("latency")), reason)
+                      _rounded(pipeline.stats.summary("latency")), reason, people=tally.top(),
+                      random_weights=tally.random_weights or pipeline.random_weights)
 
 
 def _rounded(d: dict[str, float]) -> dict[str, float]:
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in d.items()}
 
 
-def _status_text(pipeline: Pipeline, result: FrameResult, fps: float, dropped: int) -> str:
+def expected_frames(source: object, max_frames: int = 0) -> int:
+    """Frames a file or folder source will give (0: unknown, e.g. a live stream)."""
+    if getattr(source, "live", False):
+        return 0
+    total = int(getattr(source, "frame_count", 0) or len(getattr(source, "files", ()) or ()))
+    return min(total, max_frames) if max_frames and total else (max_frames or total)
+
+
+def _status_text(pipeline: Pipeline, result: FrameResult, fps: float, dropped: int, done: int = 0,
+                 total: int = 0) -> str:
     stages = " ".join(f"{k} {pipeline.stats.recent_mean(k):.0f}" for k in STAGES if k in result.stage_ms)
-    return (f"frame {result.frame.index} | {fps:5.1f} fps | people {len(result.people)} tracks {len(result.tracks)}"
-            f" | ms: {stages} | dropped {dropped}")
+    if total:
+        eta = f" ETA {_clock((total - done) / fps)}" if fps > 0 and total > done else ""
+        where = f"frame {done}/{total}{eta}"
+    else:
+        where = f"frame {result.frame.index}"
+    marker = " | RANDOM WEIGHTS" if pipeline.random_weights else ""
+    return (f"{where} | {fps:5.1f} fps | latency {pipeline.stats.recent_mean('latency'):.0f} ms"
+            f" | people {len(result.people)} tracks {len(result.tracks)} | ms: {stages} | dropped {dropped}{marker}")
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def _stats_dict(pipeline: Pipeline, frames: int, seconds: float, dropped: int, tracks: int) -> dict:

@@ -51,6 +51,15 @@ Runner = Callable[[torch.Tensor], Sequence[torch.Tensor]]  # crops (B, 3, 256, 1
 # Batch sizes the fused path captures: exact up to 16 (one more crop costs ~0.75 ms of ViT-H on an H100,
 # more than a graph's memory), then steps of 4. Capped at max_batch, which is always one of them.
 HMR_BUCKETS = tuple(range(1, 17)) + (20, 24, 28, 32)
+# Several streams in one pipeline (realtime/multistream.py) batch every stream's crops in one call:
+# buckets up to 128 crops (steps of 8, then 16), so 8 streams x 10 people run as one graph.
+MULTI_STREAM_BUCKETS = HMR_BUCKETS + (40, 48, 56, 64, 80, 96, 112, 128)
+
+
+def multi_stream_max_batch(streams: int, people_per_stream: int = 16) -> int:
+    """The largest batch a pipeline of ``streams`` streams needs: a multi-stream bucket, at least 16."""
+    need = max(16, streams * people_per_stream)
+    return next((b for b in MULTI_STREAM_BUCKETS if b >= need), MULTI_STREAM_BUCKETS[-1])
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,9 @@ class HMRLifterConfig:
     # bf16/fp16: cast the matmul weights once (models/precision.py; LayerNorm, residual stream and the
     # pose/shape/camera readouts stay fp32), or False: fp32 weights under autocast, re-cast every call
     cast_weights: bool = True
+    # with cast weights: the ViT's residual stream, LayerNorms and position embedding in bf16 too (the
+    # whole backbone cast; -0.3 ms at 5 crops on an H200, more rounding: see hmr_precision.py)
+    backbone_bf16: bool = False
     # torch.compile the network (fused path), captured in our graphs per batch bucket; compiled
     # artefacts cached on disk (realtime/compiled.py). Compiling takes minutes per bucket when cold.
     compile: bool = False
@@ -109,6 +121,10 @@ class HMRLifter:
         self.weights_cast = self.model is not None and self.dtype != torch.float32 and cfg.cast_weights
         if self.weights_cast:
             cast_matmul_weights_(self.model, self.dtype, keep=FP32_READOUTS)
+            if cfg.backbone_bf16:
+                self.model.backbone.to(self.dtype)  # type: ignore[union-attr]
+        elif cfg.backbone_bf16:
+            raise ValueError("HMR stage: backbone_bf16 needs bf16/fp16 precision with the weights cast")
         self.fp8 = cfg.fp8
         if cfg.fp8:
             if not self.weights_cast or self.dtype != torch.bfloat16:
@@ -116,6 +132,8 @@ class HMRLifter:
             fp8_linears_(self.model, "backbone.blocks")
         self.runner = runner
         self.backend_info = backend_info
+        self.rows_upload = self.device.type == "cuda"  # lift_many: upload only the rows crops read
+        self._many_frames: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}  # batch position -> buffers
         fused = cfg.fused if cfg.fused is not None else (
             model is not None and self.device.type == "cuda" and cfg.cuda_graphs)
         if fused and model is None:
@@ -196,6 +214,64 @@ class HMRLifter:
         if self._fused is not None and frame.image.dtype == np.uint8:
             return self._fused(frame, detections)
         return self.eager(frame, detections)
+
+    @torch.no_grad()
+    def lift_many(self, frames: Sequence[Frame], detections: Sequence[Detections]) -> list[People]:
+        """People of several frames (one per stream) with ONE network call over all their crops
+        (chunks of max_batch). Crops are cut per frame (eager); on the fused path the network and
+        post-processing replay the graph of the total's bucket."""
+        if len(frames) != len(detections):
+            raise ValueError(f"lift_many: {len(frames)} frames but {len(detections)} detection sets")
+        if len(frames) == 1:
+            return [self(frames[0], detections[0])]
+        crops, center, side, sizes = [], [], [], []
+        for k, (frame, det) in enumerate(zip(frames, detections)):
+            if not len(det):
+                continue
+            c, ce, si = crop_people(self._frame_tensor(k, frame, det), det.xyxy, self.crop_cfg)
+            crops.append(c)
+            center.append(ce)
+            side.append(si)
+            sizes.append(np.tile(np.asarray(frame.size, np.float32), (len(det), 1)))
+        n = sum(len(d) for d in detections)
+        shape = (0, 3, self.model_cfg.image_height, self.model_cfg.image_width)
+        all_crops = torch.cat(crops) if crops else torch.zeros(shape, device=self.device)
+        cat = lambda xs, tail: np.concatenate(xs) if xs else np.zeros((0, *tail), np.float32)  # noqa: E731
+        center_np, side_np, size_np = cat(center, (2,)), cat(side, ()), cat(sizes, (2,))
+        if self._fused is not None and n:
+            arrays = self._fused.rows_of_crops(all_crops, center_np, side_np, size_np)
+        else:
+            out = self.run_crops(all_crops)
+            dev = self.device
+            fields = people_fields(out, torch.as_tensor(center_np, device=dev), torch.as_tensor(side_np, device=dev),
+                                   torch.as_tensor(size_np, device=dev), self.model_cfg, self.smpl)
+            arrays = {k: v.float().cpu().numpy() for k, v in fields.items()}
+        people, at = [], 0
+        for frame, det in zip(frames, detections):
+            rows = slice(at, at + len(det))
+            at += len(det)
+            people.append(People(det.xyxy, det.confidence, image_size=frame.size,
+                                 **{k: v[rows] for k, v in arrays.items()}))
+        return people
+
+    def _frame_tensor(self, k: int, frame: Frame, det: Detections) -> torch.Tensor:
+        """(3, H, W) float RGB of frame ``k`` of a lift_many batch. On CUDA only the rows the crops read
+        travel, through pinned memory, into a device buffer kept per batch position (the rest of it
+        holds an older frame, never read): the same crops as image_to_tensor of the whole frame."""
+        if not self.rows_upload or frame.image.dtype != np.uint8:
+            return image_to_tensor(frame.image, self.device)
+        W, H = frame.size
+        buffers = self._many_frames
+        if k not in buffers or tuple(buffers[k][1].shape) != (H, W, 3):
+            cuda = self.device.type == "cuda"
+            buffers[k] = (torch.zeros((H, W, 3), dtype=torch.uint8).pin_memory() if cuda else None,
+                          torch.zeros((H, W, 3), dtype=torch.uint8, device=self.device))
+        host, dev = buffers[k]
+        center, side = box_center_size(det.xyxy, self.crop_cfg.aspect)
+        sigma = blur_sigma(side, self.crop_cfg)
+        R = radius_bucket(int(blur_radius(sigma[sigma > 0]).max())) if (sigma > 0).any() else 0
+        upload_rows(frame.image, _rows_read(center, side, R, H), host, dev)
+        return dev.permute(2, 0, 1).flip(0).float()
 
     @torch.no_grad()
     def eager(self, frame: Frame, detections: Detections) -> People:
@@ -430,7 +506,6 @@ class _FusedStage:
     copy back, one sync."""
 
     BOX = 5  # box row: centre x, centre y, crop side, frame W, frame H (post-processing reads all five)
-    UPLOAD_CHUNK = 2 << 20  # bytes of frame rows per staging memcpy + transfer
 
     def __init__(self, lifter: HMRLifter, capture: bool):
         self.model, self.smpl = lifter.model, lifter.smpl
@@ -438,6 +513,7 @@ class _FusedStage:
         self.autocast = lifter._autocast
         self.weights_cast = lifter.weights_cast
         self.fp8 = lifter.fp8
+        self.backbone_bf16 = lifter.cfg.backbone_bf16
         self.network: Callable[[torch.Tensor], HMR2Output] = self.model  # type: ignore[assignment]
         self.compiled = lifter.cfg.compile
         self.compile_batches = frozenset(lifter.cfg.compile_batches)  # empty: every bucket
@@ -478,6 +554,8 @@ class _FusedStage:
         prec = {v: k for k, v in PRECISIONS.items()}[self.dtype]
         if self.dtype != torch.float32:
             prec += " weights" if self.weights_cast else " autocast"
+        if self.backbone_bf16:
+            prec += ", ViT residual " + prec.split()[0]
         if self.fp8:
             prec += ", ViT linears fp8"
         if self.compiled:
@@ -607,18 +685,39 @@ class _FusedStage:
     def _upload(self, image: np.ndarray, rows: tuple[int, int]) -> None:
         """Frame rows [lo, hi) -> staging buffer -> device buffer. Rows outside are never read by
         the crops (weights there are zero), so they may hold an older frame."""
-        lo, hi = rows
-        if hi <= lo:
-            return
+        upload_rows(image, rows, self.frame_host, self.frame_dev)  # type: ignore[arg-type]
+
+    def rows_of_crops(self, crops: torch.Tensor, center: np.ndarray, side: np.ndarray,
+                      image_size: np.ndarray) -> dict[str, np.ndarray]:
+        """Pre-cut crops (n, 3, 256, 192) of any frames (center (n, 2), side (n,), image_size (n, 2) per
+        crop) -> People's 3D fields (numpy): the network graphs of the buckets, in chunks of max_batch."""
+        n, mb = crops.shape[0], self.buckets[-1]
+        if self.host_out.shape[0] < n:
+            self.host_out = self._host(torch.zeros(n, self.width, dtype=torch.float32))
+        boxes = np.concatenate([center, side[:, None], image_size], axis=1).astype(np.float32)  # (n, 5)
+        for s in range(0, n, mb):
+            e = min(s + mb, n)
+            B = self._bucket(e - s)
+            rows = torch.zeros(B, self.BOX)
+            rows[:, 2] = 1.0  # padding rows: a finite 1-px box in a 1x1 frame
+            rows[:, 3:5] = 1.0
+            rows[:e - s] = torch.from_numpy(boxes[s:e])
+            self._boxes_for(B).copy_(rows)
+            self.crops[:e - s].copy_(crops[s:e])
+            packed = self._net_step(B)()
+            self.host_out[s:e].copy_(packed[:e - s], non_blocking=True)
         if self.cuda:
-            staging = self.frame_host.numpy()  # type: ignore[union-attr]
-            step = max(1, self.UPLOAD_CHUNK // max(1, staging.shape[1] * 3))
-            for a in range(lo, hi, step):  # the memcpy of a chunk overlaps the transfer of the one before
-                b = min(a + step, hi)
-                np.copyto(staging[a:b], image[a:b])
-                self.frame_dev[a:b].copy_(self.frame_host[a:b], non_blocking=True)  # type: ignore[index]
-        else:
-            self.frame_dev[lo:hi].copy_(torch.from_numpy(np.ascontiguousarray(image[lo:hi])))  # type: ignore[index]
+            torch.cuda.current_stream(self.device).synchronize()
+        return self._unpack(n)
+
+    def _unpack(self, n: int) -> dict[str, np.ndarray]:
+        flat = self.host_out.numpy()[:n]
+        arrays, c = {}, 0
+        for name, shape in self.layout:
+            w = math.prod(shape)
+            arrays[name] = flat[:, c:c + w].reshape(n, *shape).copy()  # the staging buffer is reused
+            c += w
+        return arrays
 
     def __call__(self, frame: Frame, detections: Detections) -> People:
         W, H = frame.size
@@ -682,13 +781,27 @@ class _FusedStage:
             self._mark("d2h")
         if self.cuda:
             torch.cuda.current_stream(self.device).synchronize()
-        flat = self.host_out.numpy()[:n]
-        arrays, c = {}, 0
-        for name, shape in self.layout:
-            w = math.prod(shape)
-            arrays[name] = flat[:, c:c + w].reshape(n, *shape).copy()  # the staging buffer is reused
-            c += w
-        return People(detections.xyxy, detections.confidence, image_size=(W, H), **arrays)
+        return People(detections.xyxy, detections.confidence, image_size=(W, H), **self._unpack(n))
+
+
+UPLOAD_CHUNK = 2 << 20  # bytes of frame rows per staging memcpy + transfer
+
+
+def upload_rows(image: np.ndarray, rows: tuple[int, int], host: torch.Tensor | None, dev: torch.Tensor) -> None:
+    """Frame rows [lo, hi) -> (pinned ``host`` staging, CUDA) -> ``dev`` (H, W, 3) uint8. Rows outside
+    are left as they are (the crops never read them)."""
+    lo, hi = rows
+    if hi <= lo:
+        return
+    if host is not None:
+        staging = host.numpy()
+        step = max(1, UPLOAD_CHUNK // max(1, staging.shape[1] * 3))
+        for a in range(lo, hi, step):  # the memcpy of a chunk overlaps the transfer of the one before
+            b = min(a + step, hi)
+            np.copyto(staging[a:b], image[a:b])
+            dev[a:b].copy_(host[a:b], non_blocking=True)
+    else:
+        dev[lo:hi].copy_(torch.from_numpy(np.ascontiguousarray(image[lo:hi])))
 
 
 def _rows_read(center: np.ndarray, side: np.ndarray, radius: int, H: int) -> tuple[int, int]:

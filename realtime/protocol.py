@@ -3,10 +3,13 @@
 A message is a ZeroMQ multipart message ``[topic, payload]`` where ``payload`` is a
 msgpack map; the ``frames`` topic adds a third part holding the JPEG bytes:
 
-    actions : [b"actions", msgpack(ActionsMessage)]          one per processed frame
-    stats   : [b"stats",   msgpack(StatsMessage)]            about once a second, frames or not;
-                                                             the last one of a session has final=true
-    frames  : [b"frames",  msgpack(FrameMessage header), jpeg]  optional, rate-limited
+    actions : [b"actions/<stream>", msgpack(ActionsMessage)]          one per processed frame
+    stats   : [b"stats",            msgpack(StatsMessage)]            about once a second, frames or not;
+                                                                      the last one of a session has final=true
+    frames  : [b"frames/<stream>",  msgpack(FrameMessage header), jpeg]  optional, rate-limited
+
+Per-stream topics carry the stream id after a slash, so a subscriber takes one stream by
+prefix (``actions/cam1``) or all of them (``actions``: ZeroMQ matches prefixes).
 
 Every payload carries the schema version ``v``. Floats travel as float32 (boxes
 and scores are float32 in the pipeline anyway); times travel as integer
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, ClassVar, Sequence, Union
@@ -31,8 +35,10 @@ import numpy as np
 
 from lart_stream.realtime.records import FrameResult, TrackState
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: per-stream topics actions/<stream>, frames/<stream>
 TOPICS = ("actions", "stats", "frames")
+STREAM_TOPICS = ("actions", "frames")  # sent as "<topic>/<stream>"
+STREAM_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # what a stream id may be: it goes into a topic name
 WEIGHTS = ("official", "random", "none")  # "none": no action model ran, so no scores at all
 SOURCE_STATES = ("live", "stalled", "reconnecting", "ended")  # of the frame source, in `stats`
 SESSION_MAX = (1 << 32) - 1
@@ -273,8 +279,19 @@ def to_wire(msg: Message) -> dict[str, Any]:
     raise TypeError(f"not a protocol message: {type(msg).__name__}")
 
 
+def topic_of(topic: str, stream: str) -> bytes:
+    """The wire topic of a message: ``actions/<stream>``, ``frames/<stream>``, ``stats``."""
+    return f"{topic}/{stream}".encode() if topic in STREAM_TOPICS else topic.encode()
+
+
+def split_topic(topic: str) -> tuple[str, str | None]:
+    """"actions/cam1" -> ("actions", "cam1"); "stats" -> ("stats", None)."""
+    base, sep, stream = topic.partition("/")
+    return base, (stream if sep else None)
+
+
 def encode_actions(msg: ActionsMessage) -> list[bytes]:
-    return [b"actions", _pack(to_wire(msg))]
+    return [topic_of("actions", msg.stream), _pack(to_wire(msg))]
 
 
 def encode_stats(msg: StatsMessage) -> list[bytes]:
@@ -282,7 +299,7 @@ def encode_stats(msg: StatsMessage) -> list[bytes]:
 
 
 def encode_frame(msg: FrameMessage) -> list[bytes]:
-    return [b"frames", _pack(to_wire(msg)), bytes(msg.jpeg)]
+    return [topic_of("frames", msg.stream), _pack(to_wire(msg)), bytes(msg.jpeg)]
 
 
 def encode(msg: Message) -> list[bytes]:
@@ -530,18 +547,25 @@ def decode(parts: Sequence[bytes]) -> Message:
         topic = parts[0].decode("ascii")
     except UnicodeDecodeError:
         topic = repr(parts[0][:20])
-    if topic not in TOPICS:
-        raise ProtocolError(f"message: unknown topic {topic[:40]!r} (known: {', '.join(TOPICS)})")
+    topic, suffix = split_topic(topic)
+    if topic not in TOPICS or (suffix is not None and topic not in STREAM_TOPICS):
+        raise ProtocolError(f"message: unknown topic {parts[0][:40]!r} (known: actions/<stream>, stats, "
+                            "frames/<stream>)")
     want = 3 if topic == "frames" else 2
     if len(parts) != want:
         raise ProtocolError(f"{topic}: expected {want} parts, got {len(parts)}")
     obj = unpack_payload(parts[1], topic)
     _check_version(obj, topic)
     if topic == "actions":
-        return _decode_actions(obj)
-    if topic == "stats":
+        msg: Message = _decode_actions(obj)
+    elif topic == "stats":
         return _decode_stats(obj)
-    return _decode_frame(obj, parts[2])
+    else:
+        msg = _decode_frame(obj, parts[2])
+    if suffix is not None and suffix != msg.stream:  # type: ignore[union-attr]
+        raise ProtocolError(f"{topic}: topic names stream {suffix[:40]!r}, payload stream "
+                            f"{msg.stream[:40]!r}")  # type: ignore[union-attr]
+    return msg
 
 
 def load_schema() -> dict:

@@ -71,6 +71,7 @@ class PublisherConfig:
     stats_interval_s: float = 1.0  # automatic `stats` (and heartbeat without frames); 0 = only send_stats()
     curve_secret_key: str | None = None  # server's .key_secret: turns CURVE encryption on
     curve_allowed_keys: str | None = None  # folder of client *.key public keys (allow-list)
+    connect: bool = False  # connect to a proxy's XSUB (realtime/workers.py) instead of binding the address
 
     def __post_init__(self) -> None:
         if not self.address.startswith(("tcp://", "ipc://", "inproc://")):
@@ -130,7 +131,7 @@ class Publisher:
         self.session = secrets.randbits(32)
         self.dropped = 0  # messages dropped on the pipeline side (queue full)
         self._sent = 0
-        self._seq = {t: 0 for t in protocol.TOPICS}
+        self._seq: dict[str, int] = {}  # per wire topic: actions/<stream> counts its own messages
         self._lock = threading.Lock()
         self._closed = False
         self._stats = _StatsWindow()
@@ -149,15 +150,15 @@ class Publisher:
             xpub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription reaches us, not only the first
             self._setup_curve(xpub)
             try:
-                xpub.bind(config.address)
+                (xpub.connect if config.connect else xpub.bind)(config.address)
             except zmq.ZMQError as e:
                 hint = ""
                 if e.errno == zmq.EADDRINUSE:
                     hint = ("; another program (another lart-stream?) uses it: publish on another port "
                             "(--publish tcp://127.0.0.1:PORT) or turn publishing off (--publish none)")
                 raise ValueError(f"cannot publish on {config.address}: {e.strerror}{hint}") from None
-            self.endpoint = xpub.getsockopt_string(zmq.LAST_ENDPOINT)
-            log.info("publishing on %s", self.endpoint)
+            self.endpoint = config.address if config.connect else xpub.getsockopt_string(zmq.LAST_ENDPOINT)
+            log.info("publishing on %s%s", self.endpoint, " (through the proxy)" if config.connect else "")
             inner = self._ctx.socket(zmq.PAIR)
             inner.setsockopt(zmq.LINGER, 0)
             inner.setsockopt(zmq.RCVHWM, config.hwm)
@@ -173,7 +174,7 @@ class Publisher:
                     s.close(0)
             self._shutdown_context()
             raise
-        if config.curve_secret_key is None and not is_loopback(config.address):
+        if config.curve_secret_key is None and not config.connect and not is_loopback(config.address):
             log.warning("publishing on %s without CURVE: predictions are readable, unencrypted, by anyone "
                         "who can reach this address (see `lart-stream keys`)", config.address)
         monitor = None
@@ -200,7 +201,8 @@ class Publisher:
                 return
             t_ns, wall_ns = time.monotonic_ns(), time.time_ns()
             self._last_send_ns = t_ns
-            msg = protocol.actions_message(result, session=self.session, seq=self._next("actions"),
+            msg = protocol.actions_message(result, session=self.session,
+                                           seq=self._next(f"actions/{result.frame.stream_id}"),
                                            t_publish_ns=t_ns, t_wall_ns=wall_ns, top_k=self.config.top_k,
                                            full_scores=self.config.full_scores)
             self._queue([_FORWARD, *protocol.encode_actions(msg)])
@@ -297,7 +299,7 @@ class Publisher:
         self._ctx.destroy(linger=0)
 
     def _next(self, topic: str) -> int:
-        seq = self._seq[topic]
+        seq = self._seq.get(topic, 0)
         self._seq[topic] = seq + 1
         return seq
 
@@ -322,11 +324,12 @@ class Publisher:
         scale = min(1.0, self.config.frames_width / w)
         jw, jh = max(1, round(w * scale)), max(1, round(h * scale))
         small = frame.image if scale == 1.0 else cv2.resize(frame.image, (jw, jh), interpolation=cv2.INTER_AREA)
-        header = FrameMessage(session=self.session, seq=self._next("frames"), stream=str(frame.stream_id),
+        header = FrameMessage(session=self.session, seq=self._next(f"frames/{frame.stream_id}"),
+                              stream=str(frame.stream_id),
                               frame=int(frame.index), t_capture_ns=protocol.seconds_to_ns(frame.t_capture),
                               t_publish_ns=t_ns, t_wall_ns=wall_ns, image_size=(w, h), jpeg_size=(jw, jh))
         # JPEG encoding happens on the sender thread; the pixels travel as a raw buffer.
-        self._queue([_JPEG, b"frames", protocol.encode_frame(header)[1], np.ascontiguousarray(small)])
+        self._queue([_JPEG, *protocol.encode_frame(header)[:2], np.ascontiguousarray(small)])
 
     def _send_stats_locked(self, given: dict[str, Any], t_ns: int, final: bool = False) -> None:
         msg = self._stats.message(given, t_ns, session=self.session, seq=self._next("stats"),

@@ -86,9 +86,11 @@ class SubscriberClosed(RuntimeError):
 class Subscriber:
     def __init__(self, address: str, topics: Sequence[str] = ("actions",), *, newest_only: bool = False,
                  hwm: int = 1000, curve_server_key: str | None = None, curve_secret_key: str | None = None,
-                 max_message_bytes: int = 64 << 20) -> None:
+                 max_message_bytes: int = 64 << 20, streams: Sequence[str] | None = None) -> None:
         """Connect to a publisher.
 
+        streams: only these stream ids' ``actions``/``frames`` (subscribed by topic prefix
+        ``actions/<stream>``; ``stats`` is not per stream). None: every stream.
         max_message_bytes: larger messages are dropped with a warning. The check is ours, not
         libzmq's ZMQ_MAXMSGSIZE, which would silently disconnect this subscriber for good.
 
@@ -104,7 +106,12 @@ class Subscriber:
             raise ValueError(f"address {address!r}: expected tcp://HOST:PORT or ipc://PATH")
         if curve_secret_key is not None and curve_server_key is None:
             raise ValueError("a client key needs the server public key (curve_server_key) too")
+        if streams is not None:
+            bad = [x for x in streams if not protocol.STREAM_ID.match(str(x))]
+            if bad or not streams:
+                raise ValueError(f"bad stream id(s) {bad or '(none given)'}: letters, digits, _ . - only")
         self.address, self.topics, self.newest_only = address, tuple(topics), newest_only
+        self.streams = None if streams is None else frozenset(str(x) for x in streams)
         self.max_message_bytes = max_message_bytes
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.SUB)
@@ -113,8 +120,8 @@ class Subscriber:
             self._sock.setsockopt(zmq.RCVHWM, hwm)
             if curve_server_key is not None:
                 self._setup_curve(curve_server_key, curve_secret_key)
-            for t in self.topics:
-                self._sock.setsockopt(zmq.SUBSCRIBE, t.encode())
+            for prefix in self._prefixes():
+                self._sock.setsockopt(zmq.SUBSCRIBE, prefix)
             try:
                 self._sock.connect(address)
             except zmq.ZMQError as e:
@@ -124,14 +131,15 @@ class Subscriber:
             self._ctx.destroy(0)
             raise
         self._closed = False
-        self._seqs: OrderedDict[int, dict[str, SeqTracker]] = OrderedDict()  # session -> topic -> tracker
+        # session -> wire topic (actions/<stream>: each stream its own seq) -> tracker
+        self._seqs: OrderedDict[int, dict[str, SeqTracker]] = OrderedDict()
         self._random_warning = RateLimit(WARN_PERIOD_S)
         self._jump_warning = RateLimit(WARN_PERIOD_S)
         self._received = self._skipped = self._duplicates = self._missed = 0
         self._thread: threading.Thread | None = None
         if newest_only:
             self._cond = threading.Condition()
-            self._pending: dict[str, Message] = {}  # topic -> newest, in order of first arrival
+            self._pending: dict[tuple, Message] = {}  # (topic, stream) -> newest, in order of first arrival
             self._thread = threading.Thread(target=self._receive_forever, name="lart-subscriber", daemon=True)
             self._thread.start()
 
@@ -188,6 +196,11 @@ class Subscriber:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _prefixes(self) -> list[bytes]:
+        if self.streams is None:
+            return [t.encode() for t in self.topics]
+        return [protocol.topic_of(t, s) for t in self.topics for s in sorted(self.streams)]
+
     def _setup_curve(self, server_key: str, secret_key: str | None) -> None:
         from lart_stream.realtime.publisher import load_curve_key
 
@@ -216,6 +229,8 @@ class Subscriber:
         except ProtocolError as e:
             self._skip(str(e))
             return None
+        if self.streams is not None and _stream_of(msg) not in (None, *self.streams):
+            return None  # a longer id sharing the prefix (actions/cam1 vs actions/cam10)
         if not self._is_new(msg):
             self._duplicates += 1
             return None
@@ -233,16 +248,17 @@ class Subscriber:
                 self._seqs.popitem(last=False)
         else:
             self._seqs.move_to_end(msg.session)
-        tracker = topics.get(msg.topic)
+        topic = protocol.topic_of(msg.topic, _stream_of(msg) or "").decode()
+        tracker = topics.get(topic)
         if tracker is None:
-            topics[msg.topic] = SeqTracker(msg.seq)
+            topics[topic] = SeqTracker(msg.seq)
             return True
         last = tracker.last
         new, missed, implausible = tracker.accept(msg.seq)
         self._missed += missed
         if implausible and self._jump_warning.ready():
             log.warning("%s %s: seq jumped from %d to %d; not trusted until the next message follows it",
-                        self.address, msg.topic, last, msg.seq)
+                        self.address, topic, last, msg.seq)
         return new
 
     def _take_newest(self, deadline: float | None) -> Message:
@@ -270,10 +286,16 @@ class Subscriber:
                     msg = self._accept(parts)
                     if msg is not None:
                         with self._cond:
-                            self._pending[msg.topic] = msg  # replaces, keeps the topic's place in line
+                            # replaces, keeps the topic's place in line; one slot per stream
+                            self._pending[(msg.topic, getattr(msg, "stream", None))] = msg
                             self._cond.notify_all()
         except zmq.ZMQError as e:
             if e.errno != zmq.ETERM:
                 log.error("subscriber thread stopped: %s", e)
         finally:
             self._sock.close(0)
+
+
+def _stream_of(msg: Message) -> str | None:
+    """The stream of a per-stream message (actions, frames); None for stats."""
+    return None if isinstance(msg, protocol.StatsMessage) else msg.stream

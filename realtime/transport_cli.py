@@ -37,6 +37,7 @@ def _add_client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="give up (exit 1) when nothing arrives for S seconds")
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="actions shown per person")
+    p.add_argument("--streams", metavar="IDS", help="only these streams, e.g. door,s0 (default: all)")
     p.add_argument("--curve-server-key", metavar="FILE", help="the publisher's public .key file (CURVE)")
     p.add_argument("--curve-secret-key", metavar="FILE", help="this client's .key_secret file (CURVE)")
 
@@ -56,8 +57,9 @@ def _run(main: Callable[[argparse.Namespace], int], parser: argparse.ArgumentPar
 
 def _subscribe(args: argparse.Namespace, topics: tuple[str, ...], newest_only: bool) -> Subscriber:
     try:
+        streams = [x.strip() for x in args.streams.split(",")] if args.streams else None
         return Subscriber(args.address, topics, newest_only=newest_only, curve_server_key=args.curve_server_key,
-                          curve_secret_key=args.curve_secret_key)
+                          curve_secret_key=args.curve_secret_key, streams=streams)
     except ValueError as e:  # bad address, topic or key file
         raise _UserError(str(e)) from None
 

@@ -66,6 +66,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _scratch_working_folder(tmp_path_factory):
+    """Commands started by the tests run in a scratch working folder, so default outputs
+    (lart-stream-out/, lart-stream-bench/) never land in the checkout."""
+    before = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(before)
+
+
 @pytest.fixture
 def generated_video(tmp_path: Path) -> Path:
     return write_video(tmp_path / "generated.avi")

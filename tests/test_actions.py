@@ -309,7 +309,7 @@ def test_random_weights_flag_and_checkpoint(tmp_path, caplog):
     src = LART(cfg)
     torch.save({"state_dict": {"encoder." + k: v for k, v in src.state_dict().items()}}, tmp_path / "t.ckpt")
     np.save(tmp_path / "mean_std.npy", np.stack([np.full((1, 226), 0.5), np.full((1, 226), 2.0)]))
-    st = ActionStage.from_config(ActionStageConfig(checkpoint=str(tmp_path / "t.ckpt"), size="official",
+    st = ActionStage.from_config(ActionStageConfig(checkpoint=str(tmp_path / "t.ckpt"), dim_head=64, size="official",
                                                    mean_std=str(tmp_path / "mean_std.npy"), window=8, max_people=3))
     assert not st.random_weights
     assert torch.equal(st.model.mask_token, src.mask_token)

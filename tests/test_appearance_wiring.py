@@ -83,7 +83,7 @@ def test_features_reach_lart_as_declared_appearance_would(mode, static, monkeypa
 def test_width_mismatch_is_one_clear_line(tmp_path):
     src = LART(LARTConfig.tiny(heads=1, dim_head=64))  # appearance width 24
     torch.save({"state_dict": {"encoder." + k: v for k, v in src.state_dict().items()}}, tmp_path / "t.ckpt")
-    cfg = dict(checkpoint=str(tmp_path / "t.ckpt"), size="official", window=8, max_people=3)
+    cfg = dict(checkpoint=str(tmp_path / "t.ckpt"), dim_head=64, size="official", window=8, max_people=3)
     with pytest.raises(ValueError, match=r"takes 24-d appearance .*encoder\.apperance_encoder\.0\.weight.* gives 96-d"):
         ActionStage.from_config(ActionStageConfig(**cfg, appearance_dim=96))
     assert ActionStage.from_config(ActionStageConfig(**cfg, appearance_dim=24)).model.config.app_dim == 24
@@ -129,7 +129,7 @@ def test_cli_flags_reach_the_config():
 
 
 @pytest.mark.parametrize("flags,message", [
-    (("--appearance-every", "0"), "--appearance-every must be >= 1"),
+    (("--appearance-every", "0"), "--appearance-every: expected an integer >= 1"),
     (("--appearance-config", "x.yaml"), "--appearance-config needs --appearance-checkpoint"),
     (("--appearance-checkpoint", "nope.pyth"), "MViT checkpoint not found"),
 ])
@@ -231,9 +231,9 @@ def test_build_with_checkpoints_checks_the_width(tmp_path, caplog):
     finally:
         p.close()
     with pytest.raises(BuildError, match=rf"takes 24-d appearance .* gives {mcfg.feature_dim}-d"):
-        build(appearance={"checkpoint": str(mvit)}, actions={"checkpoint": str(tmp_path / "lart.ckpt")})
+        build(appearance={"checkpoint": str(mvit)}, actions={"checkpoint": str(tmp_path / "lart.ckpt"), "dim_head": 64})
     with caplog.at_level(logging.INFO):
-        p = build(actions={"checkpoint": str(tmp_path / "lart.ckpt")})
+        p = build(actions={"checkpoint": str(tmp_path / "lart.ckpt"), "dim_head": 64})
     try:
         assert p.appearance is None and "no MViT features for the LART checkpoint" in caplog.text
     finally:

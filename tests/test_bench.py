@@ -14,7 +14,7 @@ from conftest import run_cli
 
 def test_bench_smoke_writes_valid_results(tmp_path, pedestrians):
     out = tmp_path / "bench"
-    proc = run_cli("bench", "--frames", "20", "--warmup", "2", "--size", "640x360", "--people", "3",
+    proc = run_cli("bench", "--frames", "20", "--warmup", "2", "--frame-size", "640x360", "--people", "3",
                    "--source", str(pedestrians), "--sweep", "baselines", "--out", str(out), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "bench.json").read_text())
@@ -85,3 +85,21 @@ def test_bench_plan_appearance_on_adds_the_run_without_it():
     assert [(s.name, s.appearance, s.appearance_chunks) for s in specs] == [
         ("people5-appearance-K6-sliced6", True, 6), ("people5", False, 6)]
     assert all(s.appearance_size == "official" for s in specs)
+
+
+def test_streams_bench_reports_every_stream(tmp_path):
+    """`bench --streams N`: paced streams through the batched pipeline; per-stream fps, drops, latency."""
+    from lart_stream.benchmarks.bench import main
+
+    out = tmp_path / "streams"
+    assert main(["--streams", "2", "--people", "2", "--rate", "10", "--frames", "6", "--warmup", "2",
+                 "--size", "160x120", "--device", "cpu", "--out", str(out)]) == 0
+    result = json.loads((out / "streams.json").read_text())
+    (run,) = result["runs"]
+    assert set(run["per_stream"]) == {"s0", "s1"}
+    for s in run["per_stream"].values():
+        assert s["frames"] == 6 and s["fps"] > 0 and s["dropped"] >= 0
+        assert 0 < s["latency_ms"]["p50"] <= s["latency_ms"]["p99"] <= s["latency_ms"]["max"]
+    assert {"holds_rate", "meets_target", "worst_p99_ms"} <= set(run["verdict"])
+    assert {"lift", "actions", "publish"} <= set(run["stages_ms"])
+    assert "| 2 | 2 |" in (out / "streams.md").read_text()

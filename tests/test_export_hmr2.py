@@ -55,7 +55,7 @@ def test_compare_flags_real_differences() -> None:
 
 
 def test_cli_export_check_tiny(tmp_path, capsys) -> None:
-    rc = main(["--out", str(tmp_path), "--size", "tiny", "--models", "hmr2", "--check", "--batches", "1,3"])
+    rc = main(["--out", str(tmp_path), "--model-size", "tiny", "--models", "hmr2", "--check", "--batches", "1,3"])
     out = capsys.readouterr()
     assert rc == 0, out.out + out.err
     assert "RANDOM weights" in out.err
@@ -66,7 +66,7 @@ def test_cli_export_check_tiny(tmp_path, capsys) -> None:
 
 @pytest.mark.parametrize("argv,msg", [
     (["--models", "bogus"], "--models: unknown ['bogus']"),
-    (["--hmr2-checkpoint", "/nonexistent.ckpt"], "--hmr2-checkpoint: no such file"),
+    (["--hmr-checkpoint", "/nonexistent.ckpt"], "--hmr-checkpoint: no such file"),
     (["--check", "--check-backends", "cuda"], "--check-backends: unknown ['cuda']"),
     (["--batches", "1,x"], "--batches: expected comma-separated integers"),
 ])

@@ -61,6 +61,6 @@ def test_export_cli_takes_an_mvit_checkpoint_and_refuses_garbage(tmp_path, capsy
     bad.write_bytes(b"not a checkpoint")
     assert main(["--out", str(tmp_path / "bad"), "--models", "mvit", "--mvit-checkpoint", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "not a readable torch checkpoint" in err and len(err.splitlines()) == 1
+    assert "not a PyTorch checkpoint" in err and len(err.splitlines()) == 1
     with torch.no_grad():
         assert model.eval()(torch.zeros(1, 3, 8, 64, 64), torch.zeros(0, 5))[0].shape == (0, 64)

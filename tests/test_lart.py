@@ -90,7 +90,7 @@ def test_official_sizes_on_meta_device(cfg, app_dim):
     got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert got == official_shapes(app_dim)
     # sizes read back from shapes alone give the same config
-    assert config_from_state_dict(model.state_dict()) == cfg
+    assert config_from_state_dict(model.state_dict(), dim_head=cfg.dim_head) == cfg
 
 
 class FakeDictConfig:

@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("realtime", "models", "export", "benchmarks")
 CLI_MODULES = {"lart_stream.realtime.cli", "lart_stream.realtime.transport_cli", "lart_stream.export.cli",
-               "lart_stream.benchmarks.bench"}
+               "lart_stream.benchmarks.bench", "lart_stream.realtime.cluster"}
 # layer -> layers it must never import
 FORBIDDEN = {
     "models": ("realtime", "export", "benchmarks"),

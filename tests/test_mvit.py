@@ -304,7 +304,7 @@ def test_tiny_checkpoint_round_trips_and_bad_files_are_refused(tmp_path) -> None
     (tmp_path / "junk.pyth").write_bytes(b"\x00garbage" * 100)
     with pytest.raises(ValueError) as err:
         load_mvit(tmp_path / "junk.pyth")
-    assert "not a readable torch checkpoint" in str(err.value) and "\n" not in str(err.value)
+    assert "not a PyTorch checkpoint" in str(err.value) and "\n" not in str(err.value)
     torch.save(model.state_dict(), tmp_path / "bare.pth")
     with pytest.raises(MViTCheckpointError, match="no 'model_state'"):
         load_mvit(tmp_path / "bare.pth")

@@ -157,3 +157,20 @@ def test_compile_batches_parse_and_only_those_buckets_compile():
     lifter(frame, dets)  # 3 people: bucket 3 runs uncompiled
     lifter(frame, dets[:1])  # 1 person: compiled
     assert [r.what for r in lifter._fused.compile_log] == ["batch 1"]
+
+
+def test_whole_backbone_in_bf16_is_within_bf16_rounding_of_fp32():
+    frame, dets = _frame_dets()
+    ref = _lifter(precision="fp32")(frame, dets)
+    lifter = _lifter(precision="bf16", backbone_bf16=True)
+    out = lifter(frame, dets)
+    assert all(p.dtype == torch.bfloat16 for p in lifter.model.backbone.parameters())
+    assert lifter.model.smpl_head.decpose.weight.dtype == torch.float32
+    # every module of the backbone now rounds (LayerNorms and residual adds too): count them all
+    roundings = sum(1 for _ in lifter.model.modules())
+    for f in FIELDS:
+        x, r = getattr(out, f).astype(np.float64), getattr(ref, f).astype(np.float64)
+        assert np.abs(x - r).max() <= 2 * roundings * U_BF16 * np.abs(r).max(), f
+    assert "ViT residual bf16" in lifter.backend_info
+    with pytest.raises(ValueError, match="backbone_bf16"):
+        _lifter(precision="bf16", cast_weights=False, backbone_bf16=True)

@@ -126,7 +126,7 @@ def test_prediction_without_its_track_is_left_out():
 @pytest.mark.parametrize("msg", all_messages(), ids=lambda m: type(m).__name__)
 def test_round_trip(msg):
     parts = encode(msg)
-    assert parts[0] == msg.topic.encode() and len(parts) == (3 if msg.topic == "frames" else 2)
+    assert parts[0] == protocol.topic_of(msg.topic, msg.stream) and len(parts) == (3 if msg.topic == "frames" else 2)
     assert decode(parts) == msg
 
 
@@ -159,6 +159,7 @@ def test_every_message_validates_against_schema(schema, msg):
 
 @pytest.mark.parametrize("mutate, where", [
     (lambda d: d.pop("frame"), "frame"),
+    (lambda d: d.update(v=2), "v"),
     (lambda d: d.update(v=1), "v"),
     (lambda d: d.update(v=True), "v"),
     (lambda d: d.update(session=2 ** 32), "session"),
@@ -248,7 +249,8 @@ def _stats_wire(**changes) -> list[bytes]:
     ([b"actions", encode(hand_actions())[1] + b"\x00"], "not valid msgpack"),
     ([b"actions", msgpack.packb([1, 2])], "expected a map"),
     (_wire(v=1), "schema version 1"),
-    (_wire(v=3), "schema version 3"),
+    (_wire(v=2), "schema version 2"),
+    (_wire(v=4), "schema version 4"),
     (_wire(v=True), "schema version True"),
     (_wire(v=2.0), "schema version 2.0"),
     (_wire(session=2 ** 32), "actions.session: expected an integer >= 0 <= 4294967295"),

@@ -8,6 +8,7 @@ Modes, for 1, 5 and 10 crops (random weights: speed does not depend on weight va
   autocast   fp32 weights under bf16 autocast with cache_enabled=False (the runtime before issue 16:
              every replay re-casts all weights)
   bf16       weights cast once (models/precision.py: LayerNorm, residual stream and readouts fp32)
+  bf16-backbone  bf16 + the whole ViT in bf16 (residual stream, LayerNorms, position embedding)
   fp8        bf16 + the ViT's 128 linears in e4m3 with row-wise scales (torch._scaled_mm)
 Times: CUDA events around graph replays, median and p10-p90 of ``--iters`` (ms per call).
 Errors: per output, max |mode - fp32| / max |fp32|, and for fp8 also against bf16; the appearance
@@ -36,6 +37,8 @@ def build(mode: str, base: HMR2) -> HMR2:
         return base
     model = copy.deepcopy(base)
     cast_matmul_weights_(model, torch.bfloat16, keep=FP32_READOUTS)
+    if mode == "bf16-backbone":  # the whole ViT in bf16: residual stream, LayerNorms, position embedding
+        model.backbone.to(torch.bfloat16)
     if mode == "fp8":
         fp8_linears_(model, "backbone.blocks")
     return model
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--cpu-smoke", action="store_true", help="tiny model on the CPU, 2 iterations")
     p.add_argument("--iters", type=int, default=50)
-    p.add_argument("--modes", default="fp32,autocast,bf16,fp8")
+    p.add_argument("--modes", default="fp32,autocast,bf16,bf16-backbone,fp8")
     args = p.parse_args(argv)
     cuda = not args.cpu_smoke and torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             q = time_calls(replay, iters, warmup=2, cuda=cuda)
             outs[m] = tuple(t.clone() for t in call(models[m], m, x, device))
             rows.append({"mode": m, "batch": b, "graph": cuda and m != "fp32", **q})
-            print(f"batch {b:>2} {m:<9} {q['median']:8.3f} ms (p10 {q['p10']:.3f}, p90 {q['p90']:.3f})", flush=True)
+            print(f"batch {b:>2} {m:<13} {q['median']:8.3f} ms (p10 {q['p10']:.3f}, p90 {q['p90']:.3f})", flush=True)
         for m in modes:
             if m == "fp32":
                 continue
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nrelative error (max |d| / max |ref|) per output:")
     for e in errors:
         cols = " ".join(f"{k} {v:.2e}" for k, v in e.items() if k not in ("mode", "batch", "vs") and k != "appearance_cos_min")
-        print(f"batch {e['batch']:>2} {e['mode']:<9} vs {e['vs']:<5} {cols} | appearance cos min {e['appearance_cos_min']:.5f}")
+        print(f"batch {e['batch']:>2} {e['mode']:<13} vs {e['vs']:<5} {cols} | appearance cos min {e['appearance_cos_min']:.5f}")
     print(f"wrote {args.out}")
     return 0
 

@@ -2,10 +2,10 @@
 # The GPU benchmark runs, as made through the device tool (repo root, $OUT set, wheels in .whl,
 # the detector ONNX in .carry/). Usage: bash benchmarks/device/run_device.sh PART  (micro | bench | sweeps | mvit | appearance | appearance-bench)
 # Nothing is pip-installed there: the repo is put on the path as the lart_stream namespace by a link.
-# PART mvit: the MViTv2-L appearance backbone (benchmarks/device/mvit_timing.py), needs no wheels or carry.
+# PART mvit / mvitspeed: the MViTv2-L appearance backbone (benchmarks/device/mvit_timing.py / mvit_speed.py), no wheels or carry.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
-if [ "${1:-micro}" != mvit ]; then
+if [ "${1:-micro}" != mvit ] && [ "${1:-micro}" != mvitspeed ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3
 fi
 mkdir -p /tmp/ns && ln -sfn "$PWD" /tmp/ns/lart_stream
@@ -23,6 +23,8 @@ case "${1:-micro}" in
       --out "$OUT/bench" 2>&1 | tee "$OUT/bench.log" | quiet | tail -40 ;;
   mvit)
     timeout 290 python3 benchmarks/device/mvit_timing.py --out "$OUT/mvit_timing.json" 2>&1 | tee "$OUT/mvit.log" | tail -60 ;;
+  mvitspeed)
+    timeout 250 python3 benchmarks/device/mvit_speed.py --out "$OUT/mvit_speed.json" 2>&1 | tee "$OUT/mvit_speed.log" | tail -60 ;;
   appearance)
     timeout 290 python3 benchmarks/device/appearance_stage.py --out "$OUT/appearance_stage.json" 2>&1 \
       | tee "$OUT/appearance.log" | quiet | tail -20 ;;

@@ -5,10 +5,11 @@
 #                                                        #   bench with the detector in fp16 (~2 min)
 #   bash benchmarks/device/throughput_run.sh inflight    # bench, people 1/5/10 x inflight 1/2/3/3+late-read; then a 120 fps camera,
 #                                                        #   5 people, inflight 1/2/3/3+late-read (~3.5 min)
-#   bash benchmarks/device/throughput_run.sh baselines   # bench, 5 people: inflight 1/2/3, autocast, fp8, full-window LART,
+#   bash benchmarks/device/throughput_run.sh baselines   # bench, 5 people, inflight 3: bf16 weights vs autocast vs whole-ViT
+#                                                        #   bf16 vs fp8, full-window LART,
 #                                                        #   per-person eager reference (the >= 12x comparison) (~2 min)
 #   bash benchmarks/device/throughput_run.sh compile     # 1st call: cold compile (5 people, inflight 3) (~4 min);
-#                                                        # again on the same machine: warm start + inflight 1/2/3 (~2 min)
+#                                                        # again on the same machine: warm start + kernel profile (~1 min)
 #   bash benchmarks/device/throughput_run.sh --cpu-smoke # every part, tiny models on the CPU (path check, here)
 # Results: $OUT/<part>/bench.{json,md} (+ hmr_precision.json), logs $OUT/<part>.log.
 set -uo pipefail
@@ -54,13 +55,13 @@ case "$PART" in
       --people-sweep 5 --frames 360 --warmup 30 --out "$OUT/camera120" 2>&1 | tee "$OUT/camera120.log" | quiet | tail -12 ;;
   baselines)
     timeout 290 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --people 5 --inflight 3 \
-      --sweep inflight,weights,baselines --people-sweep 5 --frames 200 --warmup 20 --kernel-profile 20 --out "$OUT/baselines" 2>&1 \
+      --sweep weights,baselines --frames 200 --warmup 20 --kernel-profile 20 --out "$OUT/baselines" 2>&1 \
       | tee "$OUT/baselines.log" | quiet | tail -45 ;;
   compile)
-    if [ -n "$(ls -A "$CACHE" 2>/dev/null)" ]; then  # cache present: warm start, and the inflight settings
+    if [ -n "$(ls -A "$CACHE" 2>/dev/null)" ]; then  # cache present: the warm start time, and a profile
       echo "compile cache present ($(du -sh "$CACHE" | cut -f1)): warm start"
       timeout 290 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --people 5 --inflight 3 --compile \
-        --compile-cache "$CACHE" --sweep inflight --people-sweep 5 --frames 300 --warmup 30 --out "$OUT/compile_warm" 2>&1 \
+        --compile-cache "$CACHE" --frames 300 --warmup 30 --kernel-profile 20 --out "$OUT/compile_warm" 2>&1 \
         | tee "$OUT/compile_warm.log" | quiet | tail -40
     else  # cold: max-autotune tunes the 5 GEMM shapes of the batch-5 ViT (~45 s each on an H100)
       echo "no compile cache: cold start"
