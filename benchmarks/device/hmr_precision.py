@@ -55,16 +55,9 @@ def captured(fn, cuda: bool):
     """(replay, outputs): fn captured in a CUDA graph after warm-up (plain calls on the CPU)."""
     if not cuda:
         return fn, fn()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        out = fn()
-    return g.replay, out
+    from lart_stream.benchmarks.device.timing import graph_of
+
+    return graph_of(fn)
 
 
 def rel_errors(a: HMR2Output, ref: HMR2Output) -> dict[str, float]:

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lart_stream.benchmarks.device.timing import quantiles, time_calls  # noqa: E402,F401
+from lart_stream.benchmarks.device.timing import graph_of, quantiles, time_calls  # noqa: E402,F401
 
 from lart_stream.models.lart import LART, LARTConfig  # noqa: E402
 from lart_stream.realtime.actions import ActionStage, ActionStageConfig  # noqa: E402
@@ -47,20 +47,6 @@ from lart_stream.realtime.backends import SkippedGraph, UncapturedGraph  # noqa:
 from lart_stream.realtime.records import People, Tracks  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def graph_of(fn):
-    """(replay, output) of fn captured as a CUDA graph after warm-up on a side stream."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        out = fn()
-    return g.replay, out
 
 
 def gflop(c: LARTConfig, tokens: int, queries_keys: int) -> float:

@@ -90,3 +90,19 @@ def kernel_breakdown(fn: Callable[[], object], iters: int = 3) -> dict:
     return {"total_ms": total, "categories": {k: {"ms": v, "share": v / total if total else 0.0}
                                               for k, v in sorted(cats.items(), key=lambda kv: -kv[1])},
             "top_kernels": [{"name": n[:120], "ms": m} for n, m in kernels[:12]]}
+
+
+def graph_of(fn):
+    """(replay, output) of fn captured as a CUDA graph after warm-up on a side stream."""
+    import torch
+
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = fn()
+    return g.replay, out
