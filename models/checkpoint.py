@@ -142,16 +142,23 @@ def load_failure(path: Path, what: str, exc: BaseException) -> str:
     return f"{what} {path}: cannot be read ({reason[:160]})"
 
 
-def load_pickled(path: str | Path, what: str) -> Any:
-    """``torch.load`` of a checkpoint file: memory-mapped when it is a zip-format file (most of a
-    training checkpoint is optimizer state we never touch), weights-only first, stubs for foreign
-    classes. CheckpointError with one line for bytes that are not a torch checkpoint."""
+def checked_file(path: str | Path, what: str) -> Path:
+    """``path`` as a Path when it is a file torch.save wrote; FileNotFoundError or CheckpointError
+    (one line, naming ``what``) otherwise."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{what} checkpoint not found: {path}")
     problem = torch_file_problem(path)
     if problem is not None:
         raise CheckpointError(f"{what} checkpoint {path}: {problem}")
+    return path
+
+
+def load_pickled(path: str | Path, what: str) -> Any:
+    """``torch.load`` of a checkpoint file: memory-mapped when it is a zip-format file (most of a
+    training checkpoint is optimizer state we never touch), weights-only first, stubs for foreign
+    classes. CheckpointError with one line for bytes that are not a torch checkpoint."""
+    path = checked_file(path, what)
     try:
         obj = _torch_load(path, mmap=is_zip_checkpoint(path))  # the legacy format can't be memory-mapped
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,

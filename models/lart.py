@@ -71,7 +71,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lart_stream.models.blocks import FeedForward
-from lart_stream.models.checkpoint import load_failure, torch_file_problem
+from lart_stream.models.checkpoint import checked_file, load_failure
 
 log = logging.getLogger(__name__)
 
@@ -401,12 +401,7 @@ SMPL_PREFIX = "smpl."  # the LightningModule's SMPL body-model buffers: not part
 def _load_file(path: str | Path) -> dict:
     """The unpickled checkpoint (Lightning dict or plain state dict), read with torch's weights-only
     unpickler; every non-tensor class it names becomes an inert _Stub."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"LART checkpoint not found: {path}")
-    problem = torch_file_problem(path)
-    if problem is not None:
-        raise ValueError(f"LART checkpoint {path}: {problem}")
+    path = checked_file(path, "LART")  # CheckpointError is a ValueError
     stubs: list = []
     named: list[str] = []
     for _ in range(256):

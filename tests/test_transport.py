@@ -265,13 +265,19 @@ pub.close()
 '''
 
 
-def test_curve_allowed_client_receives_others_receive_nothing(children, tmp_path, capsys):
+def _curve_keys(tmp_path, capsys):
+    """Key pairs for a server and the clients "ok" (allowed) and "stranger"; the allowed-keys folder."""
     for folder, name in (("server", "server"), ("ok", "ok"), ("stranger", "stranger")):
         assert keys_main([str(tmp_path / folder), "--name", name]) == 0
     capsys.readouterr()
     allowed = tmp_path / "allowed"
     allowed.mkdir()
     shutil.copy(tmp_path / "ok" / "ok.key", allowed)
+    return allowed
+
+
+def test_curve_allowed_client_receives_others_receive_nothing(children, tmp_path, capsys):
+    allowed = _curve_keys(tmp_path, capsys)
     pub = children(PUBLISH_CURVE, str(tmp_path / "server" / "server.key_secret"), str(allowed))
     endpoint = pub.read()["endpoint"]
     server_key = str(tmp_path / "server" / "server.key")
@@ -306,12 +312,7 @@ class _Waiter(logging.Handler):
 
 @pytest.mark.parametrize("client", ["stranger", "plain"])
 def test_publisher_logs_refused_curve_clients(tmp_path, capsys, client):
-    for folder, name in (("server", "server"), ("ok", "ok"), ("stranger", "stranger")):
-        assert keys_main([str(tmp_path / folder), "--name", name]) == 0
-    capsys.readouterr()
-    allowed = tmp_path / "allowed"
-    allowed.mkdir()
-    shutil.copy(tmp_path / "ok" / "ok.key", allowed)
+    allowed = _curve_keys(tmp_path, capsys)
     waiter = _Waiter("refused a subscriber")
     logger = logging.getLogger("lart_stream.realtime.publisher")
     logger.addHandler(waiter)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from lart_stream.benchmarks.report import cpu_name
 from lart_stream.benchmarks.device.timing import kernel_breakdown, time_calls
 from lart_stream.models.mvit import MViT, MViTConfig
 from lart_stream.models.roi_align import roi_align
@@ -211,16 +212,6 @@ def guarded(fn, *a):
     except Exception as exc:  # noqa: BLE001
         print(f"{fn.__name__}: FAILED {type(exc).__name__}: {exc}", flush=True)
         return {"failed": f"{type(exc).__name__}: {str(exc)[:300]}"}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def main(argv: list[str] | None = None) -> int:
