@@ -56,6 +56,7 @@ class RunSpec:
     appearance_size: str = "tiny"  # tiny | official (MViTv2-L 40x3, bf16 on CUDA), random weights
     appearance_chunks: int = 1  # the backbone pass as this many slices of blocks
     backbone_bf16: bool = False  # HMR's whole ViT in bf16 (residual stream and LayerNorms too)
+    lart_precision: str = "auto"  # LART transformer matmuls: auto (bf16 on CUDA) | fp32 | bf16
 
 
 class TrackCounter:
@@ -113,7 +114,10 @@ def build_stages(spec: RunSpec, device: str, args: argparse.Namespace):
     if spec.per_person:
         lifter = PerPersonLifter(lifter)
     appearance = build_appearance(spec, device)
+    from lart_stream.realtime.build import lart_precision
+
     kwargs = dict(size=spec.lart_size, mode=spec.mode, device=device, max_tracks=max(16, spec.people),
+                  precision="fp32" if spec.per_person else lart_precision(spec.lart_precision, device),
                   pose_only=False, appearance_dim=appearance.dim if appearance is not None else 0)
     if spec.window:
         kwargs["window"] = spec.window
@@ -303,7 +307,7 @@ def plan(args: argparse.Namespace, device: str) -> list[RunSpec]:
                    hmr_weights=args.hmr_weights,
                    compile=args.compile, fp8=args.fp8, backbone_bf16=args.backbone_bf16, appearance=args.appearance == "on",
                    appearance_every=args.appearance_every, appearance_size=args.appearance_size,
-                   appearance_chunks=args.appearance_chunks)
+                   appearance_chunks=args.appearance_chunks, lart_precision=args.lart_precision)
     sweeps = set(args.sweep.split(",")) if args.sweep else set()
     if "all" in sweeps:
         sweeps = {"people", "window", "backend", "size", "baselines", "overlap", "inflight", "weights"}
@@ -340,6 +344,9 @@ def plan(args: argparse.Namespace, device: str) -> list[RunSpec]:
                                              backbone_bf16=True))
         if not args.fp8:
             specs.append(dataclasses.replace(base, name="hmr-fp8", series="hmr-fp8", fp8=True))
+        lart_other = "bf16" if args.lart_precision == "fp32" else "fp32"
+        specs.append(dataclasses.replace(base, name=f"lart-{lart_other}", series=f"lart-{lart_other}",
+                                         lart_precision=lart_other))
     if "window" in sweeps:
         specs += [dataclasses.replace(base, name=f"T{t}-{m}", series=f"window-{m}", window=t, mode=m)
                   for t in (32, 64, 125) for m in ("causal", "window")]
@@ -492,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracker", choices=["phalp", "iou"], default="iou", help="tracker")
     p.add_argument("--detector", default="hog", help="real detector timed beside the scripted one: hog | FILE.onnx | none")
     p.add_argument("--person-classes", default="0", help="ONNX detector: class ids that are people")
+    p.add_argument("--lart-precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="LART transformer matmuls (auto: bf16 on CUDA, fp32 on the CPU)")
     p.add_argument("--detector-precision", choices=["fp32", "fp16", "bf16"], default="fp32",
                    help="the ONNX detector on the torch backend (autocast)")
     p.add_argument("--overlap", action="store_true", help="same as --inflight 2")

@@ -176,6 +176,7 @@ def sinusoid_table_2d(dim: int, frames: int, slots: int) -> torch.Tensor:
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, exact: bool) -> torch.Tensor:
     """q (B,H,Sq,dh), k/v (B,H,Sk,dh), bias broadcastable to (B,H,Sq,Sk): 0 / MASKED / -inf."""
+    bias = bias.to(q.dtype)  # bf16 projections (precision bf16) next to an fp32 residual stream
     if exact:
         s = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
         s = torch.where(bias == 0, s, bias)  # the reference replaces masked scores

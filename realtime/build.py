@@ -238,6 +238,11 @@ def _keep_appearance(cfg: AppConfig, appearance, actions):
     return appearance
 
 
+def lart_precision(choice: str, device: str) -> str:
+    """auto: bf16 matmuls on CUDA (kernels of a causal step at 5 tracks 2.85 -> ~1 ms on an H200), fp32 on the CPU."""
+    return ("bf16" if str(device).startswith("cuda") else "fp32") if choice == "auto" else choice
+
+
 def _build_actions(cfg: AppConfig, device: str, appearance=None, streams: int = 1):
     try:
         from lart_stream.realtime.actions import ActionStage, ActionStageConfig
@@ -249,6 +254,7 @@ def _build_actions(cfg: AppConfig, device: str, appearance=None, streams: int = 
     mode = a.mode if a.mode != "auto" else ("window" if a.checkpoint else "causal")
     kwargs = dict(checkpoint=a.checkpoint, dim_head=a.dim_head, mean_std=a.mean_std, size=size, mode=mode,
                   stride=a.stride, lookahead=a.lookahead, device=device, top_k=a.top_k, backend=cfg.runtime.backend,
+                  precision=lart_precision(a.precision, device),
                   # Random weights: no joints input without an SMPL file (zeros would only add noise to a
                   # meaningless output); an appearance input only when the appearance stage feeds one.
                   pose_only=a.checkpoint is None and cfg.hmr.smpl is None,

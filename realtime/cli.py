@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="CPU threads for torch and OpenCV (0: one per core; 1 is steadier on a busy machine)")
     rt.add_argument("--hmr-precision", choices=["auto", "fp32", "bf16", "fp16"],
                     help="HMR network precision; bf16/fp16 cast the weights once (default on CUDA: bf16)")
+    rt.add_argument("--lart-precision", choices=["auto", "fp32", "bf16"],
+                    help="LART transformer matmuls; bf16 casts them once, the rest stays fp32 (default on CUDA: bf16)")
     rt.add_argument("--compile", action="store_true", default=None,
                     help="torch.compile the HMR network inside its CUDA graphs (cold: minutes per batch size; "
                          "cached on disk for the next start)")
@@ -161,7 +163,7 @@ FLAG_TO_SETTING = {
     "detector": ("detector", "model"), "detector_confidence": ("detector", "confidence"),
     "person_classes": ("detector", "person_classes"),
     "hmr_checkpoint": ("hmr", "checkpoint"), "hmr_size": ("hmr", "size"), "smpl": ("hmr", "smpl"),
-    "hmr_precision": ("hmr", "precision"), "compile": ("hmr", "compile"), "compile_cache": ("hmr", "compile_cache"),
+    "hmr_precision": ("hmr", "precision"), "lart_precision": ("actions", "precision"), "compile": ("hmr", "compile"), "compile_cache": ("hmr", "compile_cache"),
     "compile_batches": ("hmr", "compile_batches"),
     "fp8": ("hmr", "fp8"), "backbone_bf16": ("hmr", "backbone_bf16"),
     "tracker": ("tracker", "kind"),

@@ -55,6 +55,9 @@ class ActionsSection:
     stride: int = 1  # run every `stride` frames (window mode)
     lookahead: int = 0  # publish the prediction for frame t-k once frame t arrived (window mode)
     top_k: int = 5
+    # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16: the transformer's matmul weights cast once,
+    # residual stream, LayerNorms, cache and heads fp32 (error vs fp32: benchmarks/results/h200/)
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -335,3 +335,31 @@ def test_predictions_record_top_k():
     preds = ActionPredictions(np.array([3]), np.array([7]), np.linspace(0, 1, 60, dtype=np.float32)[None],
                               AVA_EVAL_IDS, AVA_EVAL_NAMES, False)
     assert [a for a, _, _ in preds.top_k(2)[0]] == [80, 79]
+
+
+def test_bf16_matmul_precision_tracks_fp32():
+    """precision bf16 casts only the transformer's Linears (once) and keeps the stage's buffers, caches,
+    encoders and heads fp32; its scores follow the fp32 stage's within bf16 rounding: each of the
+    transformer's matmuls rounds its inputs to 8 mantissa bits (relative 2^-8), a few such errors per
+    layer add up in the logits, and the sigmoid's slope is at most 1/4, so 0.25 * 8 * depth * 2^-8 * |logit|
+    bounds a score's change (with |logit| of a few units here)."""
+    outs = {}
+    for prec in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        st = stage("causal", precision=prec)
+        if prec == "bf16":
+            lin = st.model.transformer.layers[0][0].fn.to_qkv
+            assert lin.weight.dtype == torch.bfloat16 and st.model.mask_token.dtype == torch.float32
+            assert all(p.dtype == torch.float32 for n, p in st.model.named_parameters() if not n.startswith("transformer."))
+            assert "bf16 matmuls" in st.describe()
+        outs[prec] = [st.update(tr, ppl, fi) for tr, ppl, fi, _ in scripted_stream()]
+    depth = st.model.config.depth
+    logit_max = 4.0
+    bound = 0.25 * 8 * depth * 2.0 ** -8 * logit_max
+    diffs = []
+    for a, b in zip(outs["fp32"], outs["bf16"]):
+        assert a.track_id.tolist() == b.track_id.tolist() and a.frame_index.tolist() == b.frame_index.tolist()
+        if len(a):
+            assert np.isfinite(b.scores).all()
+            diffs.append(np.abs(a.scores - b.scores).max())
+    assert diffs and 0 < max(diffs) <= bound, (max(diffs), bound)

@@ -5,6 +5,7 @@
 #                                                        #   bench with the detector in fp16 (~2 min)
 #   bash benchmarks/device/throughput_run.sh inflight    # bench, people 1/5/10 x inflight 1/2/3/3+late-read; then a 120 fps camera,
 #                                                        #   5 people, inflight 1/2/3/3+late-read (~3.5 min)
+#   bash benchmarks/device/throughput_run.sh inflight5   # 5 people: inflight 1/2/3/3+late read with kernel time per stage (~2 min)
 #   bash benchmarks/device/throughput_run.sh baselines   # bench, 5 people, inflight 3: bf16 weights vs autocast vs whole-ViT
 #                                                        #   bf16 vs fp8, full-window LART,
 #                                                        #   per-person eager reference (the >= 12x comparison) (~2 min)
@@ -53,6 +54,9 @@ case "$PART" in
     # a camera at 120 fps (newest frame only; frames it could not take count as dropped): sustained or not
     timeout 120 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --people 5 --rate 120 --sweep inflight \
       --people-sweep 5 --frames 360 --warmup 30 --out "$OUT/camera120" 2>&1 | tee "$OUT/camera120.log" | quiet | tail -12 ;;
+  inflight5)  # 5 people only: inflight 1/2/3/3+late read, each with the GPU kernel time per stage (~2 min)
+    timeout 200 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --people 5 --sweep inflight --people-sweep 5 \
+      --frames 200 --warmup 30 --kernel-profile 20 --out "$OUT/inflight5" 2>&1 | tee "$OUT/inflight5.log" | quiet | tail -40 ;;
   baselines)
     timeout 290 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --people 5 --inflight 3 \
       --sweep weights,baselines --frames 200 --warmup 20 --kernel-profile 20 --out "$OUT/baselines" 2>&1 \
@@ -69,5 +73,5 @@ case "$PART" in
         --compile-cache "$CACHE" --frames 150 --warmup 20 --out "$OUT/compile_cold" 2>&1 \
         | tee "$OUT/compile_cold.log" | quiet | tail -30
     fi ;;
-  *) echo "unknown part $PART (micro | inflight | baselines | compile | --cpu-smoke)"; exit 2 ;;
+  *) echo "unknown part $PART (micro | inflight | inflight5 | baselines | compile | --cpu-smoke)"; exit 2 ;;
 esac
