@@ -3,6 +3,8 @@ loopback stream: ids, order, batching, LART namespaces per stream, a stalled str
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import shutil
 import subprocess
@@ -330,15 +332,21 @@ def test_runtime_imports_without_ray():
     assert r.returncode == 0 and "rc 2" in r.stdout and "Ray is not installed" in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused-path"])
-@pytest.mark.parametrize("rows_upload", [False, True], ids=["whole-frame", "rows-only"])
-def test_lift_many_equals_one_frame_at_a_time(fused, rows_upload):
+@pytest.mark.parametrize("fused, rows_upload, buckets", [
+    (False, False, None), (False, True, None), (True, True, None), (True, True, (1, 2, 3))],
+    ids=["eager-whole-frame", "eager-rows-only", "fused", "fused-chunks"])
+def test_lift_many_equals_one_frame_at_a_time(fused, rows_upload, buckets):
     """Crops of several frames in one network call give each frame's People as the one-frame eager path.
     rows-only: the CUDA path's upload of just the rows the crops read, into a buffer holding an older
-    frame elsewhere (the blurred large box reads the most rows)."""
+    frame elsewhere (the blurred large box reads the most rows). fused: crops cut into the shared
+    buffer per frame, the network graph of the total's bucket (fused-chunks: 4 people in chunks of
+    3, padded to the bucket); its per-part timing names every part."""
     rng = np.random.default_rng(0)
-    lifter = HMRLifter.from_config(HMRLifterConfig(size="tiny", fused=fused))
+    cfg = HMRLifterConfig(size="tiny", fused=fused)
+    lifter = HMRLifter.from_config(cfg if buckets is None else dataclasses.replace(cfg, buckets=buckets, max_batch=3))
     lifter.rows_upload = rows_upload
+    if fused:
+        lifter.profile()
 
     def frame(k: int, size) -> Frame:
         return Frame(k, 0.0, rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8), f"s{k}")
@@ -356,6 +364,8 @@ def test_lift_many_equals_one_frame_at_a_time(fused, rows_upload):
         frames = [Frame(f.index, 0.0, rng.integers(0, 255, f.image.shape, dtype=np.uint8), f.stream_id)
                   for f in frames]
     many = lifter.lift_many(frames, dets)
+    if fused:
+        assert set(lifter.last_parts()) == {"boxes", "upload", "crops", "network+post", "d2h"}
     for f, d, p in zip(frames, dets, many):
         one = lifter.eager(f, d)
         assert len(p) == len(d) and p.image_size == f.size
