@@ -128,6 +128,52 @@ def test_file_streams_arrive_in_order_with_their_ids_batched(tmp_path: Path, len
     assert all({f"{i}.fps", f"{i}.dropped", f"{i}.latency_p50", f"{i}.latency_p99"} <= set(last) for i in ids)
 
 
+@pytest.mark.parametrize("lengths", [(9, 6), (8, 11, 5)], ids=["two", "three"])
+def test_inflight_two_gives_the_messages_of_inflight_one(tmp_path: Path, lengths):
+    """The GPU front of tick n+1 on its own thread while the back of tick n runs: the same results per
+    stream (frames in order, tracks, action scores) as one tick at a time; max_frames still holds."""
+    ids = ["a", "b", "c"][: len(lengths)]
+    clips = [write_video(tmp_path / f"{i}.avi", frames=n, size=SIZE) for i, n in zip(ids, lengths)]
+
+    def run(inflight: int, max_frames: int = 0) -> dict[str, list]:
+        lifter, actions = stages(len(ids))
+        detector = PerStreamDetector({i: scripted(2 + k, seed=k) for k, i in enumerate(ids)})
+        pipeline = Pipeline(detector, lifter, None, actions, [])
+        trackers = [build_tracker("iou", TrackerConfig()) for _ in ids]
+        sources = [open_source(SourceConfig(path=str(c), stream_id=i)) for c, i in zip(clips, ids)]
+        got: dict[str, list] = {i: [] for i in ids}
+
+        def keep(results) -> None:
+            for r in results:
+                acts = r.actions
+                got[r.frame.stream_id].append((
+                    r.frame.index, r.tracks.track_id.tolist(),
+                    None if acts is None else (acts.track_id.tolist(), acts.frame_index.tolist(), acts.scores.copy())))
+        try:
+            summary = run_streams(sources, ids, pipeline, trackers,
+                                  MultiStreamConfig(inflight=inflight, max_frames=max_frames), on_results=keep)
+        finally:
+            pipeline.close()
+            for src in sources:
+                src.close()
+        assert summary.errors == 0
+        return got
+
+    one, two = run(1), run(2)
+    for sid, n in zip(ids, lengths):
+        assert [m[0] for m in two[sid]] == list(range(n))
+        assert len(one[sid]) == len(two[sid])
+        for a, b in zip(one[sid], two[sid]):
+            assert a[:2] == b[:2]
+            assert (a[2] is None) == (b[2] is None)
+            if a[2] is not None:
+                assert a[2][:2] == b[2][:2]
+                np.testing.assert_array_equal(a[2][2], b[2][2])  # the same computation, in the same order
+        assert any(m[2] is not None and len(m[2][0]) for m in two[sid])
+    capped = run(2, max_frames=4)
+    assert all([m[0] for m in capped[sid]] == list(range(4)) for sid in ids)
+
+
 def test_shared_lart_equals_one_stage_per_stream(tmp_path: Path):
     """Keyed by stream, the shared LART stage gives each stream exactly what a stage of its own gives
     (context stays within the stream); people, tracks and frames differ between the two streams."""
