@@ -20,6 +20,10 @@ reference does for frames where a person is missing. A stream silent for ``stall
 for at all, so a stalled camera costs the others at most one ``gather_ms`` wait; fairness: every
 stream gives at most one frame per tick, so none starves.
 
+``MultiStreamConfig.inflight`` 2 (``--inflight 2``): the GPU front (gather, detect, lift) of tick n+1
+runs on its own thread (engine.StageThreads, a one-slot hand-off) while the back (trackers, the LART
+step, sinks) of tick n runs; ticks reach the back in order, so LART still steps once per tick.
+
 Not batched across streams yet: the MViT appearance stage (realtime/appearance.py follows one stream's
 frames; several streams run without it, warned) and the detector when it has no ``detect_many``
 (then it runs once per frame of the tick).
