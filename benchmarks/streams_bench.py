@@ -56,6 +56,11 @@ class StreamsBench:
             self.real_detector = build_detector(DetectorConfig(model=args.detector, device=device,
                                                                person_classes=args.person_classes))
         self.images = SyntheticSource._load(args.source, self.size)
+        if args.lift_parts:
+            try:
+                self.lifter.profile()  # per-part CUDA events: where lift's time goes in a tick
+            except ValueError as exc:  # the eager path (CPU) has no parts
+                log.warning("--lift-parts: %s", exc)
         self._actions: dict[tuple[int, int], Any] = {}
 
     def actions(self, streams: int, people: int):
@@ -68,7 +73,7 @@ class StreamsBench:
             self._actions.clear()  # one at a time: a stage holds its KV cache on the device
             _free_device(self.device)
             kwargs = dict(size=self.args.model_size, mode=self.args.mode, device=self.device, pose_only=False,
-                          group_shift=STREAM_SHIFT, **multi_stream_tracks(streams, per_stream=people + 2))
+                          group_shift=STREAM_SHIFT, **multi_stream_tracks(streams, per_stream=lart_capacity(people)))
             if self.args.window:
                 kwargs["window"] = self.args.window
             stage = ActionStage.from_config(ActionStageConfig(**kwargs))
@@ -85,9 +90,9 @@ class StreamsBench:
         from lart_stream.realtime.tracking import TrackerConfig, build_tracker
 
         args, n = self.args, len(ids)
-        scripts = {sid: ScriptedDetector(walking_boxes(people, 500, self.size, seed=seed + k), self.real_detector)
+        scripts = {sid: ScriptedDetector(walking_boxes(people, 500, self.size, seed=seed + k))
                    for k, sid in enumerate(ids)}
-        detector = _PerStream(scripts)
+        detector = _PerStream(scripts, self.real_detector)
         actions = self.actions(n, people)
         total = n * people
         self.lifter.warmup(batch_sizes=[min(total, 128), total % 128 or 128], frame_size=None)
@@ -97,8 +102,7 @@ class StreamsBench:
             # warm-up run (unpaced): allocator, caches, the crop kernels at this frame size
             self._timed(pipeline, ids, frames=args.warmup, rate=0.0)
             actions.reset()
-            for s in scripts.values():
-                s.real_ms.clear()
+            detector.real_ms.clear()
             summary, sources, cpu = self._timed(pipeline, ids, frames=args.frames, rate=args.rate)
         finally:
             pipeline.close()
@@ -110,8 +114,10 @@ class StreamsBench:
         return {"streams": n, "people": people, "rate": args.rate, "frames_per_stream": args.frames,
                 "seconds": summary.seconds, "per_stream": per, "stages_ms": summary.stages_ms,
                 "latency_ms": {k: summary.latency_ms[k] for k in ("p50", "p99", "max")},
-                "tick_ms": summary.stages_ms, "cpu_percent": cpu, "device": self.device,
-                "detect_real_ms": report.percentiles([v for s in scripts.values() for v in s.real_ms])}
+                "tick_ms": summary.stages_ms, "cpu_percent": cpu, "device": self.device, "inflight": args.inflight,
+                "lift_parts_ms": summary.lift_parts_ms,
+                "detect_real_tick_ms": report.percentiles(detector.real_ms),
+                "detector": self.real_detector.describe() if hasattr(self.real_detector, "describe") else args.detector}
 
     def _timed(self, pipeline, ids: list[str], frames: int, rate: float):
         from lart_stream.realtime.multistream import MultiStreamConfig, run_streams
@@ -120,19 +126,39 @@ class StreamsBench:
         sources = [SyntheticSource(frames, self.size, rate=rate, stream_id=sid, images=self.images) for sid in ids]
         trackers = [build_tracker("iou", TrackerConfig()) for _ in ids]
         cpu0, wall0 = time.process_time(), time.monotonic()
-        summary = run_streams(sources, ids, pipeline, trackers, MultiStreamConfig(gather_ms=self.args.gather_ms))
+        summary = run_streams(sources, ids, pipeline, trackers,
+                              MultiStreamConfig(gather_ms=self.args.gather_ms, inflight=self.args.inflight))
         cpu = round((time.process_time() - cpu0) / max(time.monotonic() - wall0, 1e-9) * 100, 1)
         return summary, sources, cpu
 
 
 class _PerStream:
+    """Each stream's scripted people; the real detector (if any) runs beside on the tick's frames, in
+    one batched call when it has ``detect_many``, timed per tick (its boxes are not used)."""
+
     name = "scripted"
 
-    def __init__(self, scripts: dict):
-        self.scripts = scripts
+    def __init__(self, scripts: dict, real_detector=None):
+        self.scripts, self.real = scripts, real_detector
+        self.real_ms: list[float] = []
 
     def __call__(self, frame):
-        return self.scripts[frame.stream_id](frame)
+        return self.detect_many([frame])[0]
+
+    def detect_many(self, frames):
+        if self.real is not None:
+            t = time.perf_counter()
+            many = getattr(self.real, "detect_many", None)
+            many(frames) if many is not None else [self.real(f) for f in frames]
+            self.real_ms.append((time.perf_counter() - t) * 1e3)
+        return [self.scripts[f.stream_id](f) for f in frames]
+
+
+def lart_capacity(people: int) -> int:
+    """LART tracks per stream: room for the people, tracks still coasting after a miss and new ones."""
+    from lart_stream.realtime.multistream import TRACKS_PER_STREAM
+
+    return max(TRACKS_PER_STREAM, 2 * people + 4)
 
 
 def _free_device(device: str) -> None:
@@ -323,7 +349,7 @@ def _print_point(r: dict) -> None:
     extra = f", through proxy p99 {r['through_proxy_ms']['p99']:.1f} ms" if "through_proxy_ms" in r else ""
     print(f"  {r['streams']:>3} streams x {r['people']:>2} people: min fps {v['min_fps']:.1f}, dropped {v['dropped']}, "
           f"worst p99 {v['worst_p99_ms']:.1f} ms{extra} -> {'holds' if v['holds_rate'] else 'FAILS'} "
-          f"{r['rate']:g} fps", file=sys.stderr, flush=True)
+          f"{r['rate']:g} fps (inflight {r.get('inflight', 1)}; ms per tick: {tick_parts(r)})", file=sys.stderr, flush=True)
 
 
 def markdown(result: dict) -> str:
@@ -333,14 +359,21 @@ def markdown(result: dict) -> str:
     if result.get("largest"):
         lines += ["| people per stream | largest stream count holding the rate |", "|---|---|"]
         lines += [f"| {p} | {n} |" for p, n in result["largest"].items()] + [""]
-    lines += ["| streams | people | min fps | dropped | worst p99 ms | p50 ms | holds | meets p99 target |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["| streams | people | inflight | min fps | dropped | worst p99 ms | p50 ms | holds | meets p99 target "
+              "| tick ms (mean): stages; lift parts |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         v = r["verdict"]
-        lines.append(f"| {r['streams']} | {r['people']} | {v['min_fps']:.1f} | {v['dropped']} | "
+        lines.append(f"| {r['streams']} | {r['people']} | {r.get('inflight', 1)} | {v['min_fps']:.1f} | {v['dropped']} | "
                      f"{v['worst_p99_ms']:.1f} | {r['latency_ms']['p50']:.1f} | {'yes' if v['holds_rate'] else 'no'} | "
-                     f"{'yes' if v['meets_target'] else 'no'} |")
+                     f"{'yes' if v['meets_target'] else 'no'} | {tick_parts(r)} |")
     return "\n".join(lines) + "\n"
+
+
+def tick_parts(r: dict) -> str:
+    """'detect 3.1, lift 30.2, ...; crops 2.0, network+post 27.1, ...' (means, ms per tick)."""
+    stages = ", ".join(f"{k} {v['mean']:.1f}" for k, v in r.get("stages_ms", {}).items())
+    parts = ", ".join(f"{k} {v['mean']:.1f}" for k, v in r.get("lift_parts_ms", {}).items())
+    return stages + (f"; {parts}" if parts else "")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -358,10 +391,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default="none", help="real detector timed in the detect stage: hog | FILE.onnx | none")
     p.add_argument("--person-classes", default="0")
     p.add_argument("--gather-ms", type=float, default=40.0, help="multistream tick gather window")
+    p.add_argument("--inflight", default="1",
+                   help="ticks in flight: 2 = the GPU front (detect, lift) of the next tick beside the rest; "
+                        "1,2 runs the point once each (a sweep uses the last)")
+    p.add_argument("--lift-parts", action="store_true", help="time the lifter's parts per tick (CUDA events)")
     p.add_argument("--device", default="auto")
     p.add_argument("--gpus", help="one worker process per entry (0,1 or cpu,cpu) behind one proxy")
     p.add_argument("--sweep", default="", help="people counts to sweep the stream count for, e.g. 1,5,10")
     p.add_argument("--sweep-start", type=int, default=1)
+    p.add_argument("--streams-first", action="store_true", help="with --sweep: run the --streams point first")
     p.add_argument("--sweep-max", type=int, default=64)
     p.add_argument("--p99-target", type=float, default=50.0)
     p.add_argument("--out", default="benchmarks/results/latest-streams")
@@ -381,17 +419,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.streams < 1 or args.people < 1 or args.rate <= 0 or args.frames < 1:
             raise ValueError
         people_sweep = [int(x) for x in args.sweep.split(",")] if args.sweep else []
+        inflights = [int(x) for x in args.inflight.split(",")]
+        if not inflights or any(k not in (1, 2) for k in inflights):
+            raise ValueError
         device = resolve_device(args.device)
     except BuildError as exc:
         print(f"lart-stream bench: {exc}", file=sys.stderr)
         return 2
     except ValueError:
-        print("lart-stream bench: --streams/--people/--frames >= 1, --rate > 0, --size WxH, --sweep N,N,...",
-              file=sys.stderr)
+        print("lart-stream bench: --streams/--people/--frames >= 1, --rate > 0, --size WxH, --sweep N,N,..., "
+              "--inflight 1|2|1,2", file=sys.stderr)
         return 2
     gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else []
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    args.inflight = inflights[0]
     runner = ProxyRunner(args, gpus) if gpus else LocalRunner(args, device)
     machine, versions = report.machine_info(device if not gpus else ("cuda" if gpus[0] != "cpu" else "cpu"))
     result = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine,
@@ -405,16 +447,18 @@ def main(argv: list[str] | None = None) -> int:
         (out / "streams.md").write_text(markdown(result))
 
     try:
-        if people_sweep:
-            for people in people_sweep:
-                print(f"sweep: {people} people per stream", file=sys.stderr, flush=True)
-                result["largest"][str(people)] = sweep(runner, people, args, result["runs"], save)
+        if not people_sweep or args.streams_first:
+            for k in inflights:  # the workers of --gpus keep the first value (their args were sent at start)
+                args.inflight = k
+                r = runner.point(args.streams, args.people)
+                r["verdict"] = verdict(r, args.rate, args.p99_target)
+                result["runs"].append(r)
+                _print_point(r)
                 save()
-        else:
-            r = runner.point(args.streams, args.people)
-            r["verdict"] = verdict(r, args.rate, args.p99_target)
-            result["runs"].append(r)
-            _print_point(r)
+        for people in people_sweep:
+            print(f"sweep: {people} people per stream, inflight {args.inflight}", file=sys.stderr, flush=True)
+            result["largest"][str(people)] = sweep(runner, people, args, result["runs"], save)
+            save()
     finally:
         runner.close()
         save()

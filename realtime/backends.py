@@ -579,7 +579,7 @@ def load_onnx_as_torch(path: str | Path, device: str | torch.device = "cpu") -> 
 def keep_on_host(module: nn.Module) -> None:
     """Move the buffers named in ``module.host_buffers`` back to the CPU (after a ``.to(device)``)."""
     for name in getattr(module, "host_buffers", ()):
-        _set_buffer(module, name, _get_buffer(module, name).cpu())
+        set_buffer(module, name, get_buffer(module, name).cpu())
 
 
 def host_constant_buffers(gm: Any) -> list[str]:
@@ -600,12 +600,12 @@ def host_constant_buffers(gm: Any) -> list[str]:
     return out
 
 
-def _get_buffer(m: nn.Module, dotted: str) -> torch.Tensor:
+def get_buffer(m: nn.Module, dotted: str) -> torch.Tensor:
     mod_name, _, attr = dotted.rpartition(".")
     return getattr(m.get_submodule(mod_name) if mod_name else m, attr)
 
 
-def _set_buffer(m: nn.Module, dotted: str, value: torch.Tensor) -> None:
+def set_buffer(m: nn.Module, dotted: str, value: torch.Tensor) -> None:
     mod_name, _, attr = dotted.rpartition(".")
     owner = m.get_submodule(mod_name) if mod_name else m
     owner.register_buffer(attr, value)

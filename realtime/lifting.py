@@ -218,12 +218,16 @@ class HMRLifter:
     @torch.no_grad()
     def lift_many(self, frames: Sequence[Frame], detections: Sequence[Detections]) -> list[People]:
         """People of several frames (one per stream) with ONE network call over all their crops
-        (chunks of max_batch). Crops are cut per frame (eager); on the fused path the network and
-        post-processing replay the graph of the total's bucket."""
+        (chunks of max_batch). Fused path: each frame's rows up into its own buffer, its crops cut
+        straight into the shared crop buffer (crop_people_static, uncaptured: the people per frame
+        vary), then the network + post-processing graph of the total's bucket. Eager path: crops cut
+        per frame, one network call. ``last_parts()`` has the fused path's parts."""
         if len(frames) != len(detections):
             raise ValueError(f"lift_many: {len(frames)} frames but {len(detections)} detection sets")
         if len(frames) == 1:
             return [self(frames[0], detections[0])]
+        if self._fused is not None and all(f.image.dtype == np.uint8 for f in frames):
+            return self._fused.many(frames, detections)
         crops, center, side, sizes = [], [], [], []
         for k, (frame, det) in enumerate(zip(frames, detections)):
             if not len(det):
@@ -548,6 +552,9 @@ class _FusedStage:
         self.host_out = self._host(torch.zeros(mb, self.width, dtype=torch.float32))
         self.profiling = False
         self._marks: list[tuple[str, Any]] = []
+        self.positions: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}  # lift_many's frames
+        self.many_in: torch.Tensor | None = None
+        self.big_crops: torch.Tensor | None = None
 
     def describe(self) -> str:
         mode = "CUDA graphs" if self.capture else "plain calls"
@@ -709,6 +716,105 @@ class _FusedStage:
         if self.cuda:
             torch.cuda.current_stream(self.device).synchronize()
         return self._unpack(n)
+
+    def many(self, frames: Sequence[Frame], detections: Sequence[Detections]) -> list[People]:
+        """HMRLifter.lift_many on this path: per frame the box geometry (numpy), its rows up (a buffer
+        per batch position) and its crops cut eagerly into the crop buffer at its offset; every box row
+        and blur table up in one copy; then per chunk of max_batch one network graph and one copy back."""
+        n = sum(len(d) for d in detections)
+        if n == 0:
+            return [self(f, d) for f, d in zip(frames, detections)]
+        self._marks = []
+        self._mark("start")
+        mb = self.buckets[-1]
+        crops = self.crops if n <= mb else self._many_crops(n)
+        geometry, need = {}, n * self.BOX  # batch position -> the crop geometry of its people
+        for k, det in enumerate(detections):
+            if len(det):
+                center, side = box_center_size(det.xyxy, self.cc.aspect)  # as crop_people computes them
+                sigma = blur_sigma(side, self.cc)
+                blurred = np.flatnonzero(sigma > 0)
+                R = radius_bucket(int(blur_radius(sigma[blurred]).max())) if len(blurred) else 0
+                geometry[k] = (center, side, sigma, blurred, R)
+                need += len(blurred) * (4 + 2 * R + 1)
+        if self.host_in.numel() < need:
+            self.host_in = self._host(torch.zeros(need, dtype=torch.float32))
+        if self.host_out.shape[0] < n:
+            self.host_out = self._host(torch.zeros(n, self.width, dtype=torch.float32))
+        host = self.host_in.numpy()
+        # box rows of every person first (contiguous: the network's rows), then the blur tables
+        boxes_np = host[:n * self.BOX].reshape(n, self.BOX)
+        blur_at, o, cuts = n * self.BOX, 0, []
+        for k, (center, side, sigma, blurred, R) in geometry.items():
+            b, (W, H) = len(center), frames[k].size
+            boxes_np[o:o + b, 0:2], boxes_np[o:o + b, 2], boxes_np[o:o + b, 3], boxes_np[o:o + b, 4] = center, side, W, H
+            blur = None
+            if len(blurred):
+                cols = 4 + 2 * R + 1
+                tab = host[blur_at:blur_at + len(blurred) * cols].reshape(len(blurred), cols)
+                tab[:, 0], tab[:, 1:3], tab[:, 3] = blurred, center[blurred], side[blurred]
+                tab[:, 4:] = blur_rows(sigma[blurred], R)
+                blur = (blur_at, len(blurred), cols)
+                blur_at += len(blurred) * cols
+            cuts.append((k, o, b, blur, R))
+            o += b
+        dev_in = self._many_in(blur_at)
+        dev_in.copy_(self.host_in[:blur_at], non_blocking=True)  # one copy up for every box and blur row
+        boxes_dev = dev_in[:n * self.BOX].view(n, self.BOX)
+        self._mark("boxes")
+        for k, o, b, blur, R in cuts:
+            frame = frames[k]
+            W, H = frame.size
+            center, side = geometry[k][:2]
+            host_k, dev_k = self._position_buffers(k, H, W)
+            upload_rows(frame.image, _rows_read(center, side, R, H), host_k, dev_k)
+            self._mark("upload")
+            tab = None if blur is None else dev_in[blur[0]:blur[0] + blur[1] * blur[2]].view(blur[1], blur[2])
+            crop_people_static(dev_k, boxes_dev[o:o + b, 0:3], tab, crops[o:o + b], self.mean, self.std, self.cc)
+            self._mark("crops")
+        for s in range(0, n, mb):
+            e = min(s + mb, n)
+            B = self._bucket(e - s)
+            box_rows = self._boxes_for(B)
+            box_rows[:e - s].copy_(boxes_dev[s:e])
+            if B > e - s:  # padding rows: a finite 1-px box in a 1x1 frame
+                box_rows[e - s:].copy_(torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0], device=self.device))
+            if crops is not self.crops:
+                self.crops[:e - s].copy_(crops[s:e])
+            packed = self._net_step(B)()
+            self._mark("network+post")
+            self.host_out[s:e].copy_(packed[:e - s], non_blocking=True)
+            self._mark("d2h")
+        if self.cuda:
+            torch.cuda.current_stream(self.device).synchronize()
+        arrays = self._unpack(n)
+        people, o = [], 0
+        for frame, det in zip(frames, detections):
+            rows = slice(o, o + len(det))
+            o += len(det)
+            people.append(People(det.xyxy, det.confidence, image_size=frame.size, **{k: v[rows] for k, v in arrays.items()}))
+        return people
+
+    def _many_crops(self, n: int) -> torch.Tensor:
+        """A crop buffer for more than max_batch people (lift_many's chunks copy out of it)."""
+        if self.big_crops is None or self.big_crops.shape[0] < n:
+            self.big_crops = torch.zeros(_pow2_at_least(n), *self.crops.shape[1:], device=self.device)
+        return self.big_crops
+
+    def _many_in(self, numel: int) -> torch.Tensor:
+        """lift_many's device twin of host_in: box rows and blur tables of a batch, in one copy."""
+        if self.many_in is None or self.many_in.numel() < numel:
+            self.many_in = torch.zeros(max(numel, 1024), device=self.device)
+        return self.many_in[:numel]
+
+    def _position_buffers(self, k: int, H: int, W: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(pinned staging or None, device (H, W, 3) uint8) of batch position k: rows outside those
+        the crops read hold an older frame, never read."""
+        buf = self.positions.get(k)
+        if buf is None or tuple(buf[1].shape) != (H, W, 3):
+            buf = self.positions[k] = (self._host(torch.zeros((H, W, 3), dtype=torch.uint8)) if self.cuda else None,
+                                       torch.zeros((H, W, 3), dtype=torch.uint8, device=self.device))
+        return buf
 
     def _unpack(self, n: int) -> dict[str, np.ndarray]:
         flat = self.host_out.numpy()[:n]

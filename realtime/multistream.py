@@ -20,6 +20,10 @@ reference does for frames where a person is missing. A stream silent for ``stall
 for at all, so a stalled camera costs the others at most one ``gather_ms`` wait; fairness: every
 stream gives at most one frame per tick, so none starves.
 
+``MultiStreamConfig.inflight`` 2 (``--inflight 2``): the GPU front (gather, detect, lift) of tick n+1
+runs on its own thread (engine.StageThreads, a one-slot hand-off) while the back (trackers, the LART
+step, sinks) of tick n runs; ticks reach the back in order, so LART still steps once per tick.
+
 Not batched across streams yet: the MViT appearance stage (realtime/appearance.py follows one stream's
 frames; several streams run without it, warned) and the detector when it has no ``detect_many``
 (then it runs once per frame of the tick).
@@ -34,12 +38,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from lart_stream.realtime.config import AppConfig
-from lart_stream.realtime.engine import STAGES, Pipeline, RollingStats, RunSummary, StatusLine
+from lart_stream.realtime.engine import STAGES, Pipeline, RollingStats, RunSummary, StageThreads, StatusLine
 from lart_stream.realtime.protocol import STREAM_ID
 from lart_stream.realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks
 from lart_stream.realtime.sources import FrameSource, SourceConfig
@@ -77,6 +81,9 @@ class MultiStreamConfig:
     max_frames: int = 0  # per stream (0: until the source ends)
     stats_period_s: float = 1.0
     max_consecutive_errors: int = 25
+    # ticks in flight: 1 = one at a time; 2 = the GPU front (gather, detect, lift) of tick n+1 runs on
+    # its own thread while the back (trackers, LART, sinks) of tick n runs; ticks stay in order
+    inflight: int = 1
 
 
 class StreamReader:
@@ -133,7 +140,8 @@ class StreamState:
     reader: StreamReader
     tracker: object | None
     stats: RollingStats = field(default_factory=lambda: RollingStats(window=2000))
-    frames: int = 0
+    frames: int = 0  # published
+    taken: int = 0  # taken into a tick
     last_tracks: Tracks = field(default_factory=Tracks.empty)
     frame_of_tick: dict[int, int] = field(default_factory=dict)  # LART step -> this stream's frame index
     done: collections.deque = field(default_factory=lambda: collections.deque(maxlen=30))
@@ -156,28 +164,62 @@ class StreamState:
 
 
 @dataclass
+class Tick:
+    """One tick on its way through the pipeline: its frames, then what the front made of them."""
+
+    number: int  # LART's step
+    batch: list[tuple[StreamState, Frame]]
+    detections: list[Detections] = field(default_factory=list)
+    people: list[People] = field(default_factory=list)
+    ms: dict[str, float] = field(default_factory=dict)
+    lift_parts: dict[str, float] = field(default_factory=dict)
+    error: Exception | None = None
+
+
+@dataclass
 class MultiStreamPipeline:
     """The shared stages plus one tracker per stream; ``process`` runs one tick."""
 
     pipeline: Pipeline  # detector, lifter, actions (group_shift set), sinks; its tracker is unused
     streams: list[StreamState]
     stats: RollingStats = field(default_factory=RollingStats)
+    lift_parts: RollingStats = field(default_factory=RollingStats)  # the lifter's parts, when it times them
 
     def process(self, batch: list[tuple[StreamState, Frame]], tick: int) -> list[FrameResult]:
+        """One tick, front and back in turn."""
+        work = Tick(tick, batch)
+        self.front(work)
+        if work.error is not None:
+            raise work.error
+        return self.back(work)
+
+    def front(self, work: "Tick") -> "Tick":
+        """The GPU front of a tick: detector and HMR over every frame. A failure is kept on the tick
+        (``error``) for the loop to count, so a front thread goes on with the next tick."""
         p = self.pipeline
-        ms: dict[str, float] = {}
+        try:
+            t = time.perf_counter()
+            frames = [f for _, f in work.batch]
+            detect_many = getattr(p.detector, "detect_many", None)
+            work.detections = list(detect_many(frames)) if detect_many else [p.detector(f) for f in frames]
+            t = _lap(work.ms, "detect", t)
+            if p.lifter is not None:
+                lift_many = getattr(p.lifter, "lift_many", None)
+                work.people = list(lift_many(frames, work.detections)) if lift_many else [
+                    p.lifter(f, d) for f, d in zip(frames, work.detections)]
+                _lap(work.ms, "lift", t)
+                parts = getattr(p.lifter, "last_parts", None)
+                work.lift_parts = parts() if parts is not None else {}
+            else:
+                work.people = [People.from_detections(d, f.size) for d, f in zip(work.detections, frames)]
+        except Exception as exc:  # noqa: BLE001 - counted by the loop
+            work.error = exc
+        return work
+
+    def back(self, work: "Tick") -> list[FrameResult]:
+        """The rest of a tick, in tick order: each stream's tracker, one LART step, the sinks."""
+        p, batch, people, tick, ms = self.pipeline, work.batch, work.people, work.number, work.ms
         t = time.perf_counter()
-        frames = [f for _, f in batch]
-        detect_many = getattr(p.detector, "detect_many", None)
-        detections: list[Detections] = list(detect_many(frames)) if detect_many else [p.detector(f) for f in frames]
-        t = _lap(ms, "detect", t)
-        if p.lifter is not None:
-            lift_many = getattr(p.lifter, "lift_many", None)
-            people = list(lift_many(frames, detections)) if lift_many else [
-                p.lifter(f, d) for f, d in zip(frames, detections)]
-            t = _lap(ms, "lift", t)
-        else:
-            people = [People.from_detections(d, f.size) for d, f in zip(detections, frames)]
         tracks = []
         for (stream, frame), ppl in zip(batch, people):
             tracks.append(stream.tracker.update(ppl, frame.index) if stream.tracker is not None else Tracks.empty())
@@ -188,7 +230,7 @@ class MultiStreamPipeline:
             actions = self._actions(batch, people, tracks, tick)
             t = _lap(ms, "actions", t)
         results = []
-        for (stream, frame), det, ppl, trk, act in zip(batch, detections, people, tracks, actions):
+        for (stream, frame), det, ppl, trk, act in zip(batch, work.detections, people, tracks, actions):
             results.append(FrameResult(frame, det, ppl, trk, act, dict(ms), time.monotonic()))
         t_sinks = time.perf_counter()
         for result, (stream, frame) in zip(results, batch):
@@ -198,6 +240,8 @@ class MultiStreamPipeline:
         _lap(ms, "publish", t_sinks)
         for key, value in ms.items():
             self.stats.add(key, value)
+        for key, value in work.lift_parts.items():
+            self.lift_parts.add(key, value)
         return results
 
     def _actions(self, batch: list[tuple[StreamState, Frame]], people: list[People], tracks: list[Tracks],
@@ -273,9 +317,10 @@ def _lap(ms: dict[str, float], key: str, t0: float) -> float:
 class MultiRunSummary(RunSummary):
     # id -> frames, fps (sustained: frames between its first and last published frame), dropped, latency_ms
     streams: dict[str, dict] = field(default_factory=dict)
+    lift_parts_ms: dict[str, dict] = field(default_factory=dict)  # the lifter's parts per tick, when timed
 
     def as_dict(self) -> dict:
-        return {**super().as_dict(), "streams": self.streams}
+        return {**super().as_dict(), "streams": self.streams, "lift_parts_ms": self.lift_parts_ms}
 
     def format(self) -> str:
         lines = [super().format(), f"{'stream':<12}{'frames':>8}{'fps':>8}{'dropped':>9}{'p50 ms':>9}{'p99 ms':>9}"]
@@ -304,48 +349,56 @@ def run_streams(sources: Sequence[FrameSource], ids: Sequence[str], pipeline: Pi
     streams = [StreamState(i, n, StreamReader(src, ready, halt, starts[n]), trk)
                for n, (src, i, trk) in enumerate(zip(sources, ids, trackers))]
     multi = MultiStreamPipeline(pipeline, streams)
+    if cfg.inflight not in (1, 2):
+        raise ValueError(f"inflight must be 1 or 2 for several streams, got {cfg.inflight}")
     gc.collect()
     gc.freeze()
-    frames = errors = consecutive = people_max = tick = 0
+    frames = errors = consecutive = people_max = 0
     reason = "end of input"
     t0 = t_stats = time.monotonic()
     frames_at_stats = {s.id: 0 for s in streams}
-    try:
-        while True:
-            if stop.is_set():
-                reason = "stopped"
-                break
+
+    def ticks() -> Iterator[Tick]:
+        number = 0
+        while not stop.is_set():
             batch = _gather(streams, ready, cfg, stop)
             if batch is None:
-                if stop.is_set():
-                    reason = "stopped"
-                break
-            if not batch:
-                continue
+                return
+            if batch:
+                yield Tick(number, batch)
+                number += 1
+
+    ahead = None
+    if cfg.inflight == 1:
+        flow: Iterable[Tick] = (multi.front(w) for w in ticks())
+    else:  # the front in a thread of its own, a one-slot hand-off (engine.StageThreads)
+        flow = ahead = StageThreads(ticks(), [[multi.front]], threading.Event())
+    try:
+        for work in flow:
             try:
-                results = multi.process(batch, tick)
+                if work.error is not None:
+                    raise work.error
+                results = multi.back(work)
             except Exception:
                 errors += 1
                 consecutive += 1
-                log.exception("tick %d (streams %s) failed; continuing", tick, ",".join(s.id for s, _ in batch))
+                log.exception("tick %d (streams %s) failed; continuing", work.number,
+                              ",".join(s.id for s, _ in work.batch))
                 if consecutive >= cfg.max_consecutive_errors:
                     reason = "too many errors"
                     break
                 continue
             finally:
-                tick += 1
-                _forget_old_ticks(streams, tick, pipeline)
+                _forget_old_ticks(streams, work.number + 1, pipeline)
             consecutive = 0
             now = time.monotonic()
-            for (stream, _), result in zip(batch, results):
+            for (stream, _), result in zip(work.batch, results):
                 stream.frames += 1
                 stream.done.append(now)
                 stream.t_first = now if stream.t_first is None else stream.t_first
                 stream.t_last = now
                 frames += 1
                 people_max = max(people_max, len(result.people))
-                if cfg.max_frames and stream.frames >= cfg.max_frames:
-                    stream.closed = True
             if on_results is not None:
                 on_results(results)
             if status is not None:
@@ -354,12 +407,16 @@ def run_streams(sources: Sequence[FrameSource], ids: Sequence[str], pipeline: Pi
                 on_stats(_stats_dict(multi, frames_at_stats, now - t_stats))
                 t_stats = now
                 frames_at_stats = {s.id: s.frames for s in streams}
+        if stop.is_set() and reason == "end of input":
+            reason = "stopped"
         if reason == "end of input" and cfg.max_frames and all(s.closed for s in streams):
             reason = "max frames"
     finally:
         halt.set()
+        stop_ahead = ahead.close if ahead is not None else (lambda: None)
         with ready:
             ready.notify_all()
+        stop_ahead()
         for s in streams:
             s.reader.thread.join(timeout=2.0)
     if status is not None:
@@ -376,7 +433,8 @@ def run_streams(sources: Sequence[FrameSource], ids: Sequence[str], pipeline: Pi
                             "dropped": s.dropped, "latency_ms": _rounded(s.stats.summary("latency"))}
     return MultiRunSummary(frames, seconds, sum(s.dropped for s in streams), errors, people_max,
                            {k: _rounded(multi.stats.summary(k)) for k in keys},
-                           _rounded(all_latency.summary("latency")), reason, streams=per_stream)
+                           _rounded(all_latency.summary("latency")), reason, streams=per_stream,
+                           lift_parts_ms={k: _rounded(multi.lift_parts.summary(k)) for k in multi.lift_parts.count})
 
 
 def _gather(streams: list[StreamState], ready: threading.Condition, cfg: MultiStreamConfig,
@@ -401,6 +459,10 @@ def _gather(streams: list[StreamState], ready: threading.Condition, cfg: MultiSt
             ready.wait(deadline - now)
         batch = [(s, s.reader.take()) for s in open_ if s.reader.slot is not None]
         ready.notify_all()  # the readers refill their slots
+    for s, _ in batch:  # a stream closes when its last frame is taken (a front thread may be a tick ahead)
+        s.taken += 1
+        if cfg.max_frames and s.taken >= cfg.max_frames:
+            s.closed = True
     return batch
 
 
@@ -484,6 +546,14 @@ def streams_from_config(entries: object, base: SourceConfig, origin: str) -> lis
     return out
 
 
+def stream_inflight(inflight: int, overlap: bool = False) -> int:
+    """--inflight for several streams: 1, or 2 (the front ahead) for 2 and 3 (their front is one thread)."""
+    wanted = max(inflight, 2 if overlap else 1)
+    if wanted > 2:
+        log.info("several streams: --inflight %d runs as 2 (detect and lift are one batched front)", wanted)
+    return min(wanted, 2)
+
+
 def set_threads(n: int) -> None:
     """Cap torch's and OpenCV's CPU threads: spinning thread teams degrade badly when another process
     (another worker) holds a core."""
@@ -538,7 +608,8 @@ def serve(cfg: AppConfig, streams: Sequence[SourceConfig], *, stop: threading.Ev
         trackers = build_trackers(cfg, pipeline.lifter, len(streams)) if pipeline.tracker is not None else [None] * len(streams)
         publisher = next((s for s in pipeline.sinks if hasattr(s, "send_stats")), None)
         return run_streams(sources, [s.stream_id for s in streams], pipeline, trackers,
-                           MultiStreamConfig(gather_ms=gather_ms, max_frames=cfg.runtime.max_frames),
+                           MultiStreamConfig(gather_ms=gather_ms, max_frames=cfg.runtime.max_frames,
+                                             inflight=stream_inflight(cfg.runtime.inflight, cfg.runtime.overlap)),
                            stop=stop, status=status, on_stats=publisher.send_stats if publisher else None,
                            on_results=on_results, start_frames=start_frames)
     finally:

@@ -26,15 +26,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
-from lart_stream.realtime.backends import Backend, ModelIO, TorchBackend, io_from_onnx, resolve_backend, to_numpy
+from lart_stream.realtime.backends import (BATCH, Backend, ModelIO, OnnxRuntimeBackend, TensorSpec, TorchBackend,
+                                           get_buffer, io_from_onnx, resolve_backend, set_buffer, to_numpy)
 from lart_stream.realtime.records import Detections, Frame
 
 OUTPUT_FORMATS = ("auto", "yolo", "nms")
+DETECT_BUCKETS = (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32)  # frames per batched call (torch: a graph each)
 
 
 @dataclass(frozen=True)
@@ -106,42 +108,82 @@ class DeviceLetterbox:
     """``letterbox`` + ``to_blob`` on the model's device: the frame goes up once as uint8 (through a
     pinned staging buffer on CUDA) and is resized there (bilinear, half-pixel centres: what
     cv2.INTER_LINEAR computes, rounded to uint8 levels like it; OpenCV's fixed-point weights can land
-    one level away), padded, flipped to RGB and scaled. No host resize, no host sync."""
+    one level away), padded, flipped to RGB and scaled. No host resize, no host sync.
+
+    ``many`` fills one row of an (N, 3, h, w) batch per frame (each row with its own staging buffers,
+    so the uploads of a batch overlap); a row's padding is refilled when its geometry changes."""
 
     def __init__(self, size: tuple[int, int], device: "torch.device", pad_value: int = 114):
         import torch
 
         self.size, self.device, self.pad = size, torch.device(device), float(pad_value)
         self.cuda = self.device.type == "cuda"
-        self.host: "torch.Tensor | None" = None
-        self.frame: "torch.Tensor | None" = None
-        self.copied: "torch.cuda.Event | None" = None  # end of the last staging -> device copy
+        self.rows: list[_StagedFrame] = []
         self.blob = torch.full((1, 3, *size), self.pad / 255.0, device=self.device)
 
     def __call__(self, image: np.ndarray) -> tuple["torch.Tensor", Letterbox]:
+        lb = self._fill(0, image)
+        return self.blob[:1], lb
+
+    def many(self, images: list[np.ndarray]) -> tuple["torch.Tensor", list[Letterbox]]:
+        """(N, 3, h, w) batch of every image's letterbox (a view of a buffer reused by the next call)."""
+        import torch
+
+        n = len(images)
+        if self.blob.shape[0] < n:
+            grown = torch.full((n, 3, *self.size), self.pad / 255.0, device=self.device)
+            grown[:self.blob.shape[0]] = self.blob
+            self.blob = grown
+        return self.blob[:n], [self._fill(k, im) for k, im in enumerate(images)]
+
+    def _fill(self, row: int, image: np.ndarray) -> Letterbox:
         import torch
         import torch.nn.functional as F
 
         h, w = image.shape[:2]
         (nh, nw), lb = letterbox_geometry((h, w), self.size)
-        if self.frame is None or tuple(self.frame.shape) != (h, w, 3):
-            self.frame = torch.empty((h, w, 3), dtype=torch.uint8, device=self.device)
-            self.host = torch.empty((h, w, 3), dtype=torch.uint8).pin_memory() if self.cuda else None
-        if self.cuda:
+        while len(self.rows) <= row:
+            self.rows.append(_StagedFrame())
+        staged = self.rows[row]
+        frame = staged.upload(image, self.device)
+        x = frame.permute(2, 0, 1).unsqueeze(0).float()  # (1, 3, H, W) BGR
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False).round_().clamp_(0, 255)
+        blob = self.blob[row:row + 1]
+        if staged.geometry != (nh, nw, lb.pad_x, lb.pad_y):  # padding stays at pad/255 while it holds
+            blob.fill_(self.pad / 255.0)
+            staged.geometry = (nh, nw, lb.pad_x, lb.pad_y)
+        blob[:, :, lb.pad_y:lb.pad_y + nh, lb.pad_x:lb.pad_x + nw] = x.flip(1) * (1.0 / 255.0)
+        return lb
+
+
+class _StagedFrame:
+    """One frame's way to the device: a pinned staging buffer (CUDA) and a device buffer, reused."""
+
+    def __init__(self) -> None:
+        self.host: "torch.Tensor | None" = None
+        self.frame: "torch.Tensor | None" = None
+        self.copied: "torch.cuda.Event | None" = None  # end of the last staging -> device copy
+        self.geometry: tuple[int, int, int, int] | None = None  # the blob row's (nh, nw, pad_x, pad_y)
+
+    def upload(self, image: np.ndarray, device: "torch.device") -> "torch.Tensor":
+        import torch
+
+        shape = image.shape[:2] + (3,)
+        if self.frame is None or tuple(self.frame.shape) != shape:
+            self.frame = torch.empty(shape, dtype=torch.uint8, device=device)
+            self.host = torch.empty(shape, dtype=torch.uint8).pin_memory() if device.type == "cuda" else None
+            self.copied = None
+        if self.host is not None:
             if self.copied is not None:  # the staging buffer is free again (done long ago: the last
                 self.copied.synchronize()  # frame's detections were read back since)
-            np.copyto(self.host.numpy(), image)  # type: ignore[union-attr]
+            np.copyto(self.host.numpy(), image)
             self.frame.copy_(self.host, non_blocking=True)
             self.copied = torch.cuda.Event()
             self.copied.record()
         else:
             self.frame.copy_(torch.from_numpy(np.ascontiguousarray(image)))
-        x = self.frame.permute(2, 0, 1).unsqueeze(0).float()  # (1, 3, H, W) BGR
-        if (nh, nw) != (h, w):
-            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False).round_().clamp_(0, 255)
-        blob = self.blob  # padding stays at pad/255; the image part is rewritten every frame
-        blob[:, :, lb.pad_y:lb.pad_y + nh, lb.pad_x:lb.pad_x + nw] = x.flip(1) * (1.0 / 255.0)
-        return blob, lb
+        return self.frame
 
 
 def undo_letterbox(xyxy: np.ndarray, lb: Letterbox, frame_size: tuple[int, int]) -> np.ndarray:
@@ -280,14 +322,44 @@ class OnnxDetector:
         self.name = f"onnx:{path.name}"
         self._device_lb = (DeviceLetterbox(self.input_size, self.backend.device, config.pad_value)
                            if isinstance(self.backend, TorchBackend) and config.device_letterbox else None)
+        self._batched, self.batch_mode = self._batch_backend()
 
-    def _concrete_io(self) -> ModelIO:
-        """The I/O with the image input's shape made concrete (a static graph for graphs/engines)."""
+    def _concrete_io(self, batch: int | str = 1) -> ModelIO:
+        """The I/O with the image input's shape made concrete (a static graph for graphs/engines);
+        ``batch`` = BATCH: the leading axis of the input and of every 3-d output left symbolic."""
         spec = self.io.inputs[0]
-        shape = (1, 3, *self.input_size)
-        from lart_stream.realtime.backends import TensorSpec
+        outputs = self.io.outputs if batch == 1 else tuple(
+            TensorSpec(o.name, (BATCH, *o.shape[1:]), o.dtype) for o in self.io.outputs)
+        return ModelIO("detector", (TensorSpec(spec.name, (batch, 3, *self.input_size), spec.dtype),), outputs)
 
-        return ModelIO("detector", (TensorSpec(spec.name, shape, spec.dtype),), self.io.outputs)
+    def _batch_backend(self) -> tuple[Backend | None, str]:
+        """The backend ``detect_many`` runs a whole batch of frames on (None: one call per frame) and
+        how, in words. onnxruntime: the session itself when the graph's batch axis is dynamic. torch:
+        the same module behind buckets of DETECT_BUCKETS (a CUDA graph each); a graph exported for
+        batch 1 gets its Reshape constants' leading 1 made -1 and is kept only if a batch of two
+        random images gives what two single calls give."""
+        lead = self.io.inputs[0].shape[0]
+        dynamic = not isinstance(lead, int) or lead != 1
+        if any(len(o.shape) != 3 for o in self.io.outputs):
+            return None, "per frame (outputs without a batch axis)"
+        if isinstance(self.backend, OnnxRuntimeBackend):
+            return (self.backend, "batched (dynamic batch axis)") if dynamic else (
+                None, "per frame (the graph's batch axis is fixed at 1)")
+        if not isinstance(self.backend, TorchBackend):
+            return None, f"per frame ({self.backend.name}: built for batch 1)"
+        b = self.backend
+        batched = TorchBackend(b.module, self._concrete_io(BATCH), b.device, cuda_graphs=b.cuda_graphs,
+                               buckets=DETECT_BUCKETS, precision=b.precision)
+        if dynamic:
+            return batched, "batched (dynamic batch axis)"
+        x = parity_images(self.input_size, b.device)
+        before = single_outputs(b, self.input_name, self.output_name, x)
+        changed = batchify_reshapes(b.module)
+        why = batch_parity(batched, b, self.input_name, self.output_name, x, before)
+        if why:
+            unbatchify_reshapes(b.module, changed)
+            return None, f"per frame (fixed batch 1; made dynamic it {why})"
+        return batched, f"batched (fixed batch 1 made dynamic: {len(changed)} Reshape constants; checked)"
 
     @staticmethod
     def _input_size(shape: tuple[Any, ...], override: tuple[int, int] | None) -> tuple[int, int]:
@@ -301,7 +373,7 @@ class OnnxDetector:
         return tuple(override) if override is not None else (640, 640)
 
     def describe(self) -> str:
-        return f"{self.name}: {self.backend.describe()} [{self.backend_reason}]"
+        return f"{self.name}: {self.backend.describe()} [{self.backend_reason}], several frames {self.batch_mode}"
 
     def raw(self, frame: Frame) -> tuple[np.ndarray, Letterbox]:
         """The model's raw output for a frame, and the letterbox used (for tests and debugging)."""
@@ -316,10 +388,102 @@ class OnnxDetector:
 
     def __call__(self, frame: Frame) -> Detections:
         out, lb = self.raw(frame)
+        return self._post(out, lb, frame)
+
+    def detect_many(self, frames: Sequence[Frame]) -> list[Detections]:
+        """Detections of several frames (one per stream): one network call over all of them when the
+        model takes a batch (``batch_mode``), else one per frame. The same boxes as ``self(frame)``."""
+        if self._batched is None or len(frames) <= 1:
+            return [self(f) for f in frames]
+        blob, lbs = self._blobs(frames)
+        out = to_numpy(self._batched.run({self.input_name: blob})[self.output_name])
+        return [self._post(out[k:k + 1], lb, f) for k, (f, lb) in enumerate(zip(frames, lbs))]
+
+    def _blobs(self, frames: Sequence[Frame]) -> tuple[Any, list[Letterbox]]:
+        """(N, 3, h, w) input of a batch of frames (on the torch backend's device for torch)."""
+        if self._device_lb is not None:
+            return self._device_lb.many([f.image for f in frames])
+        images, lbs = zip(*(letterbox(f.image, self.input_size, self.config.pad_value) for f in frames))
+        if isinstance(self.backend, TorchBackend):
+            import torch
+
+            return torch.cat([to_blob_torch(im, self.backend.device) for im in images]), list(lbs)
+        return np.concatenate([to_blob(im) for im in images]), list(lbs)
+
+    def _post(self, out: np.ndarray, lb: Letterbox, frame: Frame) -> Detections:
         if not self.format:
             self.format = detect_format(tuple(out.shape))
         return postprocess(out, self.format, lb, frame.size, self.config)
 
 
-__all__ = ["DeviceLetterbox", "Letterbox", "letterbox_geometry", "OnnxDetector", "OnnxDetectorConfig", "decode_nms", "decode_yolo", "detect_format",
+def _reshape_constants(module: Any) -> list[str]:
+    """Buffers an onnx2torch module feeds to its Reshape nodes as the target shape."""
+    graph = getattr(module, "graph", None)
+    if graph is None:
+        return []
+    out = []
+    for node in graph.nodes:
+        if node.op != "call_module" or type(module.get_submodule(node.target)).__name__ != "OnnxReshape":
+            continue
+        if len(node.args) > 1 and getattr(node.args[1], "op", None) == "get_attr":
+            out.append(node.args[1].target)
+    return out
+
+
+def batchify_reshapes(module: Any) -> dict[str, Any]:
+    """An onnx2torch graph exported for batch 1: each Reshape target shape [1, d1, ...] gets a leading
+    -1 (or 0, "the input's leading size", when it has a -1 already): the same shape for one image,
+    the batch's for N when the leading axis is the batch (``batch_parity`` checks). Returns the
+    originals (``unbatchify_reshapes`` puts them back)."""
+    changed = {}
+    for name in _reshape_constants(module):
+        shape = get_buffer(module, name)
+        if shape.ndim == 1 and len(shape) > 1 and int(shape[0]) == 1:
+            changed[name] = shape
+            new = shape.clone()
+            new[0] = 0 if bool((shape == -1).any()) else -1
+            set_buffer(module, name, new)
+    return changed
+
+
+def unbatchify_reshapes(module: Any, originals: dict[str, Any]) -> None:
+    for name, shape in originals.items():
+        set_buffer(module, name, shape)
+
+
+def parity_images(size: tuple[int, int], device: Any) -> "torch.Tensor":
+    """Two random images (2, 3, h, w) for ``batch_parity``."""
+    import torch
+
+    return torch.rand((2, 3, *size), generator=torch.Generator().manual_seed(0)).to(device)
+
+
+def single_outputs(backend: Backend, input_name: str, output_name: str, x: Any) -> np.ndarray:
+    """Each image of ``x`` through ``backend`` alone, outputs concatenated."""
+    return np.concatenate([to_numpy(backend.run({input_name: x[k:k + 1]})[output_name]) for k in range(len(x))])
+
+
+def batch_parity(batched: Backend, single: Backend, input_name: str, output_name: str, x: Any,
+                 before: np.ndarray) -> str:
+    """"" when ``x`` through ``batched`` at once, and each image through ``single``, give ``before`` (the
+    single outputs of the unchanged model) within 2% of the output's scale (batched convolutions may
+    pick other kernels, bf16 rounds more); else why not."""
+    try:
+        got = {"batched": to_numpy(batched.run({input_name: x})[output_name]),
+               "single": single_outputs(single, input_name, output_name, x)}
+    except Exception as exc:  # noqa: BLE001 - any failure means: run it per frame
+        text = str(exc).strip()
+        return f"fails ({type(exc).__name__}: {text.splitlines()[0][:120] if text else ''})"
+    scale = max(1.0, float(np.abs(before).max()))
+    for how, out in got.items():
+        if out.shape != before.shape:
+            return f"gives {how} shape {out.shape}, not {before.shape}"
+        err = float(np.abs(out - before).max())
+        if err > 0.02 * scale:
+            return f"differs {how} from the unchanged single calls by {err:.3g} (scale {scale:.3g})"
+    return ""
+
+
+__all__ = ["DETECT_BUCKETS", "DeviceLetterbox", "batch_parity", "batchify_reshapes", "parity_images", "single_outputs",
+           "unbatchify_reshapes", "Letterbox", "letterbox_geometry", "OnnxDetector", "OnnxDetectorConfig", "decode_nms", "decode_yolo", "detect_format",
            "letterbox", "nms", "nms_numpy", "postprocess", "to_blob", "to_blob_torch", "undo_letterbox"]

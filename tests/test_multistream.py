@@ -3,6 +3,8 @@ loopback stream: ids, order, batching, LART namespaces per stream, a stalled str
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import shutil
 import subprocess
@@ -124,6 +126,52 @@ def test_file_streams_arrive_in_order_with_their_ids_batched(tmp_path: Path, len
     last = stats[-1]  # what the `stats` topic carries in `extra`: each stream's figures
     assert last["streams"] == len(ids)
     assert all({f"{i}.fps", f"{i}.dropped", f"{i}.latency_p50", f"{i}.latency_p99"} <= set(last) for i in ids)
+
+
+@pytest.mark.parametrize("lengths", [(9, 6), (8, 11, 5)], ids=["two", "three"])
+def test_inflight_two_gives_the_messages_of_inflight_one(tmp_path: Path, lengths):
+    """The GPU front of tick n+1 on its own thread while the back of tick n runs: the same results per
+    stream (frames in order, tracks, action scores) as one tick at a time; max_frames still holds."""
+    ids = ["a", "b", "c"][: len(lengths)]
+    clips = [write_video(tmp_path / f"{i}.avi", frames=n, size=SIZE) for i, n in zip(ids, lengths)]
+
+    def run(inflight: int, max_frames: int = 0) -> dict[str, list]:
+        lifter, actions = stages(len(ids))
+        detector = PerStreamDetector({i: scripted(2 + k, seed=k) for k, i in enumerate(ids)})
+        pipeline = Pipeline(detector, lifter, None, actions, [])
+        trackers = [build_tracker("iou", TrackerConfig()) for _ in ids]
+        sources = [open_source(SourceConfig(path=str(c), stream_id=i)) for c, i in zip(clips, ids)]
+        got: dict[str, list] = {i: [] for i in ids}
+
+        def keep(results) -> None:
+            for r in results:
+                acts = r.actions
+                got[r.frame.stream_id].append((
+                    r.frame.index, r.tracks.track_id.tolist(),
+                    None if acts is None else (acts.track_id.tolist(), acts.frame_index.tolist(), acts.scores.copy())))
+        try:
+            summary = run_streams(sources, ids, pipeline, trackers,
+                                  MultiStreamConfig(inflight=inflight, max_frames=max_frames), on_results=keep)
+        finally:
+            pipeline.close()
+            for src in sources:
+                src.close()
+        assert summary.errors == 0
+        return got
+
+    one, two = run(1), run(2)
+    for sid, n in zip(ids, lengths):
+        assert [m[0] for m in two[sid]] == list(range(n))
+        assert len(one[sid]) == len(two[sid])
+        for a, b in zip(one[sid], two[sid]):
+            assert a[:2] == b[:2]
+            assert (a[2] is None) == (b[2] is None)
+            if a[2] is not None:
+                assert a[2][:2] == b[2][:2]
+                np.testing.assert_array_equal(a[2][2], b[2][2])  # the same computation, in the same order
+        assert any(m[2] is not None and len(m[2][0]) for m in two[sid])
+    capped = run(2, max_frames=4)
+    assert all([m[0] for m in capped[sid]] == list(range(4)) for sid in ids)
 
 
 def test_shared_lart_equals_one_stage_per_stream(tmp_path: Path):
@@ -330,15 +378,21 @@ def test_runtime_imports_without_ray():
     assert r.returncode == 0 and "rc 2" in r.stdout and "Ray is not installed" in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused-path"])
-@pytest.mark.parametrize("rows_upload", [False, True], ids=["whole-frame", "rows-only"])
-def test_lift_many_equals_one_frame_at_a_time(fused, rows_upload):
+@pytest.mark.parametrize("fused, rows_upload, buckets", [
+    (False, False, None), (False, True, None), (True, True, None), (True, True, (1, 2, 3))],
+    ids=["eager-whole-frame", "eager-rows-only", "fused", "fused-chunks"])
+def test_lift_many_equals_one_frame_at_a_time(fused, rows_upload, buckets):
     """Crops of several frames in one network call give each frame's People as the one-frame eager path.
     rows-only: the CUDA path's upload of just the rows the crops read, into a buffer holding an older
-    frame elsewhere (the blurred large box reads the most rows)."""
+    frame elsewhere (the blurred large box reads the most rows). fused: crops cut into the shared
+    buffer per frame, the network graph of the total's bucket (fused-chunks: 4 people in chunks of
+    3, padded to the bucket); its per-part timing names every part."""
     rng = np.random.default_rng(0)
-    lifter = HMRLifter.from_config(HMRLifterConfig(size="tiny", fused=fused))
+    cfg = HMRLifterConfig(size="tiny", fused=fused)
+    lifter = HMRLifter.from_config(cfg if buckets is None else dataclasses.replace(cfg, buckets=buckets, max_batch=3))
     lifter.rows_upload = rows_upload
+    if fused:
+        lifter.profile()
 
     def frame(k: int, size) -> Frame:
         return Frame(k, 0.0, rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8), f"s{k}")
@@ -356,6 +410,8 @@ def test_lift_many_equals_one_frame_at_a_time(fused, rows_upload):
         frames = [Frame(f.index, 0.0, rng.integers(0, 255, f.image.shape, dtype=np.uint8), f.stream_id)
                   for f in frames]
     many = lifter.lift_many(frames, dets)
+    if fused:
+        assert set(lifter.last_parts()) == {"boxes", "upload", "crops", "network+post", "d2h"}
     for f, d, p in zip(frames, dets, many):
         one = lifter.eager(f, d)
         assert len(p) == len(d) and p.image_size == f.size

@@ -234,3 +234,163 @@ def test_device_letterbox_matches_the_host_letterbox_within_uint8_rounding(hw, s
         assert diff.max() <= 1.0 + 1e-3
         assert np.allclose(blob.numpy()[0, :, :lb.pad_y, :], 114 / 255)  # the padding bands
         assert np.allclose(blob.numpy()[0, :, :, :lb.pad_x], 114 / 255)
+
+
+# ---------------------------------------------------------------------------------------------
+# several frames at once (detect_many)
+
+
+def _tiny_yolo_onnx(path: Path, batch: int | str) -> Path:
+    """A YOLO-layout detector ONNX: Conv -> |.| * (32 on box rows) -> Reshape [batch, 6, -1]
+    ([batch, 6, anchors]: 4 box rows, 2 class rows), input 3x32x32, batch axis dynamic or fixed."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array(rng.normal(0, 0.5, (6, 3, 4, 4)).astype(np.float32), "w")
+    scale = numpy_helper.from_array(np.array([32, 32, 16, 16, 1, 1], np.float32).reshape(1, 6, 1, 1), "scale")
+    shape = numpy_helper.from_array(np.array([0 if batch != 1 else 1, 6, -1], np.int64), "shape")
+    nodes = [helper.make_node("Conv", ["images", "w"], ["c"], strides=[2, 2]),
+             helper.make_node("Abs", ["c"], ["a"]), helper.make_node("Mul", ["a", "scale"], ["m"]),
+             helper.make_node("Reshape", ["m", "shape"], ["output0"])]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, 32, 32])],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [batch, 6, 225])],
+                              [w, scale, shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _frames(n: int) -> list[Frame]:
+    rng = np.random.default_rng(2)
+    sizes = [(48, 64), (32, 32), (40, 90), (48, 64)]  # (h, w): letterboxes of several shapes
+    return [Frame(k, 0.0, rng.integers(0, 256, (*sizes[k % 4], 3), dtype=np.uint8), f"s{k}") for k in range(n)]
+
+
+def _same_detections(a: list[Detections], b: list[Detections]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert len(x) == len(y) > 0
+        # the same float32 network on the same rows: a batch may only reorder a convolution's sums
+        np.testing.assert_allclose(x.xyxy, y.xyxy, rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(x.confidence, y.confidence, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch-module"])
+def test_detect_many_equals_one_frame_at_a_time(tmp_path: Path, backend: str) -> None:
+    import torch
+
+    path = _tiny_yolo_onnx(tmp_path / "tiny.onnx", "batch")
+    cfg = od.OnnxDetectorConfig(str(path), backend="onnxruntime", input_size=(32, 32), conf_threshold=0.5)
+    given = None
+    if backend == "torch-module":  # the torch backend (device letterbox, graph buckets' padding on CPU)
+        given = _tiny_torch_backend(path, fixed_batch=False)
+    det = od.OnnxDetector(cfg, backend=given)
+    assert "several frames batched (dynamic batch axis)" in det.describe()
+    calls = []
+    run = det._batched.run
+    det._batched.run = lambda inputs: calls.append(tuple(inputs["images"].shape)) or run(inputs)
+    frames = _frames(4)
+    many = det.detect_many(frames)
+    assert calls == [(4, 3, 32, 32)]  # one network call for the four frames
+    _same_detections(many, [det(f) for f in frames])
+    _same_detections(det.detect_many(frames[::-1]), [det(f) for f in frames[::-1]])  # rows change geometry
+    del torch
+
+
+class OnnxReshape(__import__("torch").nn.Module):
+    """onnx2torch's Reshape as it converts it: the target shape is a buffer (0: the input's size)."""
+
+    def forward(self, x, shape):
+        import torch
+
+        dims = [x.shape[i] if int(d) == 0 else int(d) for i, d in enumerate(shape.tolist())]
+        return torch.reshape(x, dims)
+
+
+def _tiny_torch_backend(path: Path, fixed_batch: bool, mix_batch: bool = False):
+    """The tiny ONNX as an onnx2torch-style fx GraphModule (Reshape shapes as buffers) on TorchBackend;
+    ``mix_batch``: a Reshape that folds the batch into the anchors (no batch can fix that)."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from lart_stream.realtime.backends import ModelIO, TensorSpec, TorchBackend
+
+    inits = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in onnx.load(str(path)).graph.initializer}
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 6, 4, stride=2, bias=False)
+            self.conv.weight.data = inits["w"]
+            self.register_buffer("scale", inits["scale"])
+            self.register_buffer("shape", torch.tensor([1 if fixed_batch else 0, 6, -1]))
+            self.register_buffer("flat", torch.tensor([6, -1]))
+            self.reshape, self.fold = OnnxReshape(), OnnxReshape()
+
+        def forward(self, x):
+            m = self.conv(x).abs() * self.scale
+            if mix_batch:
+                m = self.fold(m.transpose(0, 1), self.flat)
+            return self.reshape(m, self.shape)
+
+    class Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m, name):
+            return isinstance(m, OnnxReshape) or super().is_leaf_module(m, name)
+
+    net = Net()
+    gm = torch.fx.GraphModule(net, Tracer().trace(net))
+    io = ModelIO("detector", (TensorSpec("images", (1 if fixed_batch else "batch", 3, 32, 32)),),
+                 (TensorSpec("output0", (1 if fixed_batch else "batch", 6, 225)),))
+    return TorchBackend(gm, io, "cpu", cuda_graphs=False)
+
+
+def test_detect_many_makes_a_fixed_batch_graph_dynamic_or_runs_per_frame(tmp_path: Path) -> None:
+    """A graph exported for batch 1 (the real yolov8 files are): on torch its Reshape constants are
+    made batch-wide and checked against single calls; where that breaks, one call per frame (said in
+    describe()); onnxruntime with a fixed batch runs per frame."""
+    path = _tiny_yolo_onnx(tmp_path / "fixed.onnx", 1)
+    cfg = od.OnnxDetectorConfig(str(path), backend="onnxruntime", conf_threshold=0.5)
+    frames = _frames(3)
+    ort_det = od.OnnxDetector(cfg)
+    assert ort_det._batched is None and "per frame (the graph's batch axis is fixed at 1)" in ort_det.describe()
+    reference = [ort_det(f) for f in frames]
+    _same_detections(ort_det.detect_many(frames), reference)
+    fixed = od.OnnxDetector(cfg, backend=_tiny_torch_backend(path, fixed_batch=True))
+    assert "batched (fixed batch 1 made dynamic: 1 Reshape constants; checked)" in fixed.describe()
+    _same_detections(fixed.detect_many(frames), [fixed(f) for f in frames])  # (its letterbox is the device's)
+    broken = od.OnnxDetector(cfg, backend=_tiny_torch_backend(path, fixed_batch=True, mix_batch=True))
+    assert broken._batched is None and "several frames per frame (fixed batch 1; made dynamic it" in broken.describe()
+    assert int(broken.backend.module.shape[0]) == 1  # the constants are put back
+    _same_detections(broken.detect_many(frames), [broken(f) for f in frames])
+
+
+def test_real_yolov8_detect_many(detector_onnx: Path) -> None:
+    """The real fixed-batch YOLOv8: per frame on onnxruntime, batched on torch (onnx2torch) with the
+    boxes of its single calls."""
+    canvas = np.full((900, 1400, 3), 30, np.uint8)
+    canvas[200:800, 700:1212] = _portrait()
+    frames = [Frame(0, 0.0, canvas), Frame(1, 0.0, canvas[:, ::-1].copy()), Frame(2, 0.0, canvas[100:700])]
+    det = od.OnnxDetector(od.OnnxDetectorConfig(str(detector_onnx), person_classes=(0, 1), backend="onnxruntime"))
+    ref = [det(f) for f in frames]
+    _same_detections(det.detect_many(frames), ref)
+    pytest.importorskip("onnx2torch", reason="onnx2torch (optional; needs torchvision) is not installed")
+    tdet = od.OnnxDetector(od.OnnxDetectorConfig(str(detector_onnx), person_classes=(0, 1), backend="torch"))
+    assert "batched" in tdet.batch_mode, tdet.describe()
+    _same_detections(tdet.detect_many(frames), [tdet(f) for f in frames])
+
+
+def test_device_letterbox_many_rows_equal_single_calls():
+    import torch
+
+    frames = [f.image for f in _frames(4)]
+    dev, one = od.DeviceLetterbox((32, 32), torch.device("cpu")), od.DeviceLetterbox((32, 32), torch.device("cpu"))
+    for order in (frames, frames[::-1]):  # rows whose geometry changes refill their padding
+        blob, lbs = dev.many(order)
+        assert blob.shape == (4, 3, 32, 32)
+        for k, im in enumerate(order):
+            ref, lb = one(im)
+            assert lbs[k] == lb
+            assert torch.equal(blob[k:k + 1], ref)
