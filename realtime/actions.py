@@ -335,7 +335,9 @@ class ActionStage:
         if cfg.lookahead >= self.T:
             raise ValueError(f"lookahead ({cfg.lookahead}) must be < window T={self.T}")
         self.device = next(model.parameters()).device
-        self.dtype = model.mask_token.dtype  # of the stage's buffers and caches (Linears may be bf16)
+        self.dtype = model.mask_token.dtype  # of the stage's input buffers (Linears may be bf16)
+        # K/V come out of the (bf16) projections: kept as they are, no cache-wide cast per step
+        self.cache_dtype = torch.bfloat16 if cfg.precision == "bf16" else self.dtype
         self.exact = cfg.attention == "exact"
         self.class_ids: tuple[int, ...] = AVA_EVAL_IDS
         self.class_names: tuple[str, ...] = AVA_EVAL_NAMES
@@ -735,7 +737,7 @@ class ActionStage:
         if n <= self._cap:
             return
         cap = min(max(n, 2 * self._cap, 4), self.cfg.max_tracks)
-        k, v, kb = self.model.new_cache(cap, self.T, self.N)
+        k, v, kb = self.model.new_cache(cap, self.T, self.N, dtype=self.cache_dtype)
         if self._cap:
             k[:, : self._cap] = self._k
             v[:, : self._cap] = self._v
