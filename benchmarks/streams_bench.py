@@ -72,7 +72,10 @@ class StreamsBench:
         if key not in self._actions:
             self._actions.clear()  # one at a time: a stage holds its KV cache on the device
             _free_device(self.device)
+            from lart_stream.realtime.build import lart_precision
+
             kwargs = dict(size=self.args.model_size, mode=self.args.mode, device=self.device, pose_only=False,
+                          precision=lart_precision("auto", str(self.device)),
                           group_shift=STREAM_SHIFT, **multi_stream_tracks(streams, per_stream=lart_capacity(people)))
             if self.args.window:
                 kwargs["window"] = self.args.window
