@@ -44,7 +44,6 @@ from __future__ import annotations
 import ast
 import functools
 import math
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -59,7 +58,10 @@ from lart_stream.models.roi_align import roi_align
 
 LN_EPS = 1e-6  # PySlowFast's MVIT.NORM "layernorm": partial(nn.LayerNorm, eps=1e-6), pooled q/k/v norms too
 ATTENTION_IMPLS = ("fast", "folded", "reference")
-POOL_BACKENDS = ("auto", "torch", "triton")  # "auto": the Triton kernel on CUDA when triton imports
+# "auto" = "torch" (cuDNN's depthwise Conv3d + LayerNorm): on an H200 the whole MViTv2-L pass is 67 ms
+# with it and 162 ms with our Triton kernel (benchmarks/results/h200/appearance/mvit_speed.json), so the
+# kernel runs only when asked for
+POOL_BACKENDS = ("auto", "torch", "triton")
 
 
 class MViTCheckpointError(CheckpointError):
@@ -262,7 +264,6 @@ def pooled_thw(thw: tuple[int, int, int], pool: nn.Module | None) -> tuple[int, 
     return tuple((n + 2 * pi - ki) // si + 1 for n, ki, si, pi in zip(thw, k, st, p))
 
 
-_TRITON_FAILED: list[str] = []  # set once when the kernel raised under "auto": torch pooling from then on
 
 
 @functools.lru_cache(maxsize=1)
@@ -279,25 +280,18 @@ def pool_into(x: torch.Tensor, pool: nn.Module | None, norm: nn.Module | None, t
               has_cls: bool, out: torch.Tensor, out2: torch.Tensor | None = None, scale2: float = 1.0,
               backend: str = "auto", rel: tuple[torch.Tensor, ...] | None = None, zero_pad: int = 0) -> bool:
     """``_pool`` (conv pooling + LayerNorm, cls kept and normed) written into ``out`` (and
-    ``out2 = out * scale2``), both (B, nh, L', C) views of any strides: the Triton kernel on CUDA
-    ("auto"/"triton"), else the torch ops of the other impls (identical arithmetic to them).
+    ``out2 = out * scale2``), both (B, nh, L', C) views of any strides: the Triton kernel when asked
+    ("triton"), else ("auto", "torch") the torch ops of the other impls (identical arithmetic to them).
     With ``rel`` (gathered Rt, Rh, Rw) the kernel also writes the folded rel-pos channels and
     ``zero_pad`` zeros after out2's C channels; returns whether it did (False on the torch path)."""
-    use_kernel = pool is not None and norm is not None and (
-        backend == "triton" or (backend == "auto" and x.is_cuda and not _TRITON_FAILED))
-    kernel = _triton_pool_norm() if use_kernel else None
-    if use_kernel and kernel is None and backend == "triton":
-        raise RuntimeError("MViT pool backend 'triton' requested but triton does not import")
-    if kernel is not None:
-        try:
-            kernel(x, pool.weight, norm.weight, norm.bias, norm.eps, thw, pooled_thw(thw, pool), tuple(pool.stride),
-                   tuple(pool.padding), has_cls, out, out2, scale2, rel=rel, zero_pad=zero_pad)
-            return rel is not None
-        except Exception as exc:  # a triton that cannot build for this GPU: "auto" falls back once, loudly
-            if backend == "triton":
-                raise
-            _TRITON_FAILED.append(f"{type(exc).__name__}: {exc}")
-            warnings.warn(f"MViT: Triton pooling kernel failed ({_TRITON_FAILED[0][:200]}); using torch pooling")
+    use_kernel = pool is not None and norm is not None and backend == "triton"
+    if use_kernel:
+        kernel = _triton_pool_norm()
+        if kernel is None:
+            raise RuntimeError("MViT pool backend 'triton' requested but triton does not import")
+        kernel(x, pool.weight, norm.weight, norm.bias, norm.eps, thw, pooled_thw(thw, pool), tuple(pool.stride),
+               tuple(pool.padding), has_cls, out, out2, scale2, rel=rel, zero_pad=zero_pad)
+        return rel is not None
     y, _ = _pool(x, pool, thw, has_cls, norm)
     out.copy_(y)
     if out2 is not None:
