@@ -6,8 +6,9 @@
 What a stage's thread spends on the host around its GPU work, at N people (default 5), with tiny
 models and the GPU work replaced by stand-ins that do nothing, so what remains is what the GIL sees:
 
-- ``detect``: the ONNX detector's host part: letterbox + blob (host path), decode of a YOLOv8-shaped
-  [1, 84, 8400] output with N people's anchors (plus near-duplicates for NMS), NMS, undo letterbox.
+- ``detect``: the ONNX detector's host part on the torch backend (letterbox on the device): the frame
+  copied into the staging buffer, decode of a YOLOv8-shaped [1, 84, 8400] output with N people's
+  anchors (plus near-duplicates for NMS), NMS, undo letterbox. Not the output's copy to the host.
 - ``lift``: the fused HMR path (realtime/lifting.py ``_FusedStage.__call__``): box geometry, staging of
   the frame rows the crops read, box rows, output unpacking; the crop and network steps are stand-ins.
 - ``track``: ``tracker.update`` (iou and phalp) on a steady synthetic scene with HMR-shaped fields.
@@ -166,7 +167,12 @@ def part_lift(people: int, n: int, size: tuple[int, int]) -> Callable[[int], obj
             return self.out
 
     fused._prep_step = lambda B, nb, R: Stub(None)  # type: ignore[method-assign]
-    fused._net_step = lambda B: packed.setdefault(B, Stub(torch.zeros(B, fused.width)))  # type: ignore[method-assign]
+    def net_step(B: int) -> Stub:
+        if B not in packed:
+            packed[B] = Stub(torch.zeros(B, fused.width))
+        return packed[B]
+
+    fused._net_step = net_step  # type: ignore[method-assign]
     boxes = walking_boxes(people, n, size, seed=1)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
@@ -174,7 +180,7 @@ def part_lift(people: int, n: int, size: tuple[int, int]) -> Callable[[int], obj
 
 
 def part_detect(people: int, n: int, size: tuple[int, int]) -> Callable[[int], object]:
-    from lart_stream.realtime.onnx_detector import OnnxDetectorConfig, letterbox, postprocess, to_blob
+    from lart_stream.realtime.onnx_detector import OnnxDetectorConfig, letterbox, postprocess
     from lart_stream.benchmarks.scripted import walking_boxes
 
     cfg = OnnxDetectorConfig(onnx_path="unused.onnx")
@@ -196,9 +202,11 @@ def part_detect(people: int, n: int, size: tuple[int, int]) -> Callable[[int], o
                 out[0, 4, a] = 0.9 - 0.05 * k
         outputs.append(out)
 
+    _, lb = letterbox(image, (640, 640))
+    staging = np.empty_like(image)
+
     def run(i: int):
-        img, lb = letterbox(image, (640, 640))
-        to_blob(img)
+        np.copyto(staging, image)  # DeviceLetterbox's host share: the frame into the pinned staging buffer
         return postprocess(outputs[i], "yolo", lb, size, cfg)
 
     return run

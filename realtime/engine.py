@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 STAGES = ("detect", "lift", "track", "appearance", "actions", "publish", "annotate")
 CPU_PREFIX = "cpu_"  # RollingStats key of a stage's thread CPU time: cpu_<stage>
+SYNC_PREFIX = "sync_"  # ... of the wall time a stage waited in its device syncs: sync_<stage>
 GPU_STAGES = ("detect", "lift", "appearance", "actions")  # stages with GPU work (timed by a StageClock)
 
 
@@ -76,6 +77,9 @@ class Work:
     # host CPU time of each stage's thread over the same span as ``ms`` (time.thread_time): wall
     # minus CPU is time the thread waited (for the GIL, the GPU when a sync blocks, a lock)
     cpu_ms: dict[str, float] = field(default_factory=dict)
+    # wall ms a stage waited for the device in its own syncs (stages with a ``sync_ms``): a sync that
+    # spins counts as CPU time, so CPU minus this is the host work proper
+    sync_ms: dict[str, float] = field(default_factory=dict)
     detections: Detections | None = None
     people: People | None = None
     result: FrameResult | None = None
@@ -135,7 +139,7 @@ class Pipeline:
         return self.detect_step, self.lift_step, self.finish_step
 
     def detect_step(self, work: Work) -> Work:
-        with self._timed(work, "detect"):
+        with self._timed(work, "detect", self.detector):
             work.detections = self.detector(work.frame)
         return work
 
@@ -145,7 +149,7 @@ class Pipeline:
         if self.lifter is None:
             work.people = People.from_detections(work.detections, work.frame.size)
             return work
-        with self._timed(work, "lift"):
+        with self._timed(work, "lift", self.lifter):
             work.people = self.lifter(work.frame, work.detections)
         return work
 
@@ -162,14 +166,14 @@ class Pipeline:
             appearance = None
             if self.actions is not None and people.has_3d:
                 if self.appearance is None:
-                    with self._timed(work, "actions"):
+                    with self._timed(work, "actions", self.actions):
                         actions = self.actions.update(tracks, people, frame.index)
                 else:
                     with self._timed(work, "appearance"):
                         step = self.appearance.update(frame, tracks, people)
                     if step is not None:  # None while a lookahead fills
                         appearance = step.features
-                        with self._timed(work, "actions"):
+                        with self._timed(work, "actions", self.actions):
                             actions = self.actions.update(step.tracks, step.people, step.frame_index, appearance)
             result = FrameResult(frame, work.detections, people, tracks, actions, ms, time.monotonic(), appearance)
             for sink in self.sinks:
@@ -182,6 +186,8 @@ class Pipeline:
             self.stats.add(key, value)
         for key, value in work.cpu_ms.items():
             self.stats.add(CPU_PREFIX + key, value)
+        for key, value in work.sync_ms.items():
+            self.stats.add(SYNC_PREFIX + key, value)
         # Capture-to-publish: the publisher is the first sink, so its send is included.
         self.stats.add("latency", (time.monotonic() - frame.t_capture) * 1e3)
         if self.clock is not None:
@@ -212,10 +218,11 @@ class Pipeline:
         return out
 
     @contextlib.contextmanager
-    def _timed(self, work: Work, key: str):
+    def _timed(self, work: Work, key: str, stage: object = None):
         """Host wall time of a stage into ``work.ms[key]``, its thread's CPU time into
-        ``work.cpu_ms[key]`` (+ its GPU interval with a clock). A failure in the detect or lift step is
-        recorded on the item (its thread carries on with the next)."""
+        ``work.cpu_ms[key]``, the ``stage``'s own device waits (its ``sync_ms`` after the call, when it
+        has one) into ``work.sync_ms[key]`` (+ its GPU interval with a clock). A failure in the detect
+        or lift step is recorded on the item (its thread carries on with the next)."""
         start = self.clock.begin() if self.clock is not None and key in GPU_STAGES else None
         t, cpu = time.perf_counter(), time.thread_time_ns()
         try:
@@ -233,6 +240,9 @@ class Pipeline:
             raise
         work.ms[key] = (time.perf_counter() - t) * 1e3
         work.cpu_ms[key] = (time.thread_time_ns() - cpu) / 1e6
+        sync = getattr(stage, "sync_ms", None)
+        if sync is not None:
+            work.sync_ms[key] = sync
         if start is not None:
             self.clock.end(key, work.frame.index, start)
 

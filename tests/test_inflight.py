@@ -262,6 +262,7 @@ class BusyBoxes:
     """A detector whose host work is pure Python (it holds the GIL), then one fixed box."""
 
     name = "busy"
+    sync_ms = 0.25  # as a stage that waited for its device: the engine records it as sync_detect
 
     def __call__(self, frame: Frame) -> Detections:
         sum(i * i for i in range(2000))
@@ -284,6 +285,8 @@ def test_every_stage_has_its_threads_cpu_time_beside_its_wall_time(inflight):
         assert len(cpu) == len(wall) == frames
         assert (cpu >= 0).all() and (cpu <= wall + 0.05).all()  # 0.05 ms: the two clocks' read-out order
     assert (np.asarray(pipeline.stats.samples["cpu_detect"]) > 0).all()  # Python work costs CPU time
+    assert list(pipeline.stats.samples["sync_detect"]) == [0.25] * frames
+    assert "sync_track" not in pipeline.stats.samples  # a stage without sync_ms has none
     names = {1: {"detect+lift+finish"}, 3: {"detect", "lift", "finish"}}[inflight]
     assert set(summary.thread_cpu_s) == names
     assert summary.thread_cpu_s["detect" if inflight == 3 else "detect+lift+finish"] > 0
