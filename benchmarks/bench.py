@@ -28,7 +28,7 @@ import numpy as np
 
 from lart_stream.benchmarks import report
 from lart_stream.benchmarks.scripted import ScriptedDetector, SyntheticSource, load_boxes, walking_boxes
-from lart_stream.realtime.engine import Pipeline, RollingStats, run
+from lart_stream.realtime.engine import CPU_PREFIX, SYNC_PREFIX, Pipeline, RollingStats, run
 from lart_stream.realtime.records import Detections, Frame, People
 
 log = logging.getLogger("lart_stream.bench")
@@ -222,6 +222,10 @@ def run_one(spec: RunSpec, args: argparse.Namespace, device: str, boxes: np.ndar
               for k in ("detect", "lift", "track", "appearance", "actions", "publish") if pipeline.stats.count.get(k)}
     if detector.real_ms:
         stages["detect_real"] = report.percentiles(detector.real_ms)
+    # each stage's thread CPU time over the same span as its wall time (no sync added to measure it)
+    stages_cpu, stages_sync = ({k: report.percentiles(list(pipeline.stats.samples[prefix + k]))
+                                for k in stages if pipeline.stats.count.get(prefix + k)}
+                               for prefix in (CPU_PREFIX, SYNC_PREFIX))
     gpu = gpu_figures(pipeline, summary.seconds, summary.frames)
     fused = getattr(inner, "_fused", None)
     compile_log = [{**dataclasses.asdict(r), "warm": r.warm} for r in getattr(fused, "compile_log", [])]
@@ -237,6 +241,10 @@ def run_one(spec: RunSpec, args: argparse.Namespace, device: str, boxes: np.ndar
         "peak_host_mb": report.peak_host_mb(),
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None,
         "cpu_percent": round(cpu, 1),
+        "stages_cpu_ms": stages_cpu,
+        "stages_sync_ms": stages_sync,  # the stage's own device waits (lift, actions: their one sync)
+        "thread_cpu_percent": {name: round(100 * c / max(summary.seconds, 1e-9), 1)
+                               for name, c in summary.thread_cpu_s.items()},
         "tracks_mean": round(float(np.mean(counter.counts)), 2) if counter.counts else 0.0,
         **gpu,
         "hmr": getattr(inner, "backend_info", ""),
@@ -419,6 +427,13 @@ def comparisons(runs: list[dict]) -> list[dict]:
     if app:
         out.append({"title": "Appearance stage on vs off at the same settings (fps; capture-to-publish ms; the "
                              "keyframe pass on its worker, random weights)", "rows": app})
+    host = host_rows(runs)
+    if host:
+        out.append({"title": "Per stage: host wall time / the stage thread's CPU time / wall time in the stage's "
+                             "own device sync (mean ms per frame; a spinning sync counts as CPU, so CPU - sync is "
+                             "the host work; wall well above CPU = waiting: GIL, a blocking sync, a lock); CPU % of the process and "
+                             "of each thread over the run (a thread near 100 % is CPU-bound; Python threads "
+                             "together near 100 % = the GIL is the limit)", "rows": host})
     gpu_rows = [{"run": r["name"], "fps": r["fps"], "GPU busy": r["gpu_busy_fraction"],
                  **{f"{k} wall/GPU ms": f"{r['stages_ms'][k]['mean']:.2f} / {v['mean']:.2f}"
                     for k, v in r["gpu_ms"].items() if k in r["stages_ms"]},
@@ -444,6 +459,24 @@ def comparisons(runs: list[dict]) -> list[dict]:
         out.append({"title": "torch.compile start-up per batch bucket (cold: compiled; warm: from the disk cache)",
                     "rows": compiled})
     return out
+
+
+def host_rows(runs: list[dict]) -> list[dict]:
+    """One row per run with CPU figures: "wall / cpu" ms per stage, process and per-thread CPU %."""
+    rows = []
+    for r in runs:
+        cpu = r.get("stages_cpu_ms")
+        if not cpu:
+            continue
+        row = {"run": r["name"], "fps": r["fps"]}
+        sync = r.get("stages_sync_ms", {})
+        row.update({f"{k} wall/cpu/sync ms": f"{r['stages_ms'][k]['mean']:.2f} / {v['mean']:.2f} / "
+                    + (f"{sync[k]['mean']:.2f}" if k in sync else "-") for k, v in cpu.items()})
+        row["process CPU %"] = r["cpu_percent"]
+        row["threads CPU %"] = ", ".join(f"{k} {v:.0f}" for k, v in r.get("thread_cpu_percent", {}).items())
+        rows.append(row)
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    return [{k: row.get(k, "") for k in keys} for row in rows]
 
 
 DEFAULT_OUT = "lart-stream-bench"  # under the working folder, so a run never writes into the checkout

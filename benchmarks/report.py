@@ -38,6 +38,9 @@ RESULT_SCHEMA: dict[str, Any] = {
                     "peak_host_mb": {"type": "number"},
                     "peak_gpu_mb": {"type": ["number", "null"]},
                     "cpu_percent": {"type": "number"},
+                    "stages_cpu_ms": {"type": "object", "additionalProperties": {
+                        "type": "object", "required": ["mean", "p50", "p95", "p99", "max"]}},
+                    "thread_cpu_percent": {"type": "object", "additionalProperties": {"type": "number"}},
                 },
             },
         },

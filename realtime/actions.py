@@ -71,6 +71,7 @@ for the same inputs, so capture-time warm-up runs do not disturb the cache).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -274,12 +275,15 @@ class _Staging:
         self._out_views = {b: (out[:b], out.numpy()[:b]) for b in range(1, out_shape[0] + 1)}
         self._i = 0
         self.buf = self._np[0]
+        self.wait_s = 0.0  # wall time spent in event waits since the owner last cleared it
 
     def next(self) -> np.ndarray:
         """The other host buffer, once the copy that last read it has finished."""
         self._i ^= 1
         if self._pending[self._i]:
+            t = time.perf_counter()
             self._copied[self._i].synchronize()
+            self.wait_s += time.perf_counter() - t
             self._pending[self._i] = False
         self.buf = self._np[self._i]
         return self.buf
@@ -299,7 +303,9 @@ class _Staging:
         views[0].copy_(out, non_blocking=True)
         if self._done is not None:
             self._done.record()
+            t = time.perf_counter()
             self._done.synchronize()  # after every upload before it: both host buffers are free again
+            self.wait_s += time.perf_counter() - t
             self._pending[0] = self._pending[1] = False
         return views[1]
 
@@ -505,6 +511,12 @@ class ActionStage:
     def top_k(self, preds: ActionPredictions) -> list[list[tuple[int, str, float]]]:
         return preds.top_k(self.cfg.top_k)
 
+    @property
+    def sync_ms(self) -> float | None:
+        """Wall ms the last ``update`` waited for the device (the static path's event waits); None on
+        the eager path, whose read-back waits inside torch calls."""
+        return self._staging.wait_s * 1e3 if self.static else None
+
     # ------------------------------------------------------------------ update
 
     @torch.inference_mode()
@@ -513,6 +525,8 @@ class ActionStage:
         """One step. ``appearance``: the appearance stage's features, row-aligned with ``tracks`` (a
         track without one, ``valid`` False, gets the zero vector LART was trained on for a frame
         without a feature); None: People.appearance when declared the trained feature, else zeros."""
+        if self.static:
+            self._staging.wait_s = 0.0
         if people.pose_vector is None:
             return self._empty()
         tau = self._tau

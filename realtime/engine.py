@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STAGES = ("detect", "lift", "track", "appearance", "actions", "publish", "annotate")
+CPU_PREFIX = "cpu_"  # RollingStats key of a stage's thread CPU time: cpu_<stage>
+SYNC_PREFIX = "sync_"  # ... of the wall time a stage waited in its device syncs: sync_<stage>
 GPU_STAGES = ("detect", "lift", "appearance", "actions")  # stages with GPU work (timed by a StageClock)
 
 
@@ -72,6 +74,12 @@ class Work:
 
     frame: Frame
     ms: dict[str, float] = field(default_factory=dict)
+    # host CPU time of each stage's thread over the same span as ``ms`` (time.thread_time): wall
+    # minus CPU is time the thread waited (for the GIL, the GPU when a sync blocks, a lock)
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+    # wall ms a stage waited for the device in its own syncs (stages with a ``sync_ms``): a sync that
+    # spins counts as CPU time, so CPU minus this is the host work proper
+    sync_ms: dict[str, float] = field(default_factory=dict)
     detections: Detections | None = None
     people: People | None = None
     result: FrameResult | None = None
@@ -86,6 +94,7 @@ class Pipeline:
     can put each in its own thread: ``detect_step`` -> ``lift_step`` -> ``finish_step`` (tracking,
     actions, sinks, statistics: always in the consumer's thread, in frame order).
     ``clock`` (realtime/gpu_clock.py, CUDA only): GPU time of each stage's work, as stats ``gpu_<stage>``.
+    Every stage's thread CPU time goes to stats ``cpu_<stage>`` beside its wall time ``<stage>``.
     """
 
     detector: Detector
@@ -130,7 +139,7 @@ class Pipeline:
         return self.detect_step, self.lift_step, self.finish_step
 
     def detect_step(self, work: Work) -> Work:
-        with self._timed(work, "detect"):
+        with self._timed(work, "detect", self.detector):
             work.detections = self.detector(work.frame)
         return work
 
@@ -140,7 +149,7 @@ class Pipeline:
         if self.lifter is None:
             work.people = People.from_detections(work.detections, work.frame.size)
             return work
-        with self._timed(work, "lift"):
+        with self._timed(work, "lift", self.lifter):
             work.people = self.lifter(work.frame, work.detections)
         return work
 
@@ -157,14 +166,14 @@ class Pipeline:
             appearance = None
             if self.actions is not None and people.has_3d:
                 if self.appearance is None:
-                    with self._timed(work, "actions"):
+                    with self._timed(work, "actions", self.actions):
                         actions = self.actions.update(tracks, people, frame.index)
                 else:
                     with self._timed(work, "appearance"):
                         step = self.appearance.update(frame, tracks, people)
                     if step is not None:  # None while a lookahead fills
                         appearance = step.features
-                        with self._timed(work, "actions"):
+                        with self._timed(work, "actions", self.actions):
                             actions = self.actions.update(step.tracks, step.people, step.frame_index, appearance)
             result = FrameResult(frame, work.detections, people, tracks, actions, ms, time.monotonic(), appearance)
             for sink in self.sinks:
@@ -175,6 +184,10 @@ class Pipeline:
             return work
         for key, value in ms.items():
             self.stats.add(key, value)
+        for key, value in work.cpu_ms.items():
+            self.stats.add(CPU_PREFIX + key, value)
+        for key, value in work.sync_ms.items():
+            self.stats.add(SYNC_PREFIX + key, value)
         # Capture-to-publish: the publisher is the first sink, so its send is included.
         self.stats.add("latency", (time.monotonic() - frame.t_capture) * 1e3)
         if self.clock is not None:
@@ -205,11 +218,13 @@ class Pipeline:
         return out
 
     @contextlib.contextmanager
-    def _timed(self, work: Work, key: str):
-        """Host wall time of a stage into ``work.ms[key]`` (+ its GPU interval with a clock). A failure
-        in the detect or lift step is recorded on the item (its thread carries on with the next)."""
+    def _timed(self, work: Work, key: str, stage: object = None):
+        """Host wall time of a stage into ``work.ms[key]``, its thread's CPU time into
+        ``work.cpu_ms[key]``, the ``stage``'s own device waits (its ``sync_ms`` after the call, when it
+        has one) into ``work.sync_ms[key]`` (+ its GPU interval with a clock). A failure in the detect
+        or lift step is recorded on the item (its thread carries on with the next)."""
         start = self.clock.begin() if self.clock is not None and key in GPU_STAGES else None
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.thread_time_ns()
         try:
             if self.annotate:
                 import torch
@@ -224,6 +239,10 @@ class Pipeline:
                 return
             raise
         work.ms[key] = (time.perf_counter() - t) * 1e3
+        work.cpu_ms[key] = (time.thread_time_ns() - cpu) / 1e6
+        sync = getattr(stage, "sync_ms", None)
+        if sync is not None:
+            work.sync_ms[key] = sync
         if start is not None:
             self.clock.end(key, work.frame.index, start)
 
@@ -307,6 +326,10 @@ class RunSummary:
     people: list[dict] = field(default_factory=list)  # ActionTally.top(): per-person mean top actions
     random_weights: bool = False  # the action scores come from random weights: not predictions
     stop_signal: str = ""  # SIGINT / SIGTERM when reason is "stopped" by a signal
+    # CPU seconds of each thread of the run (time.thread_time), by the steps it ran ("detect", "lift",
+    # "finish", "detect+lift+finish" for one frame at a time): CPU / seconds near 1 = that thread is
+    # CPU-bound; the threads together near 1 with Python work = the GIL is the limit
+    thread_cpu_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def fps(self) -> float:
@@ -406,6 +429,7 @@ class StageThreads:
         self.late_read = late_read and len(groups) > 1
         self.busy_since: list[float | None] = [None] * len(groups)  # perf_counter at the current item's start
         self.work_s = [collections.deque(maxlen=30) for _ in groups]  # seconds per item, recent
+        self.cpu_s = [0.0] * len(groups)  # each thread's CPU time, set when it ends (time.thread_time)
         self.threads = []
         inputs: list = [iter(items)] + self.queues[:-1]
         for k, steps in enumerate(groups):
@@ -438,6 +462,7 @@ class StageThreads:
         return _END
 
     def _work(self, k: int, source, steps: tuple[Callable, ...]) -> None:
+        cpu = time.thread_time()
         with self.stream(k):
             try:
                 while not self.stop.is_set():
@@ -458,6 +483,7 @@ class StageThreads:
             except Exception:  # the source or a step that does not record its failures: end the stream
                 log.exception("stage thread %d stopped", k)
             finally:
+                self.cpu_s[k] = time.thread_time() - cpu
                 self._put(self.queues[k], _END)
 
     def _read_delay(self) -> float:
@@ -547,6 +573,7 @@ def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames
     if overlap:
         inflight = max(inflight, 2)
     groups, consumer = stage_groups(pipeline.steps(), min(inflight, MAX_INFLIGHT))
+    cpu0 = time.thread_time()
     # Models and buffers are built: move them out of the collector's way, so a full collection
     # doesn't walk millions of long-lived objects in the middle of a frame (tail latency).
     gc.collect()
@@ -621,6 +648,8 @@ def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames
         main_stream.__exit__(None, None, None)
         if ahead is not None:
             ahead.close()
+    thread_cpu = {_steps_name(g): round(c, 4) for g, c in zip(groups, ahead.cpu_s if ahead is not None else ())}
+    thread_cpu[_steps_name(consumer)] = round(time.thread_time() - cpu0, 4)
     if pipeline.clock is not None:
         for iv in pipeline.clock.collect(wait=True):
             pipeline.stats.add(f"gpu_{iv.stage}", iv.ms)
@@ -632,7 +661,12 @@ def run(source: FrameSource | Iterable[Frame], pipeline: Pipeline, *, max_frames
     return RunSummary(frames, time.monotonic() - t0, getattr(source, "dropped", 0), errors, people_max,
                       {k: _rounded(pipeline.stats.summary(k)) for k in keys},
                       _rounded(pipeline.stats.summary("latency")), reason, people=tally.top(),
-                      random_weights=tally.random_weights or pipeline.random_weights)
+                      random_weights=tally.random_weights or pipeline.random_weights, thread_cpu_s=thread_cpu)
+
+
+def _steps_name(steps: Sequence[Callable]) -> str:
+    """detect_step, lift_step -> "detect+lift" (a thread's name in RunSummary.thread_cpu_s)."""
+    return "+".join(getattr(s, "__name__", "step").removesuffix("_step") for s in steps)
 
 
 def _rounded(d: dict[str, float]) -> dict[str, float]:

@@ -291,6 +291,12 @@ class HMRLifter:
         arrays = {k: v.float().cpu().numpy() for k, v in fields.items()}  # device->host, a copy per field
         return People(detections.xyxy, detections.confidence, image_size=(W, H), **arrays)
 
+    @property
+    def sync_ms(self) -> float | None:
+        """Wall ms the last fused call waited for the device (0 on the CPU); None on the other paths,
+        whose read-backs wait inside torch calls."""
+        return self._fused.sync_ms if self._fused is not None else None
+
     def profile(self, on: bool = True) -> None:
         """Fused path: time its parts on every call (CUDA events; host clock on the CPU), see ``last_parts``."""
         if self._fused is None:
@@ -555,6 +561,7 @@ class _FusedStage:
         self.positions: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}  # lift_many's frames
         self.many_in: torch.Tensor | None = None
         self.big_crops: torch.Tensor | None = None
+        self.sync_ms = 0.0  # wall ms the last call waited for the device (its one sync)
 
     def describe(self) -> str:
         mode = "CUDA graphs" if self.capture else "plain calls"
@@ -828,6 +835,7 @@ class _FusedStage:
     def __call__(self, frame: Frame, detections: Detections) -> People:
         W, H = frame.size
         n = len(detections)
+        self.sync_ms = 0.0
         if n == 0:  # nothing to run: no upload, no graph
             z = {name: np.zeros((0, *shape), np.float32) for name, shape in self.layout}
             return People(detections.xyxy, detections.confidence, image_size=(W, H), **z)
@@ -886,7 +894,9 @@ class _FusedStage:
             self.host_out[s:e].copy_(packed[:e - s], non_blocking=True)  # the one device->host copy
             self._mark("d2h")
         if self.cuda:
+            t = time.perf_counter()
             torch.cuda.current_stream(self.device).synchronize()
+            self.sync_ms = (time.perf_counter() - t) * 1e3
         return People(detections.xyxy, detections.confidence, image_size=(W, H), **self._unpack(n))
 
 

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Sequence, Union
 import msgpack
 import numpy as np
 
-from lart_stream.realtime.records import FrameResult, TrackState
+from lart_stream.realtime.records import ActionPredictions, FrameResult, TrackState
 
 SCHEMA_VERSION = 3  # 3: per-stream topics actions/<stream>, frames/<stream>
 TOPICS = ("actions", "stats", "frames")
@@ -186,16 +186,12 @@ def actions_message(result: FrameResult, *, session: int, seq: int, t_publish_ns
     track is not in ``result.tracks`` has no box to attach to and is left out.
     """
     tracks, acts = result.tracks, result.actions
-    rows: dict[int, int] = {}
+    rows, best, best_scores = _best_classes(acts, top_k)
     top: list[tuple[ActionScore, ...]] = []
-    if acts is not None and len(acts):
-        rows = {int(t): i for i, t in enumerate(acts.track_id)}
-        # Same order as ActionPredictions.top_k (stable, best first), for all rows at once.
-        best = np.argsort(-acts.scores, axis=1, kind="stable")[:, :top_k]
-        best_scores = np.take_along_axis(acts.scores, best, axis=1).tolist()
+    if rows:
         ids, names = acts.class_ids, acts.class_names
         top = [tuple(ActionScore(int(ids[c]), names[c], s) for c, s in zip(cols, scores))
-               for cols, scores in zip(best.tolist(), best_scores)]
+               for cols, scores in zip(best, best_scores)]
     cam_t = tracks.cam_t
     app_age = result.appearance.age_of() if result.appearance is not None else {}
     out = []
@@ -221,6 +217,49 @@ def actions_message(result: FrameResult, *, session: int, seq: int, t_publish_ns
         class_ids=tuple(int(c) for c in acts.class_ids) if acts is not None else (),
         class_names=tuple(acts.class_names) if acts is not None else (),
         stage_ms={str(k): float(v) for k, v in result.stage_ms.items()}, tracks=tuple(out))
+
+
+def _best_classes(acts: ActionPredictions | None, top_k: int) -> tuple[dict[int, int], list[list[int]], list[list[float]]]:
+    """({track id: row}, per row the top_k class columns best first, their scores): the order of
+    ActionPredictions.top_k (stable), for all rows at once. Empty without predictions."""
+    if acts is None or not len(acts):
+        return {}, [], []
+    best = np.argsort(-acts.scores, axis=1, kind="stable")[:, :top_k]
+    return ({t: i for i, t in enumerate(acts.track_id.tolist())}, best.tolist(),
+            np.take_along_axis(acts.scores, best, axis=1).tolist())
+
+
+def actions_wire(result: FrameResult, *, session: int, seq: int, t_publish_ns: int, t_wall_ns: int,
+                 top_k: int = 5, full_scores: bool = True) -> dict[str, Any]:
+    """``to_wire(actions_message(...))`` built straight from the records, whole columns at a time: the
+    same map (and bytes once packed) without the typed message objects. The publisher's per-frame path."""
+    tracks, acts, frame = result.tracks, result.actions, result.frame
+    rows, best, best_scores = _best_classes(acts, top_k)
+    actions: list[dict | None] = []
+    if rows:
+        ids, names = [int(c) for c in acts.class_ids], acts.class_names
+        frames = acts.frame_index.tolist()
+        scores = acts.scores.tolist() if full_scores else None
+        actions = [{"frame": int(frames[j]), "top": [[ids[c], names[c], sc] for c, sc in zip(best[j], best_scores[j])],
+                    "scores": None if scores is None else scores[j]} for j in range(len(frames))]
+    app_age = result.appearance.age_of() if result.appearance is not None else {}
+    cam_t = None if tracks.cam_t is None else tracks.cam_t.astype(np.float32).tolist()
+    out = []
+    for i, (tid, box, state, age, hits, tsu) in enumerate(zip(
+            tracks.track_id.tolist(), tracks.xyxy.tolist(), tracks.state.tolist(), tracks.age.tolist(),
+            tracks.hits.tolist(), tracks.time_since_update.tolist())):
+        j = rows.get(tid)
+        out.append({"id": tid, "box": box, "cam_t": None if cam_t is None else cam_t[i],
+                    "state": TRACK_STATES.get(state, "tentative"), "age": age, "hits": hits,
+                    "time_since_update": tsu, "action": None if j is None else actions[j],
+                    "appearance_age": app_age.get(tid)})
+    weights = weights_of(result)
+    return {"v": SCHEMA_VERSION, "session": session, "seq": seq, "stream": str(frame.stream_id),
+            "frame": int(frame.index), "t_capture_ns": seconds_to_ns(frame.t_capture), "t_publish_ns": t_publish_ns,
+            "t_wall_ns": t_wall_ns, "image_size": list(frame.size), "weights": weights,
+            "classes": None if weights == "none" else {"ids": [int(c) for c in acts.class_ids],
+                                                       "names": list(acts.class_names)},
+            "stage_ms": {str(k): float(v) for k, v in result.stage_ms.items()}, "tracks": out}
 
 
 def seconds_to_ns(t: float) -> int:
@@ -292,6 +331,11 @@ def split_topic(topic: str) -> tuple[str, str | None]:
 
 def encode_actions(msg: ActionsMessage) -> list[bytes]:
     return [topic_of("actions", msg.stream), _pack(to_wire(msg))]
+
+
+def encode_actions_wire(wire: dict[str, Any]) -> list[bytes]:
+    """``encode_actions`` of a message given as its wire map (``actions_wire``)."""
+    return [topic_of("actions", wire["stream"]), _pack(wire)]
 
 
 def encode_stats(msg: StatsMessage) -> list[bytes]:

@@ -201,11 +201,11 @@ class Publisher:
                 return
             t_ns, wall_ns = time.monotonic_ns(), time.time_ns()
             self._last_send_ns = t_ns
-            msg = protocol.actions_message(result, session=self.session,
-                                           seq=self._next(f"actions/{result.frame.stream_id}"),
-                                           t_publish_ns=t_ns, t_wall_ns=wall_ns, top_k=self.config.top_k,
-                                           full_scores=self.config.full_scores)
-            self._queue([_FORWARD, *protocol.encode_actions(msg)])
+            wire = protocol.actions_wire(result, session=self.session,
+                                         seq=self._next(f"actions/{result.frame.stream_id}"),
+                                         t_publish_ns=t_ns, t_wall_ns=wall_ns, top_k=self.config.top_k,
+                                         full_scores=self.config.full_scores)
+            self._queue([_FORWARD, *protocol.encode_actions_wire(wire)])
             self._stats.add(result, t_ns)
             if self.config.frames:
                 self._maybe_send_frame(result, t_ns, wall_ns)

@@ -26,7 +26,7 @@ def _check_rows(name: str, value: np.ndarray | None, n: int, tail: tuple[int | N
     if not isinstance(value, np.ndarray):
         raise ValueError(f"{name}: expected a numpy array, got {type(value).__name__}")
     want = (n, *tail)
-    ok = value.ndim == len(want) and all(w is None or w == g for w, g in zip(want, value.shape))
+    ok = value.shape == want or (value.ndim == len(want) and all(w is None or w == g for w, g in zip(want, value.shape)))
     if not ok:
         shown = tuple("*" if w is None else w for w in want)
         raise ValueError(f"{name}: expected shape {shown}, got {tuple(value.shape)}")

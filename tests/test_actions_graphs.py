@@ -302,3 +302,39 @@ def test_failed_capture_runs_the_bucket_eagerly_on_the_same_buffers(monkeypatch,
         assert_same_stream(eager, static)
     assert "capture of bucket 2 failed" in caplog.text
     assert sorted(s[0] for s in EagerGraph.shapes) == [1, 4, 8]
+
+
+def test_staging_counts_the_wall_time_of_its_event_waits_and_update_reports_it(monkeypatch) -> None:
+    """wait_s sums the event waits (download, and next() on a buffer whose upload may still run), on a
+    stand-in clock that advances only inside a wait; update() starts it afresh; sync_ms is None on the
+    eager path, which has no waits of its own."""
+    import types
+
+    from lart_stream.realtime import actions as A
+
+    clock = [0.0]
+
+    class SlowEvent(FakeEvent):
+        def synchronize(self) -> None:
+            clock[0] += 0.002
+            super().synchronize()
+
+    monkeypatch.setattr(A, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    st = A._Staging(8, [8], (2, 3), torch.device("cpu"))
+    st._copied, st._done = [SlowEvent(), SlowEvent()], SlowEvent()
+    st.next()
+    st.upload(8, wait=True)
+    st.download(torch.zeros(2, 3), 2)
+    assert st.wait_s == pytest.approx(0.002)
+    for _ in range(3):  # the third next() hands back the buffer of the first no-wait upload: it waits
+        st.next()
+        st.upload(8, wait=False)
+    assert st.wait_s == pytest.approx(0.004)
+
+    eager, static = twins("causal")
+    tracks, people, frame_index, _ = next(iter(scripted_stream(2)))
+    static._staging.wait_s = 1.0
+    static.update(tracks, people, frame_index)
+    assert static.sync_ms == 0.0  # no device events on the CPU: nothing waited, the old sum cleared
+    eager.update(tracks, people, frame_index)
+    assert eager.sync_ms is None

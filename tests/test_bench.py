@@ -28,8 +28,12 @@ def test_bench_smoke_writes_valid_results(tmp_path, pedestrians):
         assert 0 < c2p["p50"] <= c2p["p99"] <= c2p["max"]
         # The end-to-end latency holds every stage: it can't be less than their sum at the median frame.
         assert c2p["max"] >= sum(s["p50"] for k, s in r["stages_ms"].items() if k != "detect_real") * 0.5
+        # every stage's thread CPU time beside its wall time, and the threads' CPU share of the run
+        assert set(r["stages_cpu_ms"]) == set(r["stages_ms"]) - {"detect_real"}
+        assert all(0 <= v["mean"] for v in r["stages_cpu_ms"].values())
+        assert set(r["thread_cpu_percent"]) == {"detect+lift+finish"}
     titles = [c["title"] for c in result["comparisons"]]
-    assert any("full-window" in t for t in titles) and any("Reference-style" in t for t in titles)
+    assert any("full-window" in t for t in titles) and any("Reference-style" in t for t in titles) and any("thread's CPU time" in t for t in titles)
     assert (out / "bench.md").read_text().startswith("# lart-stream benchmark")
     assert (out / "latency_vs_people.png").stat().st_size > 1000
 

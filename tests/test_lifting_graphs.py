@@ -253,6 +253,8 @@ def test_profile_parts():
     lifter(Frame(0, 0.0, _image(50)), _dets(BOXES[:3]))
     parts = lifter.last_parts()
     assert set(parts) == {"upload", "crops", "network+post", "d2h"} and all(v >= 0 for v in parts.values())
+    assert lifter.sync_ms == 0.0  # the fused path's one device wait: none on the CPU
+    assert HMRLifter.from_config(HMRLifterConfig()).sync_ms is None  # eager: its waits are inside torch calls
     with pytest.raises(ValueError, match="fused"):
         HMRLifter.from_config(HMRLifterConfig()).profile()
 

@@ -400,3 +400,47 @@ def test_fuzz_structural_mutations(schema, data):
     else:
         parent.append(data.draw(msgpack_values))
     _decoder_agrees_with_schema(schema, msg.topic, msgpack.packb(body, use_bin_type=True), encode(msg)[2:])
+
+
+# --- the publisher's direct wire builder -----------------------------------------------------------
+
+def random_result(rng: np.random.Generator) -> FrameResult:
+    """Any mix the pipeline makes: tracks with and without predictions (and predictions without a
+    track), cam_t or not, appearance ages or not, ties in the scores, no action stage, nobody."""
+    n = int(rng.integers(0, 6))
+    ids = rng.choice(np.arange(1, 40), size=n, replace=False)
+    tracks = Tracks(track_id=ids, xyxy=rng.random((n, 4)) * 500, state=rng.integers(1, 4, n), age=rng.integers(1, 99, n),
+                    hits=rng.integers(1, 99, n), time_since_update=rng.integers(0, 3, n),
+                    person_index=rng.integers(-1, 3, n),
+                    cam_t=rng.random((n, 3)).astype(rng.choice([np.float32, np.float64])) if rng.random() < 0.7 else None)
+    preds = None
+    if rng.random() < 0.8:
+        k = int(rng.integers(0, n + 2))
+        pred_ids = np.concatenate([ids, [100, 101]])[rng.permutation(n + 2)[:k]]
+        scores = (rng.integers(0, 4, (k, 7)) / 4 if rng.random() < 0.5 else rng.random((k, 7))).astype(np.float32)
+        preds = ActionPredictions(pred_ids, rng.integers(0, 50, k), scores, tuple(range(10, 17)),
+                                  tuple(f"c{i}" for i in range(7)), bool(rng.random() < 0.5))
+    appearance = None
+    if rng.random() < 0.5:
+        from lart_stream.realtime.records import AppearanceFeatures
+
+        valid = rng.random(n) < 0.6
+        appearance = AppearanceFeatures(ids, np.zeros((n, 3), np.float32), valid, np.where(valid, rng.integers(0, 6, n), -1))
+    frame = Frame(int(rng.integers(0, 1000)), float(rng.random() * 100), np.zeros((48, 64, 3), np.uint8), "cam2")
+    return FrameResult(frame, Detections.empty(), People.empty((64, 48)), tracks, preds,
+                       {"detect": float(np.float32(rng.random())), "publish": 0.5}, 1.0, appearance)
+
+
+@pytest.mark.parametrize("top_k,full_scores", [(5, True), (2, False), (0, True), (9, True)])
+def test_actions_wire_is_the_typed_message_on_the_wire(top_k, full_scores):
+    """The publisher's fast path gives to_wire(actions_message(...)) exactly, and the same bytes."""
+    rng = np.random.default_rng(top_k)
+    for _ in range(60):
+        r = random_result(rng)
+        kw = dict(session=7, seq=int(rng.integers(0, 99)), t_publish_ns=11, t_wall_ns=12, top_k=top_k,
+                  full_scores=full_scores)
+        wire = protocol.actions_wire(r, **kw)
+        msg = protocol.actions_message(r, **kw)
+        assert wire == protocol.to_wire(msg)
+        assert protocol.encode_actions_wire(wire) == protocol.encode_actions(msg)
+        assert decode(protocol.encode_actions_wire(wire)) == msg

@@ -118,7 +118,19 @@ def phalp_cost(d_a: np.ndarray, d_p: np.ndarray, d_l: np.ndarray, d_n: np.ndarra
     with np.errstate(over="ignore", invalid="ignore"):
         cost = ((1 + b0 * d_a) * (1 + b1 * d_p) * np.exp(d_l / ((0.1 + np.tanh(c_xy)) * b2))
                 * np.exp(d_n / ((0.1 + np.tanh(c_n)) * b3)))
-    return np.nan_to_num(cost)
+    return _nan_to_num(cost)
+
+
+def _nan_to_num(x: np.ndarray) -> np.ndarray:
+    """np.nan_to_num of a fresh float array (NaN -> 0, +-inf -> +-max of its dtype), in place with plain
+    ufuncs: its wrapper costs ~10x the work on a few tracks."""
+    if not isinstance(x, np.ndarray) or x.ndim == 0 or x.dtype.kind != "f":
+        return np.nan_to_num(x)
+    big = np.finfo(x.dtype).max
+    np.minimum(x, big, out=x)
+    np.maximum(x, -big, out=x)
+    x[np.isnan(x)] = 0
+    return x
 
 
 def linear_assignment(cost: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -136,7 +148,14 @@ def linear_assignment(cost: np.ndarray, threshold: float) -> tuple[np.ndarray, n
     rows, cols = linear_sum_assignment(clipped)
     keep = clipped[rows, cols] <= threshold
     matches = np.stack([rows[keep], cols[keep]], axis=1).astype(np.int64)
-    return (matches, np.setdiff1d(np.arange(n_rows), matches[:, 0]), np.setdiff1d(np.arange(n_cols), matches[:, 1]))
+    return matches, _unmatched(n_rows, matches[:, 0]), _unmatched(n_cols, matches[:, 1])
+
+
+def _unmatched(n: int, matched: np.ndarray) -> np.ndarray:
+    """Sorted indices in [0, n) not in ``matched`` (np.setdiff1d's answer, without its sort: 7x faster)."""
+    free = np.ones(n, bool)
+    free[matched] = False
+    return np.flatnonzero(free)
 
 
 # The ``lart`` tracker's pieces (realtime/tracking/lart.py): distances in units of each track's own

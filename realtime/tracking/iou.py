@@ -21,6 +21,8 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(T, 4), (D, 4) xyxy -> (T, D) intersection over union (0 where both boxes are empty)."""
     a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
     lt = np.maximum(a[:, None, :2], b[None, :, :2])  # (T, D, 2)
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
@@ -101,9 +103,10 @@ class IouTracker:
 
         # 4. Second association: tracks seen last frame, still unmatched, against low-confidence ones.
         recent = np.array([i for i in left if self.tracks[i].time_since_update == 1], dtype=np.int64)
-        iou = box_iou(predicted[recent], boxes[low])
-        m2, _, _ = linear_assignment(1.0 - iou, 1.0 - cfg.iou_match_second)
-        matches += [(recent[i], low[j]) for i, j in m2]
+        if len(recent) and len(low):
+            iou = box_iou(predicted[recent], boxes[low])
+            m2, _, _ = linear_assignment(1.0 - iou, 1.0 - cfg.iou_match_second)
+            matches += [(recent[i], low[j]) for i, j in m2]
 
         matched = set()
         for i, j in matches:

@@ -146,7 +146,7 @@ class PhalpTracker:
         cfg = self.cfg
         # 1. This frame's confident detections, in PHALP's units (rows[j]: their row in ``people``).
         rows = np.flatnonzero(people.confidence >= cfg.min_confidence)
-        det = DetectionFeatures.from_people(people[rows], cfg)
+        det = DetectionFeatures.from_people(people if len(rows) == len(people) else people[rows], cfg)
 
         # 2. Age every track, then predict its location, pose and appearance at this frame.
         for track in self.tracks:
