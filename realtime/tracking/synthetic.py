@@ -67,8 +67,9 @@ class SyntheticFrame:
     people: People
     det_ids: np.ndarray  # (n,) identity of each People row, -1 for a false positive
     gt_ids: np.ndarray  # (m,) identities in view
-    gt_xyxy: np.ndarray  # (m, 4) their true boxes, clipped to the image
+    gt_xyxy: np.ndarray  # (m, 4) their true (amodal, full-body) boxes, clipped to the image
     gt_visibility: np.ndarray  # (m,) unoccluded fraction of each box
+    gt_visible_xyxy: np.ndarray  # (m, 4) box of the unoccluded part (what a detector boxes); the full box when hidden
 
 
 @dataclass
@@ -441,7 +442,8 @@ def _render_frame(t: int, walkers: list[Walker], facing: np.ndarray, cfg: SceneC
         location=np.array(out["loc"], dtype=np.float32).reshape(n, 3)[order],
         appearance=np.array(out["app"], dtype=np.float32).reshape(n, cfg.appearance_dim)[order],
     )
-    return SyntheticFrame(t, people, np.array(out["id"], dtype=np.int64)[order], gt_ids, gt_xyxy, visibility)
+    return SyntheticFrame(t, people, np.array(out["id"], dtype=np.int64)[order], gt_ids, gt_xyxy, visibility,
+                          np.asarray(visible_box, dtype=np.float32).reshape(-1, 4))
 
 
 def _speed(walk: np.ndarray, t: int) -> float:
