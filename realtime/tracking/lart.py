@@ -95,6 +95,7 @@ class LartTracker:
         self.tracks: list[LartTrack] = []
         self.next_id = IdCounter()
         self.last_cost = np.zeros((0, 0))  # (T, D) cost of the last update (all tracks x all detections)
+        self._track_app: np.ndarray | None = None  # (T, K) running appearances, stacked once per update
 
     def reset(self) -> None:
         self.tracks = []
@@ -134,8 +135,8 @@ class LartTracker:
         xy2 = scaled_squared_distance(pred["xy"], pred["xy_sigma"], det.location[:, :2])
         z2 = ((pred["log_z"][:, None] - det.location[None, :, 2]) / pred["z_sigma"][:, None]) ** 2
         has_app = det.appearance is not None and all(tr.appearance is not None for tr in self.tracks)
-        d_a = (cosine_appearance_cost(np.array([tr.appearance for tr in self.tracks]).reshape(n, -1), det.appearance)
-               if has_app and n else np.zeros((n, d)))
+        self._track_app = np.array([tr.appearance for tr in self.tracks]).reshape(n, -1) if has_app and n else None
+        d_a = cosine_appearance_cost(self._track_app, det.appearance) if self._track_app is not None else np.zeros((n, d))
         poses = np.array([tr.pose for tr in self.tracks]).reshape(n, POSE_DIM)
         betas = np.array([tr.betas for tr in self.tracks]).reshape(n, BETAS.stop - BETAS.start)
         d_pose = np.minimum(squared_distance(poses[:, BODY], det.pose[:, BODY]), c.pose_clip)
@@ -151,12 +152,11 @@ class LartTracker:
         occlusion-discounted appearance (costs.occluded_appearance_cost) against the tracks matched so far
         that stand nearer than the detection; other columns are returned unchanged."""
         cols = np.flatnonzero(low)
-        if not matches or len(cols) == 0 or det.appearance is None or any(tr.appearance is None for tr in self.tracks):
+        track_app = self._track_app  # stacked by cost_matrix this frame; None without appearance
+        if not matches or len(cols) == 0 or track_app is None:
             return cost, d_a
-        occ_tracks = np.array([i for i, _ in matches])
-        occ_z = det.location[[j for _, j in matches], 2]
-        nearer = occ_z[None, :] < det.location[cols, 2][:, None]  # (D_low, M): the occluder stands nearer
-        track_app = np.array([tr.appearance for tr in self.tracks])
+        occ_tracks, occ_dets = np.array(matches).T
+        nearer = det.location[occ_dets, 2][None, :] < det.location[cols, 2][:, None]  # (D_low, M): occluder nearer
         d_low = occluded_appearance_cost(track_app, det.appearance[cols], track_app[occ_tracks], nearer,
                                          self.lcfg.occluder_share)
         low_d_a = d_a.copy()
@@ -204,7 +204,7 @@ class LartTracker:
         for track_mask in (coasting, lost, tentative):
             assign(track_mask, high, gate, cost)
         low_cost, low_d_a = self.low_score_costs(cost, d_a, det, matches, ~high & free_det)
-        low_gate = near & (low_d_a <= np.minimum(app_gate, c.app_gate_low)[:, None]) & (low_cost <= c.marginal_cost)
+        low_gate = near & (low_d_a <= np.minimum(app_gate, c.app_gate_low)[:, None]) & (low_cost <= c.low_max_cost)
         assign(confirmed, ~high, low_gate, low_cost)
 
         # 4. Matched tracks take their detection; weak (low score or marginal cost) ones only move a little.
