@@ -90,3 +90,22 @@ def test_oracle_knows_identities_and_ignores_false_positives():
     assert hijacks(scene, run) == 0
     m = evaluate(ground_truth(scene.frames), run.hyp)
     assert m.id_switches == 0 and m.false_positives == 0 or m.idf1 > 0.8
+
+
+def test_a_returner_keeps_its_id_from_its_first_re_detection():
+    """After 2 s or more without a detection, the person's first detection back is published on the track
+    that had them before, in that very frame (the lost gallery's track is confirmed: no tentative phase)."""
+    checked = 0
+    for seed in SEEDS:
+        scene = make_scene("hard_leave", seed=seed)
+        run = run_scene(build_tracker("lart", TrackerConfig()), scene)
+        last: dict[int, tuple[int, int | None]] = {}  # identity -> (frame, track id) of its last detection
+        for frame, taken in zip(scene.frames, run.taken):
+            for row, ident in enumerate(frame.det_ids.tolist()):
+                if ident < 0:
+                    continue
+                if ident in last and frame.index - last[ident][0] >= 60 and last[ident][1] is not None:
+                    assert taken.get(row) == last[ident][1], (seed, ident, frame.index, taken.get(row), last[ident])
+                    checked += 1
+                last[ident] = (frame.index, taken.get(row))
+    assert checked >= len(SEEDS)

@@ -2,7 +2,9 @@
 
 What it changes from ``phalp-reference`` (issue 15), each a numbered step of ``update``:
 - Two-stage association (ByteTrack): confident detections first; low-score ones (partial occlusions)
-  only extend confirmed tracks through a strict gate; they never start a track.
+  only extend confirmed tracks through a strict gate; they never start a track. A partly hidden person's
+  embedding holds some of whoever hides them, so in the low-score stage the appearance distance first
+  takes out the share of a nearer track matched this frame (costs.occluded_appearance_cost).
 - State-aware gates: distances are measured in each track's own spread, which grows with the time it
   has been unseen, and the appearance gate tightens as it coasts, so a false positive beside a hidden
   person's predicted position does not pass on 2D location alone.

@@ -117,7 +117,7 @@ def ground_truth(frames: Sequence, boxes: str = "visible") -> list[FrameBoxes]:
     since a track's box is its detection's; ``"full"`` against the whole-body box (``gt_xyxy``,
     MOTChallenge's amodal annotation). With the full box a correct track on a half-hidden person fails
     IoU >= 0.5 (its box is the visible half), so that convention charges the detector's box extent to
-    the tracker and rewards dropping correct partly-occluded detections (docs/protocol.md).
+    the tracker and rewards dropping correct partly-occluded detections (benchmarks/results/tracking/).
     """
     if boxes not in GT_BOXES:
         raise ValueError(f"ground_truth: boxes must be one of {', '.join(GT_BOXES)}, got {boxes!r}")
