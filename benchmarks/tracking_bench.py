@@ -253,20 +253,26 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     scenes = list(result["metrics"])
-    fig, axes = plt.subplots(1, len(scenes), figsize=(4.2 * len(scenes), 3.8), sharey=True)
+    cols = min(3, len(scenes))
+    rows = -(-len(scenes) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.0 * cols, 3.6 * rows), sharey=True, squeeze=False)
     styles = {"lart": ("tab:blue", "o"), "phalp-reference": ("tab:orange", "s"), "iou": ("tab:gray", "^"),
               "oracle": ("black", "_")}
-    for ax, scene in zip(np.atleast_1d(axes), scenes):
-        for kind, rows in result["metrics"][scene].items():
+    for ax, scene in zip(axes.flat, scenes):
+        for kind, seeds in result["metrics"][scene].items():
             color, marker = styles[kind]
-            ax.plot([r["seed"] for r in rows], [r["idf1"] for r in rows], marker=marker, color=color, linestyle="-",
+            ax.plot([r["seed"] for r in seeds], [r["idf1"] for r in seeds], marker=marker, color=color, linestyle="-",
                     linewidth=0.8, markersize=4, label=kind)
         held = " (held out)" if scene in HELD_OUT else ""
         ax.set_title(scene + held)
         ax.set_xlabel("seed")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("IDF1")
-    np.atleast_1d(axes)[0].legend(loc="lower left", fontsize=8)
+    for ax in axes.flat[len(scenes):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("IDF1 (visible-part GT boxes)")
+    axes.flat[0].legend(loc="lower left", fontsize=8)
     fig.suptitle(f"IDF1 per seed ({result['machine']['cpu']}, {result['date']})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

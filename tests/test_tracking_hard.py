@@ -1,9 +1,10 @@
 """The hard synthetic scenes of issue 15, and the default tracker on a few seeds of each.
 
-Numbers on seeds 0-2 when written (IDF1 mean; benchmarks/results/tracking/ has 20 seeds and the held-out scene):
-  hard_crossing: lart 0.854 | phalp-reference 0.798 | iou 0.735
-  hard_depth:    lart 0.830 | phalp-reference 0.756 | iou 0.715
-  hard_leave:    lart 0.773 | phalp-reference 0.605 | iou 0.560   (every 2-4 s absence re-identified)
+Numbers on seeds 0-2 when written (IDF1 mean, visible-part GT boxes; benchmarks/results/tracking/ has 20 seeds
+and the held-out scenes):
+  hard_crossing: lart 0.893 | phalp-reference 0.815 | iou 0.748
+  hard_depth:    lart 0.878 | phalp-reference 0.806 | iou 0.743
+  hard_leave:    lart 0.806 | phalp-reference 0.636 | iou 0.578   (every 2-4 s absence re-identified)
 """
 
 import numpy as np
