@@ -3,7 +3,11 @@
     python benchmarks/tracking_bench.py    # writes benchmarks/results/tracking/{tracking_cpu.md,tracking_cpu.json,idf1_per_seed.png}
     python benchmarks/tracking_bench.py --seeds 2 --out-dir /tmp/bench   # quicker
 
-Scenes: HARD_SUITE (tuned on, seeds 0..N-1) and HELD_OUT ('hard_crowd', seeds 1000.., never tuned on).
+Scenes: HARD_SUITE (tuned on, seeds 0..N-1) and HELD_OUT (never tuned on: 'hard_crowd', seeds 1000..;
+'hard_pairs', seeds 2000.., a scene type added after the tuning).
+Scoring: against the visible-part GT box (the box our modal detector aims at; see metrics.ground_truth),
+with IDF1 against the full-body box (MOTChallenge's amodal convention) alongside, and IDF1's loss split
+by cause (metrics.idf1_losses).
 Trackers: lart (default), phalp-reference, iou, and an oracle that knows who each detection is but goes
 through the same lifecycle (an upper bound for association at this detection quality).
 
@@ -20,17 +24,21 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from lart_stream.realtime.records import People
 from lart_stream.realtime.tracking import TrackerConfig, build_tracker
-from lart_stream.realtime.tracking.metrics import OracleTracker, absences, evaluate, ground_truth, hijacks, run_scene
+from lart_stream.realtime.tracking.metrics import (LOSS_CAUSES, OracleTracker, absences, evaluate, ground_truth, hijacks,
+                                                   idf1_losses, run_scene)
 from lart_stream.benchmarks.report import cpu_name
 from lart_stream.realtime.tracking.synthetic import HARD_SUITE, HELD_OUT, HELD_OUT_SEED0, make_scene
 
 KINDS = ("lart", "phalp-reference", "iou", "oracle")
 TIMED = ("lart", "phalp-reference", "iou")
+LOW_TIMED = "lart (half the detections low-score)"
 SCENES = HARD_SUITE + HELD_OUT
 TRACK_COUNTS = (5, 20, 50)
 
@@ -50,7 +58,7 @@ def machine_info() -> dict:
 
 
 def scene_seeds(name: str, seeds: int) -> range:
-    first = HELD_OUT_SEED0 if name in HELD_OUT else 0
+    first = HELD_OUT_SEED0.get(name, 0)
     return range(first, first + seeds)
 
 
@@ -62,13 +70,18 @@ def suite_metrics(seeds: int) -> dict:
         for seed in scene_seeds(name, seeds):
             scene = make_scene(name, seed=seed)
             gt = ground_truth(scene.frames)
+            gt_full = ground_truth(scene.frames, "full")
             for kind in KINDS:
                 tracker = OracleTracker(scene) if kind == "oracle" else build_tracker(kind, TrackerConfig())
                 run = run_scene(tracker, scene)
                 m = evaluate(gt, run.hyp)
                 gaps = absences(scene, run)
+                _, losses = idf1_losses(scene, run)
+                _, losses_full = idf1_losses(scene, run, "full")
                 per_kind[kind].append({
-                    "seed": seed, "idf1": m.idf1, "mota": m.mota, "hota": m.hota, "id_switches": m.id_switches,
+                    "seed": seed, "idf1": m.idf1, "idf1_full_box": evaluate(gt_full, run.hyp).idf1, "idf1_losses": losses,
+                    "idf1_full_box_loss": losses_full["box"],
+                    "mota": m.mota, "hota": m.hota, "id_switches": m.id_switches,
                     "hijacks": hijacks(scene, run), "false_positives": m.false_positives, "misses": m.misses,
                     "gt_boxes": m.num_gt, "absences": [[a.identity, round(a.seconds, 3), a.reidentified] for a in gaps]})
         out[name] = per_kind
@@ -84,6 +97,9 @@ def summarise(rows: list[dict]) -> dict:
                   if any(g[1] >= 2.0 for g in r["absences"])]
     hota = [r["hota"] for r in rows]
     return {"idf1": float(np.mean([r["idf1"] for r in rows])), "idf1_min": float(np.min([r["idf1"] for r in rows])),
+            "idf1_full_box": float(np.mean([r["idf1_full_box"] for r in rows])),
+            "idf1_losses": {k: float(np.mean([r["idf1_losses"][k] for r in rows])) for k in LOSS_CAUSES},
+            "idf1_full_box_loss": float(np.mean([r["idf1_full_box_loss"] for r in rows])),
             "mota": float(np.mean([r["mota"] for r in rows])),
             "hota": None if None in hota else float(np.mean(hota)),
             "id_switches": int(sum(r["id_switches"] for r in rows)), "hijacks": int(sum(r["hijacks"] for r in rows)),
@@ -91,17 +107,25 @@ def summarise(rows: list[dict]) -> dict:
             "seeds_reid_2s": [int(sum(seeds_long)), len(seeds_long)]}
 
 
+def half_low(people: People) -> People:
+    """The same detections with every other one at a partial-occlusion score (exercises lart's low-score stage)."""
+    confidence = people.confidence.copy()
+    confidence[::2] = 0.5
+    return replace(people, confidence=confidence)
+
+
 def timing(n_tracks: int, frames: int, warmup: int, repeats: int) -> dict:
     scene = make_scene("steady", seed=0, n_people=n_tracks, n_frames=frames, p_miss=0.0, fp_rate=0.0)
     out = {}
-    for kind in TIMED:
-        tracker = build_tracker(kind, TrackerConfig())
+    for kind in TIMED + (LOW_TIMED,):
+        tracker = build_tracker(kind.split(" ")[0], TrackerConfig())
         times, emitted = [], []
         for _ in range(repeats):
             tracker.reset()
             for frame in scene.frames:
+                people = half_low(frame.people) if kind == LOW_TIMED and frame.index >= warmup else frame.people
                 t0 = time.perf_counter()
-                tracks = tracker.update(frame.people, frame.index)
+                tracks = tracker.update(people, frame.index)
                 dt = time.perf_counter() - t0
                 if frame.index >= warmup:
                     times.append(dt * 1e3)
@@ -132,40 +156,68 @@ def render_markdown(result: dict) -> str:
         "Scenes (realtime/tracking/synthetic.py): turns and stops, 2-3x depth changes, partial occlusion (box cropped "
         "to the visible part, score 0.4-0.6, appearance mixed with the occluder's), 20-40-frame detection gaps, "
         "~0.3 false positives per frame (some beside hidden people), one person out of view for 60 frames "
-        "(hard_leave, hard_crowd). `hard_crowd` (8 people, seeds 1000+) is held out: never tuned on.",
-        "Ground truth: every person with at least 40% of the box in the frame, occluded or not; a hypothesis is a "
-        "confirmed track matched in that frame (IoU >= 0.5). IDF1, IDSW, MOTA: motmetrics; HOTA: TrackEval. "
+        "(hard_leave, hard_crowd, hard_pairs). Held out, never tuned on: `hard_crowd` (8 people, seeds 1000+) and "
+        "`hard_pairs` (seeds 2000+; two pairs walking side by side, one changing sides behind the other in half the "
+        "pairs, one walker toward/away, one leaver: a scene type added after all tuning).",
+        "Ground truth: every person with at least 40% of the box in the frame, occluded or not (MOTChallenge keeps "
+        "occluded people). Boxes: IDF1, MOTA, HOTA, IDSW are scored against the box of the person's unoccluded part, "
+        "the box our COCO-trained (modal) detector gives and hence every tracker publishes; 'IDF1 full box' scores "
+        "the same output against the whole-body box (MOTChallenge's amodal annotation), where a correct track on a "
+        "half-hidden person fails IoU >= 0.5 (86-90% of correct detections below 50% visibility do). A hypothesis is "
+        "a confirmed track matched in that frame (IoU >= 0.5). IDF1, IDSW, MOTA: motmetrics; HOTA: TrackEval. "
         "IDF1/MOTA/HOTA averaged over seeds, IDSW and hijacks (a track that followed a real person takes a false "
         "positive, counted per frame) summed. Re-ID: absences between detections of 1-2 s and 2-4 s (the 60 frames "
         "out of view are 2.4-3.3 s between detections) after which the "
         "first track to take the person (within 1 s) has the old id; 'seeds 2 s': seeds in which every absence of "
         "2 s or more was re-identified. Oracle: knows who each detection is, same lifecycle as lart.",
         "",
-        "| scene | tracker | IDF1 | min IDF1 | MOTA | HOTA | IDSW | hijacks | re-ID 1-2 s | re-ID 2-4 s | seeds 2 s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scene | tracker | IDF1 | min IDF1 | IDF1 full box | MOTA | HOTA | IDSW | hijacks | re-ID 1-2 s | re-ID 2-4 s "
+        "| seeds 2 s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scene, per_kind in result["summary"].items():
         for kind, r in per_kind.items():
             hota = "n/a" if r["hota"] is None else f"{r['hota']:.3f}"
-            lines.append(f"| {scene} | {kind} | {r['idf1']:.3f} | {r['idf1_min']:.3f} | {r['mota']:.3f} | {hota} | "
-                         f"{r['id_switches']} | {r['hijacks']} | {_frac(r['reid_1_2s'])} | {_frac(r['reid_2_4s'])} | "
-                         f"{_frac(r['seeds_reid_2s'])} |")
+            lines.append(f"| {scene} | {kind} | {r['idf1']:.3f} | {r['idf1_min']:.3f} | {r['idf1_full_box']:.3f} | "
+                         f"{r['mota']:.3f} | {hota} | {r['id_switches']} | {r['hijacks']} | {_frac(r['reid_1_2s'])} | "
+                         f"{_frac(r['reid_2_4s'])} | {_frac(r['seeds_reid_2s'])} |")
+    lines += ["", "## Where IDF1 goes (IDF1 points lost, mean over seeds; IDF1 + the row's losses = 1)", "",
+              "Every IDFN (a ground-truth box without its identity's track) and IDFP (a published box not on its "
+              "identity) is charged to one cause (realtime/tracking/metrics.py `idf1_losses`): "
+              + "; ".join(f"**{k}**: {v}" for k, v in LOSS_CAUSES.items()) + ". Visible-part boxes; the last column "
+              "is the box loss against the full-body box instead.", "",
+              "| scene | tracker | IDF1 | " + " | ".join(LOSS_CAUSES) + " | box (full-box GT) |",
+              "|---|---|---|" + "---|" * (len(LOSS_CAUSES) + 1)]
+    for scene, per_kind in result["summary"].items():
+        for kind, r in per_kind.items():
+            lines.append(f"| {scene} | {kind} | {r['idf1']:.3f} | "
+                         + " | ".join(f"{r['idf1_losses'][k]:.3f}" for k in LOSS_CAUSES)
+                         + f" | {r['idf1_full_box_loss']:.3f} |")
+    lines += ["", "Reading it: the undetected columns are the same for every tracker (no tracker publishes a box "
+              "without a detection); the oracle's remaining loss is confirmation latency, people who come into view "
+              "partly hidden (a low score never starts a track) and boxes of barely visible people; lart's extra "
+              "loss over the oracle is mostly low-score detections it refuses, and wrong associations are a small "
+              "share. Against full-body boxes, publishing a correct partly-hidden detection costs twice (IDFN + "
+              "IDFP), so there the oracle, which publishes them all, loses more than lart, which refuses some."]
     t = result["targets"]
-    lines += ["", "## Targets (issue 15), on the tuned scenes and on the held-out one", "",
-              "| check | tuned (hard_crossing, hard_depth, hard_leave) | held out (hard_crowd) |", "|---|---|---|"]
+    lines += ["", "## Targets (issue 15), on the tuned scenes and on the held-out ones", "",
+              "| check | " + " | ".join(t) + " |", "|---|" + "---|" * len(t)]
     for key, label in (("mean_idf1", "mean IDF1 of lart (target >= 0.88)"),
                        ("oracle_idf1", "mean IDF1 of the oracle (the ceiling at this detection quality)"),
+                       ("mean_idf1_full", "mean IDF1 of lart / the oracle, full-body GT boxes"),
                        ("idsw_ratio", "lart IDSW / IoU IDSW (target <= 0.5)"),
                        ("worst_vs_iou", "worst seed: lart IDF1 - IoU IDF1 (target >= -0.02)"),
                        ("worst_vs_phalp", "worst seed: lart IDF1 - phalp-reference IDF1"),
                        ("seeds_reid_2s", "seeds re-identifying every >= 2 s absence (target >= 90%)")):
-        lines.append(f"| {label} | {t['tuned'][key]} | {t['held_out'][key]} |")
+        lines.append(f"| {label} | " + " | ".join(str(g[key]) for g in t.values()) + " |")
     lines += [
         "",
         f"## Per-frame `update()` time ({result['timing_frames']} frames, first {result['timing_warmup']} untimed, "
         f"x{result['timing_repeats']} passes)",
         "",
-        "N people all visible and detected every frame, so N confirmed tracks and N detections per frame.",
+        "N people all visible and detected every frame, so N confirmed tracks and N detections per frame; in the "
+        "last row of each group every other detection has a partial-occlusion score (0.5) after the untimed frames, "
+        "so lart also runs its low-score stage with the occluder discount.",
         "",
         "| tracks | tracker | p50 ms | p95 ms | p99 ms | mean ms | confirmed tracks (mean) |",
         "|---|---|---|---|---|---|---|",
@@ -185,6 +237,8 @@ def targets(metrics: dict, scenes: tuple[str, ...]) -> dict:
     seeds = summarise(lart)["seeds_reid_2s"]
     return {"mean_idf1": f"{np.mean([r['idf1'] for r in lart]):.3f}",
             "oracle_idf1": f"{np.mean([r['idf1'] for r in oracle]):.3f}",
+            "mean_idf1_full": f"{np.mean([r['idf1_full_box'] for r in lart]):.3f} / "
+                              f"{np.mean([r['idf1_full_box'] for r in oracle]):.3f}",
             "idsw_ratio": f"{sum(r['id_switches'] for r in lart)} / {sum(r['id_switches'] for r in iou)}",
             "worst_vs_iou": f"{min(a['idf1'] - b['idf1'] for a, b in zip(lart, iou)):+.3f}",
             "worst_vs_phalp": f"{min(a['idf1'] - b['idf1'] for a, b in zip(lart, ref)):+.3f}",
@@ -199,20 +253,26 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     scenes = list(result["metrics"])
-    fig, axes = plt.subplots(1, len(scenes), figsize=(4.2 * len(scenes), 3.8), sharey=True)
+    cols = min(3, len(scenes))
+    rows = -(-len(scenes) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.0 * cols, 3.6 * rows), sharey=True, squeeze=False)
     styles = {"lart": ("tab:blue", "o"), "phalp-reference": ("tab:orange", "s"), "iou": ("tab:gray", "^"),
               "oracle": ("black", "_")}
-    for ax, scene in zip(np.atleast_1d(axes), scenes):
-        for kind, rows in result["metrics"][scene].items():
+    for ax, scene in zip(axes.flat, scenes):
+        for kind, seeds in result["metrics"][scene].items():
             color, marker = styles[kind]
-            ax.plot([r["seed"] for r in rows], [r["idf1"] for r in rows], marker=marker, color=color, linestyle="-",
+            ax.plot([r["seed"] for r in seeds], [r["idf1"] for r in seeds], marker=marker, color=color, linestyle="-",
                     linewidth=0.8, markersize=4, label=kind)
         held = " (held out)" if scene in HELD_OUT else ""
         ax.set_title(scene + held)
         ax.set_xlabel("seed")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("IDF1")
-    np.atleast_1d(axes)[0].legend(loc="lower left", fontsize=8)
+    for ax in axes.flat[len(scenes):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("IDF1 (visible-part GT boxes)")
+    axes.flat[0].legend(loc="lower left", fontsize=8)
     fig.suptitle(f"IDF1 per seed ({result['machine']['cpu']}, {result['date']})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -235,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
               "timing_repeats": args.repeats}
     result["metrics"] = suite_metrics(args.seeds)
     result["summary"] = {s: {k: summarise(rows) for k, rows in per_kind.items()} for s, per_kind in result["metrics"].items()}
-    result["targets"] = {"tuned": targets(result["metrics"], HARD_SUITE), "held_out": targets(result["metrics"], HELD_OUT)}
+    groups = {"tuned (" + ", ".join(HARD_SUITE) + ")": HARD_SUITE, **{f"held out: {s}": (s,) for s in HELD_OUT}}
+    result["targets"] = {label: targets(result["metrics"], scenes) for label, scenes in groups.items()}
     result["timing"] = {str(n): timing(n, args.timing_frames, args.timing_warmup, args.repeats) for n in TRACK_COUNTS}
     result["machine"]["load_average_1m_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     out = Path(args.out_dir)

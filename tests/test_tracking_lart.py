@@ -10,25 +10,28 @@ from lart_stream.realtime.records import People, TrackState
 from lart_stream.realtime.stages import Tracker
 from lart_stream.realtime.tracking import LartTrackerConfig, TrackerConfig, build_tracker
 from lart_stream.realtime.tracking.costs import (body_height, coasting_gate, coasting_weight, gated_assignment, lart_cost,
-                                                 lart_gate, scaled_squared_distance, spread)
+                                                 lart_gate, occluded_appearance_cost, scaled_squared_distance, spread)
 from lart_stream.realtime.tracking.predictors import weighted_ridge_line
 
 SIZE = (1280, 720)
 F = 5000 / 256 * SIZE[0]
 RED, BLUE, PURPLE = np.array([1.0, 0, 0, 0]), np.array([0, 1.0, 0, 0]), np.array([1.0, 0.8, 0, 0])
+GREEN = np.array([0, 0, 1.0, 0])
 
 
-def people(*rows: tuple[float, float, np.ndarray, float], z: float = 100.0) -> People:
-    """People from (x px, y px, appearance, confidence) rows at depth z, 3D fields consistent, same pose."""
+def people(*rows: tuple, z: float = 100.0) -> People:
+    """People from (x px, y px, appearance, confidence[, depth]) rows (depth z unless given), 3D fields
+    consistent, same pose."""
     n = len(rows)
-    h = 1.75 * F / z
-    xyxy = [[x - 0.2 * h, y - 0.5 * h, x + 0.2 * h, y + 0.5 * h] for x, y, _, _ in rows]
-    cam_t = [[(x - SIZE[0] / 2) * z / F, (y - SIZE[1] / 2) * z / F, z] for x, y, _, _ in rows]
+    rows = [(*r, z) if len(r) == 4 else r for r in rows]
+    xyxy = [[x - 0.35 * F / d, y - 0.875 * F / d, x + 0.35 * F / d, y + 0.875 * F / d] for x, y, _, _, d in rows]
+    cam_t = [[(x - SIZE[0] / 2) * d / F, (y - SIZE[1] / 2) * d / F, d] for x, y, _, _, d in rows]
     pose = np.zeros((n, 229))
     pose[:, 226:] = np.array(cam_t).reshape(n, 3) * [1, 1, 1 / 200]
-    return People(np.array(xyxy).reshape(n, 4), np.array([c for *_, c in rows]), image_size=SIZE, pose_vector=pose,
-                  cam_t=np.array(cam_t).reshape(n, 3), location=np.array([[x, y, math.log(z)] for x, y, _, _ in rows]).reshape(n, 3),
-                  appearance=np.array([a for _, _, a, _ in rows]).reshape(n, 4))
+    return People(np.array(xyxy).reshape(n, 4), np.array([r[3] for r in rows]), image_size=SIZE, pose_vector=pose,
+                  cam_t=np.array(cam_t).reshape(n, 3),
+                  location=np.array([[x, y, math.log(d)] for x, y, _, _, d in rows]).reshape(n, 3),
+                  appearance=np.array([r[2] for r in rows]).reshape(n, 4))
 
 
 NOBODY = People.empty(SIZE)
@@ -150,6 +153,36 @@ def test_a_false_positive_beside_a_hidden_person_is_not_taken(score):
     out = lart.update(fp, 15)
     assert out.track_id.tolist() == [1] and out.time_since_update.tolist() == [11]  # still coasting
     assert lart.tracks[0].person_index == -1
+
+
+def test_occluded_appearance_cost_by_hand():
+    e = np.eye(4)
+    tracks = np.stack([e[0], e[2]])  # the hidden person, a stranger
+    det = np.array([[0.4, 0.6, 0, 0], [0.4, 0.1, 0, 0.3]])  # 40% hidden person + 60% occluder; little occluder
+    got = occluded_appearance_cost(tracks, det, e[1:2], np.ones((2, 1), bool), min_share=0.2)
+    plain = 1 - det / np.linalg.norm(det, axis=1, keepdims=True)  # cos with e0 and e2 are columns 0 and 2
+    # Row 0: the occluder's part (e1) is taken out of both, the rest is pure e0 -> 0; the stranger stays at 1.
+    # Row 1: the occluder makes up 0.1 / 0.51 < 0.2 of it: plain distances.
+    want = np.array([[0.0, plain[1, 0]], [1.0, plain[1, 2]]])
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    not_nearer = occluded_appearance_cost(tracks, det, e[1:2], np.zeros((2, 1), bool))
+    np.testing.assert_allclose(not_nearer[0], plain[:, 0], atol=1e-12)  # track e0 x both detections
+
+
+def test_a_partly_hidden_person_keeps_the_track_but_a_false_positive_does_not_take_it():
+    """A low-score detection whose embedding is 65% the nearer occluder's is this person once the occluder's
+    share is discounted; one that is half occluder and half a stranger is not."""
+    def run(hidden_app):
+        tracker = build_tracker("lart")
+        for f in range(3):
+            tracker.update(people((640.0, 360.0, RED, 0.9, 110.0), (700.0, 360.0, BLUE, 0.9, 100.0)), f)
+        return tracker.update(people((700.0, 360.0, BLUE, 0.9, 100.0), (641.0, 360.0, hidden_app, 0.5, 110.0)), 3)
+
+    mixed = 0.35 * RED + 0.65 * BLUE  # plain d_A to RED 0.53: over the low-score gate 0.5
+    out = run(mixed)
+    assert dict(zip(out.track_id.tolist(), out.person_index.tolist())) == {1: 1, 2: 0}
+    out = run(0.5 * GREEN + 0.5 * BLUE)
+    assert dict(zip(out.track_id.tolist(), out.person_index.tolist())) == {1: -1, 2: 0}
 
 
 def test_weak_matches_do_not_poison_appearance_or_pose():

@@ -46,7 +46,9 @@ class LartTrackerConfig:
     app_gate_fresh: float = 0.65
     app_gate_lost: float = 0.4
     app_tighten_s: float = 0.5
-    app_gate_low: float = 0.5  # low-score detections must agree this well
+    app_gate_low: float = 0.5  # low-score detections must agree this well (after discounting an occluder)
+    low_max_cost: float = 8.0  # low-score pairs costing more (occlusion-discounted appearance) are not matched
+    occluder_share: float = 0.2  # a nearer matched track counts as a low detection's occluder from this cosine
     app_update_max: float = 0.35  # only observations this close update the running appearance
     appearance_alpha: float = 0.1  # running blend weight (times confidence^2), as PHALP
     # Pose: body pose weighed down as coasting grows (the walking cycle moves on); shape (betas) is not.

@@ -89,6 +89,32 @@ def cosine_appearance_cost(track_app: np.ndarray, det_app: np.ndarray) -> np.nda
     return np.clip(1.0 - inner(a, b), 0.0, 2.0)
 
 
+def occluded_appearance_cost(track_app: np.ndarray, det_app: np.ndarray, occluder_app: np.ndarray,
+                             may_occlude: np.ndarray, min_share: float = 0.2) -> np.ndarray:
+    """d_A of partly hidden detections: 1 - cos after taking out the occluder's part, the smallest over occluders.
+
+    The embedding of a partly hidden person's crop holds some of whoever hides them. For each candidate
+    occluder m (unit direction o_m) that ``may_occlude`` (D, M) detection j and makes up at least
+    ``min_share`` of it (cos >= min_share), both vectors lose their o_m component and the cosine of the
+    rests is compared; the plain d_A is kept when it is smaller. Closed form in the (T, D, M) dot
+    products, no per-pair loop. (T, K), (D, K), (M, K), (D, M) -> (T, D).
+    """
+    a = np.asarray(track_app, dtype=np.float64)
+    b = np.asarray(det_app, dtype=np.float64)
+    o = np.asarray(occluder_app, dtype=np.float64)
+    a, b, o = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) for x in (a, b, o))
+    ab = inner(a, b)  # (T, D)
+    plain = np.clip(1.0 - ab, 0.0, 2.0)
+    if len(o) == 0 or len(a) == 0 or len(b) == 0:
+        return plain
+    ao, bo = inner(a, o), inner(b, o)  # (T, M), (D, M)
+    rest = ab[:, :, None] - ao[:, None, :] * bo[None, :, :]  # (T, D, M): dot product of the rests
+    norms = np.sqrt(np.maximum(1.0 - ao * ao, 1e-12))[:, None, :] * np.sqrt(np.maximum(1.0 - bo * bo, 1e-12))[None, :, :]
+    use = np.asarray(may_occlude, bool) & (bo >= min_share)  # (D, M)
+    discounted = np.where(use[None], 1.0 - rest / norms, np.inf).min(axis=2)
+    return np.clip(np.minimum(plain, discounted), 0.0, 2.0)
+
+
 def phalp_l2_appearance_cost(track_app: np.ndarray, det_app: np.ndarray) -> np.ndarray:
     """d_A = 100 * ||a / 1e3 - b / 1e3||^2: PHALP's formula for its 4096-d texture-map encoding."""
     return 100.0 * squared_distance(np.asarray(track_app) / 1e3, np.asarray(det_app) / 1e3)

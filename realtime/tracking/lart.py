@@ -2,7 +2,9 @@
 
 What it changes from ``phalp-reference`` (issue 15), each a numbered step of ``update``:
 - Two-stage association (ByteTrack): confident detections first; low-score ones (partial occlusions)
-  only extend confirmed tracks through a strict gate; they never start a track.
+  only extend confirmed tracks through a strict gate; they never start a track. A partly hidden person's
+  embedding holds some of whoever hides them, so in the low-score stage the appearance distance first
+  takes out the share of a nearer track matched this frame (costs.occluded_appearance_cost).
 - State-aware gates: distances are measured in each track's own spread, which grows with the time it
   has been unseen, and the appearance gate tightens as it coasts, so a false positive beside a hidden
   person's predicted position does not pass on 2D location alone.
@@ -23,7 +25,8 @@ from lart_stream.realtime.records import POSE_DIM, People, Tracks, TrackState
 from lart_stream.realtime.tracking.base import IdCounter, lifecycle_columns
 from lart_stream.realtime.tracking.config import LartTrackerConfig, TrackerConfig
 from lart_stream.realtime.tracking.costs import (body_height, coasting_gate, coasting_weight, cosine_appearance_cost,
-                                                 gated_assignment, lart_cost, lart_gate, scaled_squared_distance,
+                                                 gated_assignment, lart_cost, lart_gate, occluded_appearance_cost,
+                                                 scaled_squared_distance,
                                                  spread, squared_distance)
 from lart_stream.realtime.tracking.phalp import DetectionFeatures
 from lart_stream.realtime.tracking.predictors import weighted_ridge_line
@@ -94,6 +97,7 @@ class LartTracker:
         self.tracks: list[LartTrack] = []
         self.next_id = IdCounter()
         self.last_cost = np.zeros((0, 0))  # (T, D) cost of the last update (all tracks x all detections)
+        self._track_app: np.ndarray | None = None  # (T, K) running appearances, stacked once per update
 
     def reset(self) -> None:
         self.tracks = []
@@ -125,24 +129,41 @@ class LartTracker:
         return {"xy": mean[:, :2], "log_z": mean[:, 2], "dt": dt, "xy_sigma": xy_sigma * height, "z_sigma": z_sigma,
                 "log_spread": 2 * np.log(xy_sigma / c.xy_sigma0) + np.log(z_sigma / c.z_sigma0)}
 
-    def cost_matrix(self, pred: dict[str, np.ndarray], det: DetectionFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(T, D) cost, (T, D) appearance distance and (T, D) gate (before the per-stage rules)."""
+    def cost_matrix(self, pred: dict[str, np.ndarray], det: DetectionFeatures
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(T, D) cost, appearance distance, location/depth gate, and (T,) appearance gate (before the per-stage rules)."""
         c = self.lcfg
         n, d = len(self.tracks), len(det.pose)
         xy2 = scaled_squared_distance(pred["xy"], pred["xy_sigma"], det.location[:, :2])
         z2 = ((pred["log_z"][:, None] - det.location[None, :, 2]) / pred["z_sigma"][:, None]) ** 2
         has_app = det.appearance is not None and all(tr.appearance is not None for tr in self.tracks)
-        d_a = (cosine_appearance_cost(np.array([tr.appearance for tr in self.tracks]).reshape(n, -1), det.appearance)
-               if has_app and n else np.zeros((n, d)))
+        self._track_app = np.array([tr.appearance for tr in self.tracks]).reshape(n, -1) if has_app and n else None
+        d_a = cosine_appearance_cost(self._track_app, det.appearance) if self._track_app is not None else np.zeros((n, d))
         poses = np.array([tr.pose for tr in self.tracks]).reshape(n, POSE_DIM)
         betas = np.array([tr.betas for tr in self.tracks]).reshape(n, BETAS.stop - BETAS.start)
         d_pose = np.minimum(squared_distance(poses[:, BODY], det.pose[:, BODY]), c.pose_clip)
         d_betas = np.minimum(squared_distance(betas, det.pose[:, BETAS]), c.pose_clip)
         pose_w = coasting_weight(pred["dt"], c.pose_weight, c.pose_tau_s)
         cost = lart_cost(xy2, z2, d_a, d_pose, d_betas, pose_w, c.appearance_weight, c.betas_weight, pred["log_spread"])
-        gate = lart_gate(xy2, z2, d_a, coasting_gate(pred["dt"], c.app_gate_fresh, c.app_gate_lost, c.app_tighten_s),
-                         c.gate_sigma)
-        return cost, d_a, gate
+        near = lart_gate(xy2, z2, d_a, np.full(n, np.inf), c.gate_sigma)
+        return cost, d_a, near, coasting_gate(pred["dt"], c.app_gate_fresh, c.app_gate_lost, c.app_tighten_s)
+
+    def low_score_costs(self, cost: np.ndarray, d_a: np.ndarray, det: DetectionFeatures,
+                        matches: list[tuple[int, int]], low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(T, D) cost and appearance distance for the low-score stage: columns ``low`` get the
+        occlusion-discounted appearance (costs.occluded_appearance_cost) against the tracks matched so far
+        that stand nearer than the detection; other columns are returned unchanged."""
+        cols = np.flatnonzero(low)
+        track_app = self._track_app  # stacked by cost_matrix this frame; None without appearance
+        if not matches or len(cols) == 0 or track_app is None:
+            return cost, d_a
+        occ_tracks, occ_dets = np.array(matches).T
+        nearer = det.location[occ_dets, 2][None, :] < det.location[cols, 2][:, None]  # (D_low, M): occluder nearer
+        d_low = occluded_appearance_cost(track_app, det.appearance[cols], track_app[occ_tracks], nearer,
+                                         self.lcfg.occluder_share)
+        low_d_a = d_a.copy()
+        low_d_a[:, cols] = d_low
+        return cost + self.lcfg.appearance_weight * (low_d_a - d_a), low_d_a
 
     def update(self, people: People, frame_index: int, timestamp: float | None = None) -> Tracks:
         c = self.lcfg
@@ -154,7 +175,8 @@ class LartTracker:
 
         # 2. Predict every track at t; one cost matrix and gate for all tracks x detections.
         pred = self.predict(t)
-        cost, d_a, gate = self.cost_matrix(pred, det)
+        cost, d_a, near, app_gate = self.cost_matrix(pred, det)
+        gate = near & (d_a <= app_gate[:, None])
         self.last_cost = cost
         dt = pred["dt"]
         confirmed = np.array([tr.is_confirmed for tr in self.tracks], dtype=bool)
@@ -168,17 +190,24 @@ class LartTracker:
         #    c) tentative tracks x high detections;
         #    d) confirmed tracks (coasting or lost) x low detections, under the strict low-score gate: a person
         #       partly hidden when they come back keeps their id (the lost ones' appearance gate is tightest).
+        #       A low detection is usually a partly hidden person whose embedding holds some of the occluder,
+        #       so its appearance distance discounts the tracks matched in a-c that are nearer (3e).
         free_det = np.ones(len(rows), bool)
         free_track = np.ones(len(self.tracks), bool)
         matches: list[tuple[int, int]] = []
-        low_gate = gate & (d_a <= c.app_gate_low) & (cost <= c.marginal_cost)
-        for track_mask, det_mask, allowed in ((coasting, high, gate), (lost, high, gate), (tentative, high, gate),
-                                              (confirmed, ~high, low_gate)):
-            m = gated_assignment(cost, allowed, np.flatnonzero(track_mask & free_track),
+
+        def assign(track_mask: np.ndarray, det_mask: np.ndarray, allowed: np.ndarray, cost_: np.ndarray) -> None:
+            m = gated_assignment(cost_, allowed, np.flatnonzero(track_mask & free_track),
                                  np.flatnonzero(det_mask & free_det), c.max_cost)
             free_track[m[:, 0]] = False
             free_det[m[:, 1]] = False
-            matches += [(int(i), int(j)) for i, j in m]
+            matches.extend((int(i), int(j)) for i, j in m)
+
+        for track_mask in (coasting, lost, tentative):
+            assign(track_mask, high, gate, cost)
+        low_cost, low_d_a = self.low_score_costs(cost, d_a, det, matches, ~high & free_det)
+        low_gate = near & (low_d_a <= np.minimum(app_gate, c.app_gate_low)[:, None]) & (low_cost <= c.low_max_cost)
+        assign(confirmed, ~high, low_gate, low_cost)
 
         # 4. Matched tracks take their detection; weak (low score or marginal cost) ones only move a little.
         for i, j in matches:
