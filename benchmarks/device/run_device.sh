@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmark runs, as made through the device tool (repo root, $OUT set, wheels in .whl,
-# the detector ONNX in .carry/). Usage: bash benchmarks/device/run_device.sh PART  (micro | bench | sweeps | mvit | appearance | appearance-bench)
+# the detector ONNX in .carry/). Usage: bash benchmarks/device/run_device.sh PART  (micro | bench | sweeps | mvit | appearance | appearance-bench | appearance-paced)
 # Nothing is pip-installed there: the repo is put on the path as the lart_stream namespace by a link.
 # PART mvit / mvitspeed: the MViTv2-L appearance backbone (benchmarks/device/mvit_timing.py / mvit_speed.py), no wheels or carry.
 set -uo pipefail
@@ -32,6 +32,10 @@ case "${1:-micro}" in
     timeout 235 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --people 5 --sweep appearance \
       --appearance-size official --appearance-every 6 --frames 150 --warmup 20 --out "$OUT/appearance_bench" 2>&1 \
       | tee "$OUT/appearance_bench.log" | quiet | tail -30 ;;
+  appearance-paced)  # a 30 fps camera, 5 people: the MViTv2-L stage off / on (K = 6) / on in 4 slices
+    timeout 200 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --people 5 --sweep appearance --rate 30 \
+      --appearance-size official --appearance-every 6 --frames 240 --warmup 30 --out "$OUT/appearance_paced" 2>&1 \
+      | tee "$OUT/appearance_paced.log" | quiet | tail -30 ;;
   sweeps)
     timeout 560 python3 -m lart_stream.realtime.cli bench "${COMMON[@]}" --sweep window,backend,size --frames 100 --warmup 15 \
       --out "$OUT/sweeps" 2>&1 | tee "$OUT/sweeps.log" | quiet | tail -40 ;;
