@@ -191,12 +191,20 @@ def _check_appearance_section(cfg: AppConfig) -> None:
         raise BuildError(f"appearance mode must be auto or off, got {a.mode!r}")
     if a.every < 1:
         raise BuildError(f"--appearance-every must be >= 1, got {a.every}")
-    if a.chunks < 1:
-        raise BuildError(f"appearance chunks must be >= 1, got {a.chunks}")
+    if a.chunks < 0:
+        raise BuildError(f"appearance chunks must be >= 0 (0: auto), got {a.chunks}")
     if a.lookahead < 0:
         raise BuildError(f"--appearance-lookahead must be >= 0, got {a.lookahead}")
     if a.config is not None and a.checkpoint is None:
         raise BuildError("--appearance-config needs --appearance-checkpoint")
+
+
+def appearance_precision(dtype: str, chunks: int, device: str) -> dict:
+    """The MViT stage's dtype and slicing with "auto" (dtype) and 0 (chunks) resolved for ``device``:
+    bfloat16 in 4 slices on CUDA, float32 in one piece elsewhere."""
+    cuda = str(device).startswith("cuda")
+    return {"dtype": ("bfloat16" if cuda else "float32") if dtype == "auto" else dtype,
+            "chunks": (4 if cuda else 1) if chunks == 0 else chunks}
 
 
 def _build_appearance(cfg: AppConfig, device: str):
@@ -212,7 +220,7 @@ def _build_appearance(cfg: AppConfig, device: str):
 
         stage = AppearanceStage.from_config(AppearanceStageConfig(
             checkpoint=a.checkpoint, config=a.config, every=a.every, lookahead=a.lookahead, device=device,
-            threaded=a.threaded, dtype=a.dtype, graphs=a.graphs, chunks=a.chunks))
+            threaded=a.threaded, graphs=a.graphs, **appearance_precision(a.dtype, a.chunks, device)))
     except ImportError as exc:
         log.info("appearance stage not available (%s)", exc)
         return None
