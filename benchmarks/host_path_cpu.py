@@ -13,15 +13,13 @@ thread, not the network).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from lart_stream.benchmarks.report import cpu_name, percentiles
+from lart_stream.benchmarks.report import cpu_name, percentiles, write_table_and_json
 from lart_stream.realtime.actions import AVA_EVAL_IDS, AVA_EVAL_NAMES
 from lart_stream.realtime.publisher import Publisher, PublisherConfig
 from lart_stream.realtime.records import ActionPredictions, Detections, Frame, FrameResult
@@ -83,11 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {r['tracker']} | {r['people']} | {r['tracks_mean']:.1f} | {r['track_ms']['p50']:.3f} | "
                      f"{r['publish_ms']['p50']:.3f} | {t['p50']:.3f} | {t['p95']:.3f} | {t['p99']:.3f} | {t['mean']:.3f} |")
     lines += ["", f"ms per frame; target: total under {TARGET_MS} ms at 5 people."]
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "host_path_cpu.json").write_text(json.dumps(result, indent=1))
-    (out / "host_path_cpu.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_table_and_json(args.out_dir, "host_path_cpu", result, lines)
     return 0
 
 

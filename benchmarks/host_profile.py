@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
-import json
 import os
 import pstats
 import sys
@@ -34,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from lart_stream.benchmarks.report import cpu_name
+from lart_stream.benchmarks.report import cpu_name, write_table_and_json
 
 
 def timed(fn: Callable[[int], object], frames: int, warmup: int, top: int) -> dict:
@@ -252,11 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", f"**{name}**: top functions by own time (µs per frame; cProfile adds its own overhead)", "",
                   "| function | own µs | cumulative µs | calls |", "|---|---|---|---|"]
         lines += [f"| `{f}` | {own} | {cum} | {calls} |" for f, own, cum, calls in r["top"]]
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "host_profile.json").write_text(json.dumps(result, indent=1))
-    (out / "host_profile.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_table_and_json(args.out_dir, "host_profile", result, lines)
     return 0
 
 

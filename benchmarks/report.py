@@ -111,6 +111,15 @@ def write_json(path: Path, result: dict) -> None:
     path.write_text(json.dumps(result, indent=1, default=float))
 
 
+def write_table_and_json(out_dir: str | Path, name: str, result: dict, lines: list[str]) -> None:
+    """``out_dir/name.json`` (the result) and ``out_dir/name.md`` (the table lines), echoed to stdout."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def markdown(result: dict) -> str:
     m, v = result["machine"], result["versions"]
     gpu = m["gpu"]["name"] if m.get("gpu") else "none"
