@@ -420,3 +420,30 @@ def test_lift_many_equals_one_frame_at_a_time(fused, rows_upload, buckets):
             # the same float32 operations on the same pixels; batching may reorder the network's sums
             scale = max(1.0, float(np.abs(b).max())) if b.size else 1.0
             assert a.shape == b.shape and (not a.size or np.abs(a - b).max() <= 1e3 * np.finfo(np.float32).eps * scale)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
+def test_lift_many_reads_shared_device_frames(fused):
+    """Given the frames already on the device (realtime/device_frames.py), lift_many cuts its crops from
+    them and uploads nothing: the frames handed in carry blank pixels, the People are still those of
+    the real pixels, bit for bit (one frame too)."""
+    from lart_stream.realtime.device_frames import FrameUploader
+    from lart_stream.realtime.records import Detections
+
+    rng = np.random.default_rng(1)
+    lifter = HMRLifter.from_config(HMRLifterConfig(size="tiny", fused=fused))
+    assert str(lifter.image_device) == "cpu"
+    frames = [Frame(k, 0.0, rng.integers(0, 255, (h, w, 3), dtype=np.uint8), f"s{k}")
+              for k, (w, h) in enumerate([(160, 120), (200, 90), (640, 1200)])]
+    boxes = [[[10, 10, 60, 100], [50, 20, 120, 118]], [], [[5, 600, 400, 1190], [300, 40, 330, 90]]]
+    dets = [Detections(np.asarray(b, np.float32).reshape(-1, 4), np.ones(len(b)), np.zeros(len(b))) for b in boxes]
+    blank = [Frame(f.index, 0.0, np.zeros_like(f.image), f.stream_id) for f in frames]
+    uploader = FrameUploader("cpu", depth=2)
+    for idx in ([0, 1, 2], [2]):
+        ref = lifter.lift_many([frames[i] for i in idx], [dets[i] for i in idx])
+        shared = uploader.upload([frames[i].image for i in idx], keys=idx)
+        got = lifter.lift_many([blank[i] for i in idx], [dets[i] for i in idx], device_images=shared.images)
+        assert sum(len(p) for p in got) == sum(len(dets[i]) for i in idx) > 0
+        for a, b in zip(got, ref):
+            for name in ("pose_vector", "cam_t", "location", "appearance"):
+                np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
