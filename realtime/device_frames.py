@@ -87,10 +87,18 @@ class FrameUploader:
 
 def frame_uploader(detector: object, lifter: object | None, depth: int = 1) -> FrameUploader | None:
     """An uploader for a pipeline whose detector and lifter both take device frames on one device."""
-    dev = getattr(detector, "image_device", None)
-    if dev is None or lifter is None or getattr(lifter, "image_device", None) != dev:
+    dev, other = getattr(detector, "image_device", None), getattr(lifter, "image_device", None)
+    if dev is None or other is None or _resolved(dev) != _resolved(other):
         return None
-    return FrameUploader(dev, depth)
+    return FrameUploader(_resolved(dev), depth)
+
+
+def _resolved(device: torch.device | str) -> torch.device:
+    """"cuda" -> "cuda:<current>": so that "cuda" and "cuda:0" compare equal."""
+    d = torch.device(device)
+    if d.type == "cuda" and d.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return d
 
 
 __all__ = ["DeviceFrames", "FrameUploader", "StagedFrame", "frame_uploader"]
