@@ -230,6 +230,7 @@ class MultiStreamPipeline:
         """HMR over every crop of every frame (from the shared device frames when there are some)."""
         p = self.pipeline
         if work.error is not None:
+            work.device = None
             return work
         frames = [f for _, f in work.batch]
         try:
