@@ -215,24 +215,37 @@ class HMRLifter:
             return self._fused(frame, detections)
         return self.eager(frame, detections)
 
+    @property
+    def image_device(self) -> torch.device:
+        """The device ``lift_many`` reads frames on when given them there (``device_images``)."""
+        return self.device
+
     @torch.no_grad()
-    def lift_many(self, frames: Sequence[Frame], detections: Sequence[Detections]) -> list[People]:
+    def lift_many(self, frames: Sequence[Frame], detections: Sequence[Detections],
+                  device_images: Sequence[torch.Tensor] | None = None) -> list[People]:
         """People of several frames (one per stream) with ONE network call over all their crops
         (chunks of max_batch). Fused path: each frame's rows up into its own buffer, its crops cut
         straight into the shared crop buffer (crop_people_static, uncaptured: the people per frame
         vary), then the network + post-processing graph of the total's bucket. Eager path: crops cut
-        per frame, one network call. ``last_parts()`` has the fused path's parts."""
+        per frame, one network call. ``last_parts()`` has the fused path's parts.
+
+        ``device_images``: the frames as (H, W, 3) uint8 on ``image_device`` (realtime/device_frames.py):
+        the crops are cut from them and nothing is uploaded (the same crops: the same pixels)."""
         if len(frames) != len(detections):
             raise ValueError(f"lift_many: {len(frames)} frames but {len(detections)} detection sets")
-        if len(frames) == 1:
+        if device_images is not None and len(device_images) != len(frames):
+            raise ValueError(f"lift_many: {len(frames)} frames but {len(device_images)} device images")
+        if len(frames) == 1 and device_images is None:
             return [self(frames[0], detections[0])]
         if self._fused is not None and all(f.image.dtype == np.uint8 for f in frames):
-            return self._fused.many(frames, detections)
+            return self._fused.many(frames, detections, device_images)
         crops, center, side, sizes = [], [], [], []
         for k, (frame, det) in enumerate(zip(frames, detections)):
             if not len(det):
                 continue
-            c, ce, si = crop_people(self._frame_tensor(k, frame, det), det.xyxy, self.crop_cfg)
+            image = (self._frame_tensor(k, frame, det) if device_images is None
+                     else device_images[k].permute(2, 0, 1).flip(0).float())
+            c, ce, si = crop_people(image, det.xyxy, self.crop_cfg)
             crops.append(c)
             center.append(ce)
             side.append(si)
@@ -724,10 +737,12 @@ class _FusedStage:
             torch.cuda.current_stream(self.device).synchronize()
         return self._unpack(n)
 
-    def many(self, frames: Sequence[Frame], detections: Sequence[Detections]) -> list[People]:
+    def many(self, frames: Sequence[Frame], detections: Sequence[Detections],
+             device_images: Sequence[torch.Tensor] | None = None) -> list[People]:
         """HMRLifter.lift_many on this path: per frame the box geometry (numpy), its rows up (a buffer
-        per batch position) and its crops cut eagerly into the crop buffer at its offset; every box row
-        and blur table up in one copy; then per chunk of max_batch one network graph and one copy back."""
+        per batch position; none with ``device_images``) and its crops cut eagerly into the crop buffer
+        at its offset; every box row and blur table up in one copy; then per chunk of max_batch one
+        network graph and one copy back."""
         n = sum(len(d) for d in detections)
         if n == 0:
             return [self(f, d) for f, d in zip(frames, detections)]
@@ -773,8 +788,11 @@ class _FusedStage:
             frame = frames[k]
             W, H = frame.size
             center, side = geometry[k][:2]
-            host_k, dev_k = self._position_buffers(k, H, W)
-            upload_rows(frame.image, _rows_read(center, side, R, H), host_k, dev_k)
+            if device_images is not None:
+                dev_k = device_images[k]
+            else:
+                host_k, dev_k = self._position_buffers(k, H, W)
+                upload_rows(frame.image, _rows_read(center, side, R, H), host_k, dev_k)
             self._mark("upload")
             tab = None if blur is None else dev_in[blur[0]:blur[0] + blur[1] * blur[2]].view(blur[1], blur[2])
             crop_people_static(dev_k, boxes_dev[o:o + b, 0:3], tab, crops[o:o + b], self.mean, self.std, self.cc)

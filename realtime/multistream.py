@@ -23,6 +23,10 @@ stream gives at most one frame per tick, so none starves.
 ``MultiStreamConfig.inflight`` 2 (``--inflight 2``): the GPU front (gather, detect, lift) of tick n+1
 runs on its own thread (engine.StageThreads, a one-slot hand-off) while the back (trackers, the LART
 step, sinks) of tick n runs; ticks reach the back in order, so LART still steps once per tick.
+``inflight`` 3: three threads, gather + upload + detect | lift | back, one-slot hand-offs between them.
+
+Each tick's frames go up to the device once (realtime/device_frames.py, when the detector and the
+lifter both read frames on one device): the detector's letterbox and the lifter's crops read that copy.
 
 Not batched across streams yet: the MViT appearance stage (realtime/appearance.py follows one stream's
 frames; several streams run without it, warned) and the detector when it has no ``detect_many``
@@ -43,6 +47,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from lart_stream.realtime.config import AppConfig
+from lart_stream.realtime.device_frames import DeviceFrames, FrameUploader, frame_uploader
 from lart_stream.realtime.engine import STAGES, Pipeline, RollingStats, RunSummary, StageThreads, StatusLine
 from lart_stream.realtime.protocol import STREAM_ID
 from lart_stream.realtime.records import ActionPredictions, Detections, Frame, FrameResult, People, Tracks
@@ -82,7 +87,8 @@ class MultiStreamConfig:
     stats_period_s: float = 1.0
     max_consecutive_errors: int = 25
     # ticks in flight: 1 = one at a time; 2 = the GPU front (gather, detect, lift) of tick n+1 runs on
-    # its own thread while the back (trackers, LART, sinks) of tick n runs; ticks stay in order
+    # its own thread while the back (trackers, LART, sinks) of tick n runs; 3 = gather + detect, lift
+    # and the back on three threads; ticks stay in order
     inflight: int = 1
 
 
@@ -174,6 +180,7 @@ class Tick:
     ms: dict[str, float] = field(default_factory=dict)
     lift_parts: dict[str, float] = field(default_factory=dict)
     error: Exception | None = None
+    device: DeviceFrames | None = None  # the frames on the device, from upload until the lift
 
 
 @dataclass
@@ -184,6 +191,7 @@ class MultiStreamPipeline:
     streams: list[StreamState]
     stats: RollingStats = field(default_factory=RollingStats)
     lift_parts: RollingStats = field(default_factory=RollingStats)  # the lifter's parts, when it times them
+    uploader: FrameUploader | None = None  # each tick's frames up once, for the detector and the lifter
 
     def process(self, batch: list[tuple[StreamState, Frame]], tick: int) -> list[FrameResult]:
         """One tick, front and back in turn."""
@@ -194,19 +202,48 @@ class MultiStreamPipeline:
         return self.back(work)
 
     def front(self, work: "Tick") -> "Tick":
-        """The GPU front of a tick: detector and HMR over every frame. A failure is kept on the tick
-        (``error``) for the loop to count, so a front thread goes on with the next tick."""
+        """The GPU front of a tick: ``detect`` then ``lift``."""
+        return self.lift(self.detect(work))
+
+    def detect(self, work: "Tick") -> "Tick":
+        """The tick's frames up to the device (once, shared) and the detector over every frame. A
+        failure is kept on the tick (``error``) for the loop to count, so a front thread goes on."""
         p = self.pipeline
         try:
             t = time.perf_counter()
             frames = [f for _, f in work.batch]
+            if self.uploader is not None:
+                work.device = self.uploader.upload([f.image for f in frames], [s.number for s, _ in work.batch])
             detect_many = getattr(p.detector, "detect_many", None)
-            work.detections = list(detect_many(frames)) if detect_many else [p.detector(f) for f in frames]
-            t = _lap(work.ms, "detect", t)
+            if detect_many is None:
+                work.detections = [p.detector(f) for f in frames]
+            elif work.device is not None:
+                work.detections = list(detect_many(frames, device_images=work.device.images))
+            else:
+                work.detections = list(detect_many(frames))
+            _lap(work.ms, "detect", t)
+        except Exception as exc:  # noqa: BLE001 - counted by the loop
+            work.error = exc
+        return work
+
+    def lift(self, work: "Tick") -> "Tick":
+        """HMR over every crop of every frame (from the shared device frames when there are some)."""
+        p = self.pipeline
+        if work.error is not None:
+            work.device = None
+            return work
+        frames = [f for _, f in work.batch]
+        try:
+            t = time.perf_counter()
             if p.lifter is not None:
                 lift_many = getattr(p.lifter, "lift_many", None)
-                work.people = list(lift_many(frames, work.detections)) if lift_many else [
-                    p.lifter(f, d) for f, d in zip(frames, work.detections)]
+                if lift_many is None:
+                    work.people = [p.lifter(f, d) for f, d in zip(frames, work.detections)]
+                elif work.device is not None:
+                    work.device.wait()  # uploaded on the detect thread's stream
+                    work.people = list(lift_many(frames, work.detections, device_images=work.device.images))
+                else:
+                    work.people = list(lift_many(frames, work.detections))
                 _lap(work.ms, "lift", t)
                 parts = getattr(p.lifter, "last_parts", None)
                 work.lift_parts = parts() if parts is not None else {}
@@ -214,6 +251,7 @@ class MultiStreamPipeline:
                 work.people = [People.from_detections(d, f.size) for d, f in zip(work.detections, frames)]
         except Exception as exc:  # noqa: BLE001 - counted by the loop
             work.error = exc
+        work.device = None  # its buffers go back to the uploader's ring
         return work
 
     def back(self, work: "Tick") -> list[FrameResult]:
@@ -348,9 +386,11 @@ def run_streams(sources: Sequence[FrameSource], ids: Sequence[str], pipeline: Pi
     starts = list(start_frames or [0] * len(sources))
     streams = [StreamState(i, n, StreamReader(src, ready, halt, starts[n]), trk)
                for n, (src, i, trk) in enumerate(zip(sources, ids, trackers))]
-    multi = MultiStreamPipeline(pipeline, streams)
-    if cfg.inflight not in (1, 2):
-        raise ValueError(f"inflight must be 1 or 2 for several streams, got {cfg.inflight}")
+    if cfg.inflight not in (1, 2, 3):
+        raise ValueError(f"inflight must be 1, 2 or 3 for several streams, got {cfg.inflight}")
+    # a ring slot per tick in flight: a tick's device frames stay put until its lift is done
+    multi = MultiStreamPipeline(pipeline, streams, uploader=frame_uploader(pipeline.detector, pipeline.lifter,
+                                                                           depth=cfg.inflight))
     gc.collect()
     gc.freeze()
     frames = errors = consecutive = people_max = 0
@@ -371,8 +411,9 @@ def run_streams(sources: Sequence[FrameSource], ids: Sequence[str], pipeline: Pi
     ahead = None
     if cfg.inflight == 1:
         flow: Iterable[Tick] = (multi.front(w) for w in ticks())
-    else:  # the front in a thread of its own, a one-slot hand-off (engine.StageThreads)
-        flow = ahead = StageThreads(ticks(), [[multi.front]], threading.Event())
+    else:  # the front in a thread (inflight 3: detect and lift in one each), one-slot hand-offs
+        groups = [[multi.front]] if cfg.inflight == 2 else [[multi.detect], [multi.lift]]
+        flow = ahead = StageThreads(ticks(), groups, threading.Event())
     try:
         for work in flow:
             try:
@@ -547,11 +588,11 @@ def streams_from_config(entries: object, base: SourceConfig, origin: str) -> lis
 
 
 def stream_inflight(inflight: int, overlap: bool = False) -> int:
-    """--inflight for several streams: 1, or 2 (the front ahead) for 2 and 3 (their front is one thread)."""
+    """--inflight for several streams: 1, 2 (the front ahead) or 3 (detect, lift and the back apart)."""
     wanted = max(inflight, 2 if overlap else 1)
-    if wanted > 2:
-        log.info("several streams: --inflight %d runs as 2 (detect and lift are one batched front)", wanted)
-    return min(wanted, 2)
+    if wanted > 3:
+        log.info("several streams: --inflight %d runs as 3 (gather + detect, lift, the back)", wanted)
+    return min(wanted, 3)
 
 
 def set_threads(n: int) -> None:

@@ -33,6 +33,7 @@ import numpy as np
 
 from lart_stream.realtime.backends import (BATCH, Backend, ModelIO, OnnxRuntimeBackend, TensorSpec, TorchBackend,
                                            get_buffer, io_from_onnx, resolve_backend, set_buffer, to_numpy)
+from lart_stream.realtime.device_frames import StagedFrame
 from lart_stream.realtime.records import Detections, Frame
 
 OUTPUT_FORMATS = ("auto", "yolo", "nms")
@@ -118,15 +119,17 @@ class DeviceLetterbox:
 
         self.size, self.device, self.pad = size, torch.device(device), float(pad_value)
         self.cuda = self.device.type == "cuda"
-        self.rows: list[_StagedFrame] = []
+        self.rows: list[StagedFrame] = []
         self.blob = torch.full((1, 3, *size), self.pad / 255.0, device=self.device)
 
-    def __call__(self, image: np.ndarray) -> tuple["torch.Tensor", Letterbox]:
-        lb = self._fill(0, image)
+    def __call__(self, image: np.ndarray, device_image: "torch.Tensor | None" = None) -> tuple["torch.Tensor", Letterbox]:
+        lb = self._fill(0, image, device_image)
         return self.blob[:1], lb
 
-    def many(self, images: list[np.ndarray]) -> tuple["torch.Tensor", list[Letterbox]]:
-        """(N, 3, h, w) batch of every image's letterbox (a view of a buffer reused by the next call)."""
+    def many(self, images: list[np.ndarray], device_images: "Sequence[torch.Tensor] | None" = None
+             ) -> tuple["torch.Tensor", list[Letterbox]]:
+        """(N, 3, h, w) batch of every image's letterbox (a view of a buffer reused by the next call).
+        ``device_images``: the frames already on the device (realtime/device_frames.py): not uploaded."""
         import torch
 
         n = len(images)
@@ -134,18 +137,19 @@ class DeviceLetterbox:
             grown = torch.full((n, 3, *self.size), self.pad / 255.0, device=self.device)
             grown[:self.blob.shape[0]] = self.blob
             self.blob = grown
-        return self.blob[:n], [self._fill(k, im) for k, im in enumerate(images)]
+        dev = device_images if device_images is not None else [None] * n
+        return self.blob[:n], [self._fill(k, im, d) for k, (im, d) in enumerate(zip(images, dev))]
 
-    def _fill(self, row: int, image: np.ndarray) -> Letterbox:
+    def _fill(self, row: int, image: np.ndarray, device_image: "torch.Tensor | None" = None) -> Letterbox:
         import torch
         import torch.nn.functional as F
 
         h, w = image.shape[:2]
         (nh, nw), lb = letterbox_geometry((h, w), self.size)
         while len(self.rows) <= row:
-            self.rows.append(_StagedFrame())
+            self.rows.append(StagedFrame())
         staged = self.rows[row]
-        frame = staged.upload(image, self.device)
+        frame = device_image if device_image is not None else staged.upload(image, self.device)
         x = frame.permute(2, 0, 1).unsqueeze(0).float()  # (1, 3, H, W) BGR
         if (nh, nw) != (h, w):
             x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False).round_().clamp_(0, 255)
@@ -155,35 +159,6 @@ class DeviceLetterbox:
             staged.geometry = (nh, nw, lb.pad_x, lb.pad_y)
         blob[:, :, lb.pad_y:lb.pad_y + nh, lb.pad_x:lb.pad_x + nw] = x.flip(1) * (1.0 / 255.0)
         return lb
-
-
-class _StagedFrame:
-    """One frame's way to the device: a pinned staging buffer (CUDA) and a device buffer, reused."""
-
-    def __init__(self) -> None:
-        self.host: "torch.Tensor | None" = None
-        self.frame: "torch.Tensor | None" = None
-        self.copied: "torch.cuda.Event | None" = None  # end of the last staging -> device copy
-        self.geometry: tuple[int, int, int, int] | None = None  # the blob row's (nh, nw, pad_x, pad_y)
-
-    def upload(self, image: np.ndarray, device: "torch.device") -> "torch.Tensor":
-        import torch
-
-        shape = image.shape[:2] + (3,)
-        if self.frame is None or tuple(self.frame.shape) != shape:
-            self.frame = torch.empty(shape, dtype=torch.uint8, device=device)
-            self.host = torch.empty(shape, dtype=torch.uint8).pin_memory() if device.type == "cuda" else None
-            self.copied = None
-        if self.host is not None:
-            if self.copied is not None:  # the staging buffer is free again (done long ago: the last
-                self.copied.synchronize()  # frame's detections were read back since)
-            np.copyto(self.host.numpy(), image)
-            self.frame.copy_(self.host, non_blocking=True)
-            self.copied = torch.cuda.Event()
-            self.copied.record()
-        else:
-            self.frame.copy_(torch.from_numpy(np.ascontiguousarray(image)))
-        return self.frame
 
 
 def undo_letterbox(xyxy: np.ndarray, lb: Letterbox, frame_size: tuple[int, int]) -> np.ndarray:
@@ -224,15 +199,43 @@ def decode_yolo(out: np.ndarray, person_classes: tuple[int, ...], conf: float) -
     a = np.asarray(out, dtype=np.float32).reshape(out.shape[-2:])
     if a.shape[0] > a.shape[1]:  # [A, 4+C] layout
         a = a.T
-    n_cls = a.shape[0] - 4
+    check_person_classes(a.shape[0] - 4, person_classes)
+    return decode_yolo_rows(a, person_classes, conf)
+
+
+def check_person_classes(n_cls: int, person_classes: tuple[int, ...]) -> None:
     bad = [c for c in person_classes if not 0 <= c < n_cls]
     if bad:
         raise ValueError(f"person_classes {bad} out of range: the model has {n_cls} classes")
+
+
+def decode_yolo_rows(a: np.ndarray, person_classes: Sequence[int], conf: float) -> tuple[np.ndarray, np.ndarray]:
+    """(4+C, A) float32 rows (cx, cy, w, h, class scores) -> (xyxy, score) of the anchors passing ``conf``."""
     scores = a[4 + np.asarray(person_classes)].max(axis=0)
     keep = scores > conf
     cx, cy, w, h = a[:4, keep]
     xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
     return xyxy, scores[keep]
+
+
+def yolo_candidates(out: "torch.Tensor", person_classes: tuple[int, ...], conf: float
+                    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``decode_yolo`` of every frame of a batched YOLO output (N, 4+C, A) (or (N, A, 4+C)) still on the
+    device: the confidence filter runs there and only the candidates' box and person-score rows come
+    back (one small sync for their count, one copy), instead of the whole output. The host then decodes
+    them exactly as decode_yolo does (the device keeps a superset: scores >= float32(conf))."""
+    import torch
+
+    a = out if out.shape[1] <= out.shape[2] else out.transpose(1, 2)
+    check_person_classes(a.shape[1] - 4, person_classes)
+    sel = a[:, [0, 1, 2, 3, *(4 + c for c in person_classes)], :].float()  # (N, 4+P, A)
+    floor = torch.tensor(conf, dtype=torch.float32).item()  # conf rounded to float32
+    frame, anchor = (sel[:, 4:, :].amax(dim=1) >= floor).nonzero(as_tuple=True)  # the sync
+    rows = sel[frame, :, anchor].cpu().numpy()  # (K, 4+P), frames in order, anchors ascending in each
+    ends = np.searchsorted(frame.cpu().numpy(), np.arange(1, len(a) + 1))
+    person = tuple(range(len(person_classes)))  # the score rows of ``rows``, in person_classes' order
+    return [decode_yolo_rows(np.ascontiguousarray(rows[s:e].T), person, conf)
+            for s, e in zip(np.concatenate([[0], ends[:-1]]), ends)]
 
 
 def decode_nms(out: np.ndarray, person_classes: tuple[int, ...], conf: float) -> tuple[np.ndarray, np.ndarray]:
@@ -278,6 +281,12 @@ def postprocess(out: np.ndarray, fmt: str, lb: Letterbox, frame_size: tuple[int,
     """Raw model output -> Detections in frame pixels (class_id 0 = person)."""
     decode = decode_yolo if fmt == "yolo" else decode_nms
     xyxy, scores = decode(out, tuple(cfg.person_classes), cfg.conf_threshold)
+    return finish_detections(xyxy, scores, fmt, lb, frame_size, cfg)
+
+
+def finish_detections(xyxy: np.ndarray, scores: np.ndarray, fmt: str, lb: Letterbox, frame_size: tuple[int, int],
+                      cfg: OnnxDetectorConfig) -> Detections:
+    """Decoded candidates -> NMS (yolo) or the best rows (nms) -> frame pixels -> Detections."""
     if fmt == "yolo":
         keep = nms(xyxy, scores, cfg.iou_threshold, cfg.max_detections)
     else:
@@ -375,34 +384,50 @@ class OnnxDetector:
     def describe(self) -> str:
         return f"{self.name}: {self.backend.describe()} [{self.backend_reason}], several frames {self.batch_mode}"
 
+    @property
+    def image_device(self) -> "torch.device | None":
+        """The device ``detect_many`` reads frames on when given them there (``device_images``; the
+        device letterbox of the torch backend); None: it takes numpy frames only."""
+        import torch
+
+        return torch.device(self.backend.device) if self._device_lb is not None else None
+
     def raw(self, frame: Frame) -> tuple[np.ndarray, Letterbox]:
         """The model's raw output for a frame, and the letterbox used (for tests and debugging)."""
+        out, lb = self._run_one(frame)
+        return to_numpy(out), lb
+
+    def _run_one(self, frame: Frame, device_image: Any = None) -> tuple[Any, Letterbox]:
+        """The output of one frame (on the torch backend's device for torch), and its letterbox."""
         if self._device_lb is not None:
-            blob, lb = self._device_lb(frame.image)
+            blob, lb = self._device_lb(frame.image, device_image)
         else:
             img, lb = letterbox(frame.image, self.input_size, self.config.pad_value)
             torch_backend = isinstance(self.backend, TorchBackend)  # preprocess on its device
             blob = to_blob_torch(img, self.backend.device) if torch_backend else to_blob(img)
-        out = self.backend.run({self.input_name: blob})
-        return to_numpy(out[self.output_name]), lb
+        return self.backend.run({self.input_name: blob})[self.output_name], lb
 
     def __call__(self, frame: Frame) -> Detections:
-        out, lb = self.raw(frame)
-        return self._post(out, lb, frame)
+        out, lb = self._run_one(frame)
+        return self._post_many(out, [lb], [frame])[0]
 
-    def detect_many(self, frames: Sequence[Frame]) -> list[Detections]:
+    def detect_many(self, frames: Sequence[Frame], device_images: "Sequence[torch.Tensor] | None" = None
+                    ) -> list[Detections]:
         """Detections of several frames (one per stream): one network call over all of them when the
-        model takes a batch (``batch_mode``), else one per frame. The same boxes as ``self(frame)``."""
+        model takes a batch (``batch_mode``), else one per frame. The same boxes as ``self(frame)``.
+        ``device_images``: the frames as (H, W, 3) uint8 on ``image_device`` (realtime/device_frames.py),
+        read instead of uploading ``frames``' images again (ignored when ``image_device`` is None)."""
+        dev = list(device_images) if device_images is not None and self._device_lb is not None else None
         if self._batched is None or len(frames) <= 1:
-            return [self(f) for f in frames]
-        blob, lbs = self._blobs(frames)
-        out = to_numpy(self._batched.run({self.input_name: blob})[self.output_name])
-        return [self._post(out[k:k + 1], lb, f) for k, (f, lb) in enumerate(zip(frames, lbs))]
+            ones = [self._run_one(f, None if dev is None else dev[k]) for k, f in enumerate(frames)]
+            return [self._post_many(out, [lb], [f])[0] for (out, lb), f in zip(ones, frames)]
+        blob, lbs = self._blobs(frames, dev)
+        return self._post_many(self._batched.run({self.input_name: blob})[self.output_name], lbs, frames)
 
-    def _blobs(self, frames: Sequence[Frame]) -> tuple[Any, list[Letterbox]]:
+    def _blobs(self, frames: Sequence[Frame], device_images: Any = None) -> tuple[Any, list[Letterbox]]:
         """(N, 3, h, w) input of a batch of frames (on the torch backend's device for torch)."""
         if self._device_lb is not None:
-            return self._device_lb.many([f.image for f in frames])
+            return self._device_lb.many([f.image for f in frames], device_images)
         images, lbs = zip(*(letterbox(f.image, self.input_size, self.config.pad_value) for f in frames))
         if isinstance(self.backend, TorchBackend):
             import torch
@@ -410,10 +435,20 @@ class OnnxDetector:
             return torch.cat([to_blob_torch(im, self.backend.device) for im in images]), list(lbs)
         return np.concatenate([to_blob(im) for im in images]), list(lbs)
 
-    def _post(self, out: np.ndarray, lb: Letterbox, frame: Frame) -> Detections:
+    def _post_many(self, out: Any, lbs: Sequence[Letterbox], frames: Sequence[Frame]) -> list[Detections]:
+        """Output rows (N, ...) -> Detections per frame. A YOLO output still on the torch device is
+        filtered there (``yolo_candidates``); anything else comes back whole and decodes per frame."""
+        one = len(frames) == 1  # then ``out`` is the model's own output, whatever its rank
         if not self.format:
-            self.format = detect_format(tuple(out.shape))
-        return postprocess(out, self.format, lb, frame.size, self.config)
+            self.format = detect_format(tuple(out.shape) if one else (1, *tuple(out.shape)[1:]))
+        cfg = self.config
+        if self.format == "yolo" and not isinstance(out, np.ndarray) and len(out.shape) == 3:
+            found = yolo_candidates(out, tuple(cfg.person_classes), cfg.conf_threshold)
+            return [finish_detections(xyxy, sc, "yolo", lb, f.size, cfg) for (xyxy, sc), lb, f in zip(found, lbs, frames)]
+        out = to_numpy(out)
+        if one:
+            return [postprocess(out, self.format, lbs[0], frames[0].size, cfg)]
+        return [postprocess(out[k:k + 1], self.format, lb, f.size, cfg) for k, (lb, f) in enumerate(zip(lbs, frames))]
 
 
 def _reshape_constants(module: Any) -> list[str]:
@@ -485,5 +520,6 @@ def batch_parity(batched: Backend, single: Backend, input_name: str, output_name
 
 
 __all__ = ["DETECT_BUCKETS", "DeviceLetterbox", "batch_parity", "batchify_reshapes", "parity_images", "single_outputs",
-           "unbatchify_reshapes", "Letterbox", "letterbox_geometry", "OnnxDetector", "OnnxDetectorConfig", "decode_nms", "decode_yolo", "detect_format",
+           "unbatchify_reshapes", "Letterbox", "letterbox_geometry", "OnnxDetector", "OnnxDetectorConfig", "decode_nms", "decode_yolo", "decode_yolo_rows", "detect_format",
+           "finish_detections", "yolo_candidates",
            "letterbox", "nms", "nms_numpy", "postprocess", "to_blob", "to_blob_torch", "undo_letterbox"]

@@ -77,6 +77,25 @@ class PerStreamDetector:
         return self.scripts[frame.stream_id](frame)
 
 
+class SharedFramesDetector(PerStreamDetector):
+    """PerStreamDetector that takes the tick's frames on the device (so the pipeline uploads them once and
+    the lifter cuts its crops from that copy); checks each is its frame's pixels."""
+
+    def __init__(self, scripts: dict[str, ScriptedDetector]):
+        import torch
+
+        super().__init__(scripts)
+        self.image_device = torch.device("cpu")
+        self.shared = 0  # frames that came with their device copy
+
+    def detect_many(self, frames, device_images=None):
+        assert device_images is not None and len(device_images) == len(frames)
+        for f, im in zip(frames, device_images):
+            assert np.array_equal(im.numpy(), f.image)
+        self.shared += len(frames)
+        return [self(f) for f in frames]
+
+
 def collect(sub: Subscriber, until) -> list[ActionsMessage]:
     got = []
     while not until(got):
@@ -129,15 +148,18 @@ def test_file_streams_arrive_in_order_with_their_ids_batched(tmp_path: Path, len
 
 
 @pytest.mark.parametrize("lengths", [(9, 6), (8, 11, 5)], ids=["two", "three"])
-def test_inflight_two_gives_the_messages_of_inflight_one(tmp_path: Path, lengths):
-    """The GPU front of tick n+1 on its own thread while the back of tick n runs: the same results per
-    stream (frames in order, tracks, action scores) as one tick at a time; max_frames still holds."""
+def test_inflight_two_and_three_give_the_messages_of_inflight_one(tmp_path: Path, lengths):
+    """The GPU front of tick n+1 on its own thread while the back of tick n runs (inflight 2), or detect,
+    lift and the back on three threads (inflight 3): the same results per stream (frames in order,
+    tracks, action scores) as one tick at a time, also with the tick's frames uploaded once and shared
+    by the detector and the lifter (a ring slot per tick in flight); max_frames still holds."""
     ids = ["a", "b", "c"][: len(lengths)]
     clips = [write_video(tmp_path / f"{i}.avi", frames=n, size=SIZE) for i, n in zip(ids, lengths)]
 
-    def run(inflight: int, max_frames: int = 0) -> dict[str, list]:
+    def run(inflight: int, max_frames: int = 0, shared: bool = False) -> dict[str, list]:
         lifter, actions = stages(len(ids))
-        detector = PerStreamDetector({i: scripted(2 + k, seed=k) for k, i in enumerate(ids)})
+        kind = SharedFramesDetector if shared else PerStreamDetector
+        detector = kind({i: scripted(2 + k, seed=k) for k, i in enumerate(ids)})
         pipeline = Pipeline(detector, lifter, None, actions, [])
         trackers = [build_tracker("iou", TrackerConfig()) for _ in ids]
         sources = [open_source(SourceConfig(path=str(c), stream_id=i)) for c, i in zip(clips, ids)]
@@ -157,21 +179,24 @@ def test_inflight_two_gives_the_messages_of_inflight_one(tmp_path: Path, lengths
             for src in sources:
                 src.close()
         assert summary.errors == 0
+        assert not shared or detector.shared == summary.frames  # every frame went up once, shared
         return got
 
-    one, two = run(1), run(2)
-    for sid, n in zip(ids, lengths):
-        assert [m[0] for m in two[sid]] == list(range(n))
-        assert len(one[sid]) == len(two[sid])
-        for a, b in zip(one[sid], two[sid]):
-            assert a[:2] == b[:2]
-            assert (a[2] is None) == (b[2] is None)
-            if a[2] is not None:
-                assert a[2][:2] == b[2][:2]
-                np.testing.assert_array_equal(a[2][2], b[2][2])  # the same computation, in the same order
-        assert any(m[2] is not None and len(m[2][0]) for m in two[sid])
-    capped = run(2, max_frames=4)
-    assert all([m[0] for m in capped[sid]] == list(range(4)) for sid in ids)
+    one = run(1)
+    for inflight, shared in ((2, False), (3, False), (3, True)):  # shared: the lifter reads the device copies
+        two = run(inflight, shared=shared)
+        for sid, n in zip(ids, lengths):
+            assert [m[0] for m in two[sid]] == list(range(n))
+            assert len(one[sid]) == len(two[sid])
+            for a, b in zip(one[sid], two[sid]):
+                assert a[:2] == b[:2]
+                assert (a[2] is None) == (b[2] is None)
+                if a[2] is not None:
+                    assert a[2][:2] == b[2][:2]
+                    np.testing.assert_array_equal(a[2][2], b[2][2])  # the same computation, in the same order
+            assert any(m[2] is not None and len(m[2][0]) for m in two[sid])
+        capped = run(inflight, max_frames=4)
+        assert all([m[0] for m in capped[sid]] == list(range(4)) for sid in ids)
 
 
 def test_shared_lart_equals_one_stage_per_stream(tmp_path: Path):
@@ -420,3 +445,45 @@ def test_lift_many_equals_one_frame_at_a_time(fused, rows_upload, buckets):
             # the same float32 operations on the same pixels; batching may reorder the network's sums
             scale = max(1.0, float(np.abs(b).max())) if b.size else 1.0
             assert a.shape == b.shape and (not a.size or np.abs(a - b).max() <= 1e3 * np.finfo(np.float32).eps * scale)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
+def test_lift_many_reads_shared_device_frames(fused):
+    """Given the frames already on the device (realtime/device_frames.py), lift_many cuts its crops from
+    them and uploads nothing: the frames handed in carry blank pixels, the People are still those of
+    the real pixels, bit for bit (one frame too)."""
+    from lart_stream.realtime.device_frames import FrameUploader
+    from lart_stream.realtime.records import Detections
+
+    rng = np.random.default_rng(1)
+    lifter = HMRLifter.from_config(HMRLifterConfig(size="tiny", fused=fused))
+    assert str(lifter.image_device) == "cpu"
+    frames = [Frame(k, 0.0, rng.integers(0, 255, (h, w, 3), dtype=np.uint8), f"s{k}")
+              for k, (w, h) in enumerate([(160, 120), (200, 90), (640, 1200)])]
+    boxes = [[[10, 10, 60, 100], [50, 20, 120, 118]], [], [[5, 600, 400, 1190], [300, 40, 330, 90]]]
+    dets = [Detections(np.asarray(b, np.float32).reshape(-1, 4), np.ones(len(b)), np.zeros(len(b))) for b in boxes]
+    blank = [Frame(f.index, 0.0, np.zeros_like(f.image), f.stream_id) for f in frames]
+    uploader = FrameUploader("cpu", depth=2)
+    for idx in ([0, 1, 2], [2]):
+        ref = lifter.lift_many([frames[i] for i in idx], [dets[i] for i in idx])
+        shared = uploader.upload([frames[i].image for i in idx], keys=idx)
+        got = lifter.lift_many([blank[i] for i in idx], [dets[i] for i in idx], device_images=shared.images)
+        assert sum(len(p) for p in got) == sum(len(dets[i]) for i in idx) > 0
+        for a, b in zip(got, ref):
+            for name in ("pose_vector", "cam_t", "location", "appearance"):
+                np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_frame_uploader_only_for_one_device_both_read():
+    """The pipeline uploads frames once for both stages only when both take them, on one device."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from lart_stream.realtime.device_frames import frame_uploader
+
+    cpu = SimpleNamespace(image_device=torch.device("cpu"))
+    assert len(frame_uploader(cpu, cpu, depth=3).slots) == 3
+    assert frame_uploader(cpu, None) is None  # no lifter
+    assert frame_uploader(SimpleNamespace(), cpu) is None  # a detector that takes numpy frames only
+    assert frame_uploader(cpu, SimpleNamespace(image_device=torch.device("meta"))) is None

@@ -394,3 +394,63 @@ def test_device_letterbox_many_rows_equal_single_calls():
             ref, lb = one(im)
             assert lbs[k] == lb
             assert torch.equal(blob[k:k + 1], ref)
+
+
+@pytest.mark.parametrize("conf", [0.25, 0.3])
+@pytest.mark.parametrize("person_classes", [(0,), (0, 2), (2, 1)])
+def test_device_candidate_filter_decodes_like_decode_yolo(conf, person_classes):
+    """yolo_candidates (the confidence filter on the device, only candidate rows read back) gives
+    decode_yolo's boxes and scores bit for bit: realistic random outputs, scores exactly at the
+    threshold and one float32 step either side, both layouts, frames with no candidate."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    n, C, A = 4, 3, 700
+    out = np.empty((n, 4 + C, A), np.float32)
+    out[:, 0:2] = rng.uniform(0, 640, (n, 2, A))
+    out[:, 2:4] = rng.uniform(1, 300, (n, 2, A))
+    out[:, 4:] = rng.beta(0.3, 3.0, (n, C, A))  # mostly low, a tail above the threshold
+    t = np.float32(conf)
+    edge = np.array([t, np.nextafter(t, np.float32(0)), np.nextafter(t, np.float32(1))], np.float32)
+    out[:, 4:, :30] = rng.choice(edge, (n, C, 30))
+    out[2, 4:] = 0.01  # a frame without candidates
+    for layout in (out, out.transpose(0, 2, 1).copy()):
+        got = od.yolo_candidates(torch.from_numpy(layout), person_classes, conf)
+        assert len(got) == n
+        for k, (xyxy, scores) in enumerate(got):
+            ref_xyxy, ref_scores = od.decode_yolo(layout[k:k + 1], person_classes, conf)
+            assert (len(ref_scores) > 0) == (k != 2)
+            np.testing.assert_array_equal(xyxy, ref_xyxy)
+            np.testing.assert_array_equal(scores, ref_scores)
+    with pytest.raises(ValueError, match="out of range"):
+        od.yolo_candidates(torch.from_numpy(out), (3,), conf)
+
+
+def test_detect_many_reads_shared_device_frames(tmp_path: Path) -> None:
+    """Given the frames already on the device (realtime/device_frames.py), detect_many reads those and
+    uploads nothing: the frames handed in carry blank pixels, the boxes are still those of the real
+    pixels, bit for bit; the torch backend's device-side filter gives the host decode's boxes."""
+    import torch
+
+    from lart_stream.realtime.device_frames import FrameUploader
+
+    path = _tiny_yolo_onnx(tmp_path / "tiny.onnx", "batch")
+    cfg = od.OnnxDetectorConfig(str(path), backend="onnxruntime", input_size=(32, 32), conf_threshold=0.5)
+    det = od.OnnxDetector(cfg, backend=_tiny_torch_backend(path, fixed_batch=False))
+    assert det.image_device == torch.device("cpu")
+    assert od.OnnxDetector(cfg).image_device is None  # onnxruntime: numpy frames only
+    frames = _frames(4)
+    blank = [Frame(f.index, 0.0, np.zeros_like(f.image), f.stream_id) for f in frames]
+    for batch in (frames, frames[:1]):  # batched, and one frame
+        ref = det.detect_many(batch)
+        shared = FrameUploader("cpu").upload([f.image for f in batch])
+        got = det.detect_many(blank[:len(batch)], device_images=shared.images)
+        assert len(got) == len(ref) and sum(len(d) for d in ref) > 0
+        for a, b in zip(got, ref):
+            np.testing.assert_array_equal(a.xyxy, b.xyxy)
+            np.testing.assert_array_equal(a.confidence, b.confidence)
+    for f in frames:  # the device filter vs the host decode of the same call's whole output
+        d, (out, lb) = det(f), det.raw(f)
+        host = od.postprocess(out, "yolo", lb, f.size, cfg)
+        np.testing.assert_array_equal(d.xyxy, host.xyxy)
+        np.testing.assert_array_equal(d.confidence, host.confidence)

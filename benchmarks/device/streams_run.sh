@@ -5,6 +5,9 @@
 #   nvidia-h200:     bash benchmarks/device/streams_run.sh many     # ONE call, < 9 min: 8 streams x 5 people with
 #                      --inflight 1 and 2 (per-tick stage and lift-part times), the largest stream count for 5
 #                      people (inflight 2, from 8 up), then 1 and 10 people as far as the time goes
+#                    bash benchmarks/device/streams_run.sh many3    # ONE call, < 5 min: 8 streams x 5 people with
+#                      --inflight 2 and 3 (frames uploaded once per tick, shared by detector and lifter), then the
+#                      largest stream count for 5 people with the better of the two, from 5 (max 10)
 #                    bash benchmarks/device/streams_run.sh one8     # 8 streams x 5 people (the target point)
 #                    bash benchmarks/device/streams_run.sh one8-nodet  # the same without the detector (it runs per
 #                                                                      frame, not batched: what it costs per stream)
@@ -33,6 +36,9 @@ case "${1:-one8}" in
               --sweep-start 8 --sweep-max 16 --frames 150 "${COMMON[@]}" --out "$OUT/h200/many5"
             LIMIT=190 bench --streams 1 --inflight 2 --lift-parts --sweep 10,1 --sweep-start 4 --sweep-max 32 \
               --frames 120 --warmup 10 "${COMMON[@]}" --out "$OUT/h200/many1-10" ;;
+  many3)    nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+            LIMIT=285 bench --streams 8 --people 5 --inflight 2,3 --lift-parts --streams-first --sweep 5 \
+              --sweep-start 5 --sweep-max 10 --frames 120 --warmup 10 "${COMMON[@]}" --out "$OUT/h200/many3" ;;
   one8)     nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
             bench --streams 8 --people 5 --frames 300 "${COMMON[@]}" --out "$OUT/h200/streams8x5" ;;
   one8-nodet) bench --streams 8 --people 5 --frames 300 "${COMMON[@]}" --detector none --out "$OUT/h200/streams8x5-nodet" ;;
@@ -44,9 +50,9 @@ case "${1:-one8}" in
   sweep5x2) bench --streams 1 --sweep 5 --sweep-start 8 --sweep-max 64 --frames 150 --gpus 0,1 "${COMMON[@]}" \
               --out "$OUT/h200-x2/sweep5" ;;
   cpu-smoke) bench --streams 2 --people 2 --rate 10 --frames 10 --warmup 2 --size 320x240 --model-size tiny \
-              --detector none --inflight 1,2 --lift-parts --out "$OUT/cpu-smoke" &&
+              --detector none --inflight 1,2,3 --lift-parts --out "$OUT/cpu-smoke" &&
              bench --streams 2 --people 1 --rate 10 --frames 8 --warmup 2 --size 160x120 --model-size tiny \
-              --detector none --inflight 2 --sweep 1 --sweep-start 2 --sweep-max 2 --streams-first \
+              --detector none --inflight 2,3 --sweep 1 --sweep-start 2 --sweep-max 2 --streams-first \
               --out "$OUT/cpu-smoke-sweep" &&
              bench --streams 2 --people 1 --rate 5 --frames 6 --warmup 2 --size 160x120 --model-size tiny \
               --detector none --gpus cpu,cpu --out "$OUT/cpu-smoke-x2" ;;
