@@ -130,8 +130,9 @@ class LartTracker:
                 "log_spread": 2 * np.log(xy_sigma / c.xy_sigma0) + np.log(z_sigma / c.z_sigma0)}
 
     def cost_matrix(self, pred: dict[str, np.ndarray], det: DetectionFeatures
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(T, D) cost, appearance distance, location/depth gate, and (T,) appearance gate (before the per-stage rules)."""
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(T, D) cost, appearance distance, location/depth gate, (T,) appearance gate (before the per-stage
+        rules) and (T, D) body-shape (betas) distance."""
         c = self.lcfg
         n, d = len(self.tracks), len(det.pose)
         xy2 = scaled_squared_distance(pred["xy"], pred["xy_sigma"], det.location[:, :2])
@@ -146,7 +147,7 @@ class LartTracker:
         pose_w = coasting_weight(pred["dt"], c.pose_weight, c.pose_tau_s)
         cost = lart_cost(xy2, z2, d_a, d_pose, d_betas, pose_w, c.appearance_weight, c.betas_weight, pred["log_spread"])
         near = lart_gate(xy2, z2, d_a, np.full(n, np.inf), c.gate_sigma)
-        return cost, d_a, near, coasting_gate(pred["dt"], c.app_gate_fresh, c.app_gate_lost, c.app_tighten_s)
+        return cost, d_a, near, coasting_gate(pred["dt"], c.app_gate_fresh, c.app_gate_lost, c.app_tighten_s), d_betas
 
     def low_score_costs(self, cost: np.ndarray, d_a: np.ndarray, det: DetectionFeatures,
                         matches: list[tuple[int, int]], low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -165,6 +166,27 @@ class LartTracker:
         low_d_a[:, cols] = d_low
         return cost + self.lcfg.appearance_weight * (low_d_a - d_a), low_d_a
 
+    def low_score_gate(self, cost: np.ndarray, d_a: np.ndarray, low_d_a: np.ndarray, near: np.ndarray,
+                       app_gate: np.ndarray, d_betas: np.ndarray, log_spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(T, D) cost and gate of the low-score stage (``low_d_a``: occluder-discounted appearance;
+        ``log_spread``: (T,) the cost's vagueness term, left out of the ``low_max_cost`` cut).
+
+        Location and depth must lie in the track's prediction interval (``near``). Then either the
+        appearance agrees under the strict low gate (``min(app_gate, app_gate_low)``), or the body shape
+        agrees (``d_betas <= low_shape_gate``) and the appearance only under ``app_gate_low_shape`` at the
+        lower weight ``low_appearance_weight``: a partly hidden person's embedding is partly the occluder's
+        even after the discount, while shape survives partial occlusion and does not go stale while
+        coasting, and a false positive or a stranger beside a hidden person's prediction rarely shares it."""
+        c = self.lcfg
+        shape_ok = d_betas <= c.low_shape_gate
+        weight = np.where(shape_ok, c.low_appearance_weight, c.appearance_weight)
+        low_cost = cost + weight * low_d_a - c.appearance_weight * d_a
+        app_ok = low_d_a <= np.where(shape_ok, c.app_gate_low_shape, np.minimum(app_gate, c.app_gate_low)[:, None])
+        # The absolute cut is on the fit alone: log_spread ranks a vague prediction below a sharp one in
+        # the assignment, but as part of the cut it would refuse every lost track (~8 after 3 s).
+        fit = low_cost - log_spread[:, None]
+        return low_cost, near & app_ok & (fit <= c.low_max_cost)
+
     def update(self, people: People, frame_index: int, timestamp: float | None = None) -> Tracks:
         c = self.lcfg
         t = frame_index / c.fps if timestamp is None else float(timestamp)
@@ -175,7 +197,7 @@ class LartTracker:
 
         # 2. Predict every track at t; one cost matrix and gate for all tracks x detections.
         pred = self.predict(t)
-        cost, d_a, near, app_gate = self.cost_matrix(pred, det)
+        cost, d_a, near, app_gate, d_betas = self.cost_matrix(pred, det)
         gate = near & (d_a <= app_gate[:, None])
         self.last_cost = cost
         dt = pred["dt"]
@@ -205,8 +227,8 @@ class LartTracker:
 
         for track_mask in (coasting, lost, tentative):
             assign(track_mask, high, gate, cost)
-        low_cost, low_d_a = self.low_score_costs(cost, d_a, det, matches, ~high & free_det)
-        low_gate = near & (low_d_a <= np.minimum(app_gate, c.app_gate_low)[:, None]) & (low_cost <= c.low_max_cost)
+        _, low_d_a = self.low_score_costs(cost, d_a, det, matches, ~high & free_det)
+        low_cost, low_gate = self.low_score_gate(cost, d_a, low_d_a, near, app_gate, d_betas, pred["log_spread"])
         assign(confirmed, ~high, low_gate, low_cost)
 
         # 4. Matched tracks take their detection; weak (low score or marginal cost) ones only move a little.
