@@ -149,22 +149,20 @@ class LartTracker:
         near = lart_gate(xy2, z2, d_a, np.full(n, np.inf), c.gate_sigma)
         return cost, d_a, near, coasting_gate(pred["dt"], c.app_gate_fresh, c.app_gate_lost, c.app_tighten_s), d_betas
 
-    def low_score_costs(self, cost: np.ndarray, d_a: np.ndarray, det: DetectionFeatures,
-                        matches: list[tuple[int, int]], low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(T, D) cost and appearance distance for the low-score stage: columns ``low`` get the
-        occlusion-discounted appearance (costs.occluded_appearance_cost) against the tracks matched so far
-        that stand nearer than the detection; other columns are returned unchanged."""
-        cols = np.flatnonzero(low)
+    def low_score_appearance(self, d_a: np.ndarray, det: DetectionFeatures, matches: list[tuple[int, int]],
+                             tracks: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(T, D) appearance distance for the low-score stage: pairs ``tracks`` x ``cols`` (the ones still
+        free) get the occlusion-discounted distance (costs.occluded_appearance_cost) against the tracks
+        matched so far that stand nearer than the detection; other pairs keep ``d_a``."""
         track_app = self._track_app  # stacked by cost_matrix this frame; None without appearance
-        if not matches or len(cols) == 0 or track_app is None:
-            return cost, d_a
+        if not matches or len(cols) == 0 or len(tracks) == 0 or track_app is None:
+            return d_a
         occ_tracks, occ_dets = np.array(matches).T
         nearer = det.location[occ_dets, 2][None, :] < det.location[cols, 2][:, None]  # (D_low, M): occluder nearer
-        d_low = occluded_appearance_cost(track_app, det.appearance[cols], track_app[occ_tracks], nearer,
-                                         self.lcfg.occluder_share)
         low_d_a = d_a.copy()
-        low_d_a[:, cols] = d_low
-        return cost + self.lcfg.appearance_weight * (low_d_a - d_a), low_d_a
+        low_d_a[np.ix_(tracks, cols)] = occluded_appearance_cost(
+            track_app[tracks], det.appearance[cols], track_app[occ_tracks], nearer, self.lcfg.occluder_share)
+        return low_d_a
 
     def low_score_gate(self, cost: np.ndarray, d_a: np.ndarray, low_d_a: np.ndarray, near: np.ndarray,
                        app_gate: np.ndarray, d_betas: np.ndarray, log_spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -192,7 +190,7 @@ class LartTracker:
         t = frame_index / c.fps if timestamp is None else float(timestamp)
         # 1. Detections worth tracking, in PHALP's units; high ones may start tracks, low ones only extend.
         rows = np.flatnonzero(people.confidence >= c.low_conf)
-        det = DetectionFeatures.from_people(people[rows], self.cfg)
+        det = DetectionFeatures.from_people(people if len(rows) == len(people) else people[rows], self.cfg)
         high = det.confidence >= c.high_conf
 
         # 2. Predict every track at t; one cost matrix and gate for all tracks x detections.
@@ -227,7 +225,8 @@ class LartTracker:
 
         for track_mask in (coasting, lost, tentative):
             assign(track_mask, high, gate, cost)
-        _, low_d_a = self.low_score_costs(cost, d_a, det, matches, ~high & free_det)
+        low_d_a = self.low_score_appearance(d_a, det, matches, np.flatnonzero(confirmed & free_track),
+                                            np.flatnonzero(~high & free_det))
         low_cost, low_gate = self.low_score_gate(cost, d_a, low_d_a, near, app_gate, d_betas, pred["log_spread"])
         assign(confirmed, ~high, low_gate, low_cost)
 
