@@ -4,7 +4,10 @@ What it changes from ``phalp-reference`` (issue 15), each a numbered step of ``u
 - Two-stage association (ByteTrack): confident detections first; low-score ones (partial occlusions)
   only extend confirmed tracks through a strict gate; they never start a track. A partly hidden person's
   embedding holds some of whoever hides them, so in the low-score stage the appearance distance first
-  takes out the share of a nearer track matched this frame (costs.occluded_appearance_cost).
+  takes out the share of a nearer track matched this frame (costs.occluded_appearance_cost). Even so
+  it stays partly someone else's, so when the body shape (betas) agrees the low-score pair needs only a
+  loose appearance gate at a low weight (shape survives occlusion and does not go stale while coasting);
+  the low-score cost cut leaves out the spread term, so a lost track can take a partly hidden returner.
 - State-aware gates: distances are measured in each track's own spread, which grows with the time it
   has been unseen, and the appearance gate tightens as it coasts, so a false positive beside a hidden
   person's predicted position does not pass on 2D location alone.
