@@ -10,7 +10,7 @@ from lart_stream.realtime.records import People, TrackState
 from lart_stream.realtime.stages import Tracker
 from lart_stream.realtime.tracking import LartTrackerConfig, TrackerConfig, build_tracker
 from lart_stream.realtime.tracking.costs import (body_height, coasting_gate, coasting_weight, gated_assignment, lart_cost,
-                                                 lart_gate, occluded_appearance_cost, scaled_squared_distance, spread)
+                                                 lart_gate, linear_assignment, occluded_appearance_cost, scaled_squared_distance, spread)
 from lart_stream.realtime.tracking.predictors import weighted_ridge_line
 
 SIZE = (1280, 720)
@@ -93,6 +93,19 @@ def test_gated_assignment_respects_the_gate_and_maps_indices_back():
     m = gated_assignment(cost, allowed, rows=np.array([1]), cols=np.array([1]), max_cost=5.0)
     assert m.shape == (0, 2)  # 8 > max_cost
     assert gated_assignment(cost, allowed, np.array([], int), np.array([0]), 5.0).shape == (0, 2)
+
+
+def test_gated_assignment_fast_path_agrees_with_the_solver():
+    """Sparse gates (one admissible pair per row and column: the solver is skipped) and dense ones give the
+    solver's answer on the gated matrix."""
+    rng = np.random.default_rng(0)
+    for density in (0.05, 0.15, 0.5, 1.0):
+        for _ in range(50):
+            cost = rng.uniform(0, 10, (6, 7))
+            allowed = rng.random(cost.shape) < density
+            got = gated_assignment(cost, allowed, np.arange(6), np.arange(7), max_cost=8.0)
+            want, _, _ = linear_assignment(np.where(allowed, cost, np.inf), 8.0)
+            assert sorted(map(tuple, got.tolist())) == sorted(map(tuple, want.tolist()))
 
 
 def test_weighted_ridge_line_against_weighted_least_squares():
@@ -183,6 +196,26 @@ def test_a_partly_hidden_person_keeps_the_track_but_a_false_positive_does_not_ta
     assert dict(zip(out.track_id.tolist(), out.person_index.tolist())) == {1: 1, 2: 0}
     out = run(0.5 * GREEN + 0.5 * BLUE)
     assert dict(zip(out.track_id.tolist(), out.person_index.tolist())) == {1: -1, 2: 0}
+
+
+@pytest.mark.parametrize("same_shape", [True, False])
+def test_a_returner_partly_hidden_keeps_the_old_id_when_the_body_shape_agrees(same_shape):
+    """Back after 2.5 s (lost, not coasting) as a low-score detection whose embedding is mostly someone
+    else's (d_A 0.53 to the track, over the strict low gate and the lost gate 0.4; no matched occluder to
+    discount): the old track takes it when the body shape (betas) agrees, not when it does not. The lost
+    track's spread term (~7 here) is left out of the low-score cost cut, which it would exceed alone."""
+    cfg = LartTrackerConfig()
+    tracker = build_tracker("lart")
+    confirmed(tracker)
+    back = people((650.0, 360.0, 0.35 * RED + 0.65 * BLUE, 0.5))
+    if not same_shape:
+        back.pose_vector[:, 216:226] = 0.5  # betas squared distance 2.5 > low_shape_gate
+    out = tracker.update(back, 2 + int(2.5 * cfg.fps))
+    if same_shape:
+        assert out.track_id.tolist() == [1] and out.person_index.tolist() == [0]
+        assert tracker.tracks[0].weights[-1] == pytest.approx(cfg.weak_weight)  # a weak observation
+    else:
+        assert len(out) == 0 and tracker.tracks[0].person_index == -1
 
 
 def test_weak_matches_do_not_poison_appearance_or_pose():

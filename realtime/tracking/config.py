@@ -46,8 +46,16 @@ class LartTrackerConfig:
     app_gate_fresh: float = 0.65
     app_gate_lost: float = 0.4
     app_tighten_s: float = 0.5
-    app_gate_low: float = 0.5  # low-score detections must agree this well (after discounting an occluder)
-    low_max_cost: float = 8.0  # low-score pairs costing more (occlusion-discounted appearance) are not matched
+    # Low-score stage (LartTracker.low_score_gate): the occluder-discounted appearance must pass
+    # min(coasting gate, app_gate_low); or, when the body shape agrees (betas squared distance <=
+    # low_shape_gate), only app_gate_low_shape, weighing low_appearance_weight. low_shape_gate suits betas
+    # that vary ~0.05 per component per frame (the synthetic scenes); HMR 2.0 on partly hidden people is
+    # noisier: re-tune on footage.
+    app_gate_low: float = 0.5
+    low_shape_gate: float = 0.5
+    app_gate_low_shape: float = 0.8
+    low_appearance_weight: float = 1.0
+    low_max_cost: float = 6.0  # low-score pairs costing more (without the spread term) are not matched
     occluder_share: float = 0.2  # a nearer matched track counts as a low detection's occluder from this cosine
     app_update_max: float = 0.35  # only observations this close update the running appearance
     appearance_alpha: float = 0.1  # running blend weight (times confidence^2), as PHALP

@@ -238,12 +238,17 @@ def gated_assignment(cost: np.ndarray, allowed: np.ndarray, rows: np.ndarray, co
                      max_cost: float) -> np.ndarray:
     """Hungarian over the sub-matrix ``rows`` x ``cols`` where only ``allowed`` pairs costing <= max_cost may match.
 
-    Returns (k, 2) matches as indices into the full matrix.
+    Returns (k, 2) matches as indices into the full matrix. When no row and no column has two admissible
+    pairs (the usual frame: people apart), every admissible pair is the assignment and the solver is skipped.
     """
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
     if len(rows) == 0 or len(cols) == 0:
         return np.zeros((0, 2), np.int64)
-    sub = np.where(allowed[np.ix_(rows, cols)], cost[np.ix_(rows, cols)], np.inf)
-    matches, _, _ = linear_assignment(sub, max_cost)
+    sub_cost = cost[rows][:, cols]
+    ok = allowed[rows][:, cols] & (sub_cost <= max_cost)
+    if ok.sum(axis=0).max() <= 1 and ok.sum(axis=1).max() <= 1:
+        r, k = np.nonzero(ok)
+        return np.stack([rows[r], cols[k]], axis=1)
+    matches, _, _ = linear_assignment(np.where(ok, sub_cost, np.inf), max_cost)
     return np.stack([rows[matches[:, 0]], cols[matches[:, 1]]], axis=1)

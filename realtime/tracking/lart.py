@@ -4,7 +4,10 @@ What it changes from ``phalp-reference`` (issue 15), each a numbered step of ``u
 - Two-stage association (ByteTrack): confident detections first; low-score ones (partial occlusions)
   only extend confirmed tracks through a strict gate; they never start a track. A partly hidden person's
   embedding holds some of whoever hides them, so in the low-score stage the appearance distance first
-  takes out the share of a nearer track matched this frame (costs.occluded_appearance_cost).
+  takes out the share of a nearer track matched this frame (costs.occluded_appearance_cost). Even so
+  it stays partly someone else's, so when the body shape (betas) agrees the low-score pair needs only a
+  loose appearance gate at a low weight (shape survives occlusion and does not go stale while coasting);
+  the low-score cost cut leaves out the spread term, so a lost track can take a partly hidden returner.
 - State-aware gates: distances are measured in each track's own spread, which grows with the time it
   has been unseen, and the appearance gate tightens as it coasts, so a false positive beside a hidden
   person's predicted position does not pass on 2D location alone.
@@ -130,8 +133,9 @@ class LartTracker:
                 "log_spread": 2 * np.log(xy_sigma / c.xy_sigma0) + np.log(z_sigma / c.z_sigma0)}
 
     def cost_matrix(self, pred: dict[str, np.ndarray], det: DetectionFeatures
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(T, D) cost, appearance distance, location/depth gate, and (T,) appearance gate (before the per-stage rules)."""
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(T, D) cost, appearance distance, location/depth gate, (T,) appearance gate (before the per-stage
+        rules) and (T, D) body-shape (betas) distance."""
         c = self.lcfg
         n, d = len(self.tracks), len(det.pose)
         xy2 = scaled_squared_distance(pred["xy"], pred["xy_sigma"], det.location[:, :2])
@@ -146,36 +150,55 @@ class LartTracker:
         pose_w = coasting_weight(pred["dt"], c.pose_weight, c.pose_tau_s)
         cost = lart_cost(xy2, z2, d_a, d_pose, d_betas, pose_w, c.appearance_weight, c.betas_weight, pred["log_spread"])
         near = lart_gate(xy2, z2, d_a, np.full(n, np.inf), c.gate_sigma)
-        return cost, d_a, near, coasting_gate(pred["dt"], c.app_gate_fresh, c.app_gate_lost, c.app_tighten_s)
+        return cost, d_a, near, coasting_gate(pred["dt"], c.app_gate_fresh, c.app_gate_lost, c.app_tighten_s), d_betas
 
-    def low_score_costs(self, cost: np.ndarray, d_a: np.ndarray, det: DetectionFeatures,
-                        matches: list[tuple[int, int]], low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(T, D) cost and appearance distance for the low-score stage: columns ``low`` get the
-        occlusion-discounted appearance (costs.occluded_appearance_cost) against the tracks matched so far
-        that stand nearer than the detection; other columns are returned unchanged."""
-        cols = np.flatnonzero(low)
+    def low_score_appearance(self, d_a: np.ndarray, det: DetectionFeatures, matches: list[tuple[int, int]],
+                             tracks: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(T, D) appearance distance for the low-score stage: pairs ``tracks`` x ``cols`` (the ones still
+        free) get the occlusion-discounted distance (costs.occluded_appearance_cost) against the tracks
+        matched so far that stand nearer than the detection; other pairs keep ``d_a``."""
         track_app = self._track_app  # stacked by cost_matrix this frame; None without appearance
-        if not matches or len(cols) == 0 or track_app is None:
-            return cost, d_a
+        if not matches or len(cols) == 0 or len(tracks) == 0 or track_app is None:
+            return d_a
         occ_tracks, occ_dets = np.array(matches).T
         nearer = det.location[occ_dets, 2][None, :] < det.location[cols, 2][:, None]  # (D_low, M): occluder nearer
-        d_low = occluded_appearance_cost(track_app, det.appearance[cols], track_app[occ_tracks], nearer,
-                                         self.lcfg.occluder_share)
         low_d_a = d_a.copy()
-        low_d_a[:, cols] = d_low
-        return cost + self.lcfg.appearance_weight * (low_d_a - d_a), low_d_a
+        low_d_a[np.ix_(tracks, cols)] = occluded_appearance_cost(
+            track_app[tracks], det.appearance[cols], track_app[occ_tracks], nearer, self.lcfg.occluder_share)
+        return low_d_a
+
+    def low_score_gate(self, cost: np.ndarray, d_a: np.ndarray, low_d_a: np.ndarray, near: np.ndarray,
+                       app_gate: np.ndarray, d_betas: np.ndarray, log_spread: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(T, D) cost and gate of the low-score stage (``low_d_a``: occluder-discounted appearance;
+        ``log_spread``: (T,) the cost's vagueness term, left out of the ``low_max_cost`` cut).
+
+        Location and depth must lie in the track's prediction interval (``near``). Then either the
+        appearance agrees under the strict low gate (``min(app_gate, app_gate_low)``), or the body shape
+        agrees (``d_betas <= low_shape_gate``) and the appearance only under ``app_gate_low_shape`` at the
+        lower weight ``low_appearance_weight``: a partly hidden person's embedding is partly the occluder's
+        even after the discount, while shape survives partial occlusion and does not go stale while
+        coasting, and a false positive or a stranger beside a hidden person's prediction rarely shares it."""
+        c = self.lcfg
+        shape_ok = d_betas <= c.low_shape_gate
+        weight = np.where(shape_ok, c.low_appearance_weight, c.appearance_weight)
+        low_cost = cost + weight * low_d_a - c.appearance_weight * d_a
+        app_ok = low_d_a <= np.where(shape_ok, c.app_gate_low_shape, np.minimum(app_gate, c.app_gate_low)[:, None])
+        # The absolute cut is on the fit alone: log_spread ranks a vague prediction below a sharp one in
+        # the assignment, but as part of the cut it would refuse every lost track (~8 after 3 s).
+        fit = low_cost - log_spread[:, None]
+        return low_cost, near & app_ok & (fit <= c.low_max_cost)
 
     def update(self, people: People, frame_index: int, timestamp: float | None = None) -> Tracks:
         c = self.lcfg
         t = frame_index / c.fps if timestamp is None else float(timestamp)
         # 1. Detections worth tracking, in PHALP's units; high ones may start tracks, low ones only extend.
         rows = np.flatnonzero(people.confidence >= c.low_conf)
-        det = DetectionFeatures.from_people(people[rows], self.cfg)
+        det = DetectionFeatures.from_people(people if len(rows) == len(people) else people[rows], self.cfg)
         high = det.confidence >= c.high_conf
 
         # 2. Predict every track at t; one cost matrix and gate for all tracks x detections.
         pred = self.predict(t)
-        cost, d_a, near, app_gate = self.cost_matrix(pred, det)
+        cost, d_a, near, app_gate, d_betas = self.cost_matrix(pred, det)
         gate = near & (d_a <= app_gate[:, None])
         self.last_cost = cost
         dt = pred["dt"]
@@ -205,8 +228,9 @@ class LartTracker:
 
         for track_mask in (coasting, lost, tentative):
             assign(track_mask, high, gate, cost)
-        low_cost, low_d_a = self.low_score_costs(cost, d_a, det, matches, ~high & free_det)
-        low_gate = near & (low_d_a <= np.minimum(app_gate, c.app_gate_low)[:, None]) & (low_cost <= c.low_max_cost)
+        low_d_a = self.low_score_appearance(d_a, det, matches, np.flatnonzero(confirmed & free_track),
+                                            np.flatnonzero(~high & free_det))
+        low_cost, low_gate = self.low_score_gate(cost, d_a, low_d_a, near, app_gate, d_betas, pred["log_spread"])
         assign(confirmed, ~high, low_gate, low_cost)
 
         # 4. Matched tracks take their detection; weak (low score or marginal cost) ones only move a little.
