@@ -4,6 +4,16 @@ every q/k/v pool of one pass, in several implementations (issue 14: pooling + it
 
     python benchmarks/device/mvit_pool.py --out $OUT/mvit_pool.json
     python benchmarks/device/mvit_pool.py --cpu-smoke --out /tmp/mvit_pool.json   # tiny config, CPU, eager
+    python benchmarks/device/mvit_pool.py --triton-sweep --out $OUT/mvit_sweep.json
+    TRITON_INTERPRET=1 python benchmarks/device/mvit_pool.py --cpu-smoke --triton-sweep --out /tmp/s.json
+
+--triton-sweep: instead of the variants, the Triton kernel (1t) under the launches of ``SWEEP`` (tokens
+per program, warps, pipeline stages, taps unrolled or looped), timed per distinct pool shape (one CUDA
+graph per shape: its pools of the pass) next to (1) timed the same way, each launch checked against (1)
+with the tolerance below; the best launch per shape, the whole pass with those launches (all kernel,
+and "auto": the kernel only where it beat (1)), and ``config_table``: that table in the format of
+models/mvit_triton_configs.json, to commit if it shows wins. Launches are tried in order until --budget-s
+(less a reserve) would be passed; the JSON is written after each.
 
 The pools come from the built model (official MViTv2-L 40x3, built on the meta device): per block the
 pool_q/k/v Conv3d (kernel, stride, padding), norm_q/k/v, heads and head dim, the runtime (T, H, W)
