@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import weakref
-from dataclasses import replace
 
 import torch
 import triton
@@ -150,7 +149,7 @@ def tap_major(weight: torch.Tensor) -> torch.Tensor:
 def pool_norm(x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float,
               thw: tuple[int, int, int], out_thw: tuple[int, int, int], stride: tuple[int, int, int],
               padding: tuple[int, int, int], has_cls: bool, out: torch.Tensor,
-              out2: torch.Tensor | None = None, scale2: float = 1.0, block_n: int | None = None,
+              out2: torch.Tensor | None = None, scale2: float = 1.0,
               rel: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None, zero_pad: int = 0,
               config: LaunchConfig | None = None) -> None:
     """x (B, nh, 1+THW, C) any strides with contiguous C; weight (C, 1, kt, kh, kw);
@@ -158,12 +157,10 @@ def pool_norm(x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, beta: 
     ``rel`` (needs out2, whose rows must extend past C): the gathered rel-pos tables Rt (qT, kt, C),
     Rh (qH, kh, C), Rw (qW, kw, C), contiguous; out2 channels C.. get out . R (unscaled, 0 on the cls
     row) for t, h, w, then ``zero_pad`` zeros: the whole folded q' row in one pass. ``config`` picks the
-    launch (default ``LaunchConfig()``); ``block_n`` overrides its tokens per program."""
+    launch (default ``LaunchConfig()``)."""
     B, nh, _, C = x.shape
     kt, kh, kw = weight.shape[2:]
     cfg = config or LaunchConfig()
-    if block_n is not None:
-        cfg = replace(cfg, block_n=block_n)
     n_out = math.prod(out_thw) + int(has_cls)
     for t in (x, out) + ((out2,) if out2 is not None else ()):
         if t.stride(-1) != 1:
