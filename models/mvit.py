@@ -54,13 +54,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lart_stream.models.checkpoint import CheckpointError, load_pickled, shape_problems, show_keys
+from lart_stream.models.mvit_pool_table import LaunchConfig, PoolTable, committed_table, shape_key
 from lart_stream.models.roi_align import roi_align
 
 LN_EPS = 1e-6  # PySlowFast's MVIT.NORM "layernorm": partial(nn.LayerNorm, eps=1e-6), pooled q/k/v norms too
 ATTENTION_IMPLS = ("fast", "folded", "reference")
 # "auto" = "torch" (cuDNN's depthwise Conv3d + LayerNorm): on an H200 the whole MViTv2-L pass is 67 ms
 # with it and 162 ms with our Triton kernel (benchmarks/results/h200/appearance/mvit_speed.json), so the
-# kernel runs only when asked for
+# kernel runs only when asked for, or (auto) for the shapes a committed per-shape table
+# (models/mvit_triton_configs.json, empty today; see models/mvit_pool_table.py) marks as kernel wins
 POOL_BACKENDS = ("auto", "torch", "triton")
 
 
@@ -276,21 +278,48 @@ def _triton_pool_norm():
     return pool_norm
 
 
+@functools.lru_cache(maxsize=None)
+def _cuda_device_name(index: int) -> str:
+    return torch.cuda.get_device_name(index)
+
+
+def pool_launch(x: torch.Tensor, pool: nn.Module | None, norm: nn.Module | None, thw: tuple[int, int, int],
+                has_cls: bool, backend: str = "auto", table: PoolTable | None = None) -> LaunchConfig | None:
+    """The Triton kernel's launch for this pool, or None for the torch path: "triton" always runs the
+    kernel (the table's config for the shape, else the default); "auto" only where ``table`` (default:
+    the committed models/mvit_triton_configs.json, empty today) marks the shape as a kernel win, on a
+    CUDA device of the table's name, with triton importable; "torch" never."""
+    if pool is None or norm is None or backend == "torch":
+        return None
+    table = committed_table() if table is None else table
+    cfg = table.shapes.get(shape_key(x.shape[-1], x.shape[1], thw, tuple(pool.kernel_size), tuple(pool.stride),
+                                     tuple(pool.padding), has_cls)) if table.shapes else None
+    if backend == "triton":
+        return cfg or LaunchConfig()
+    if cfg is None or not cfg.kernel_wins or not x.is_cuda or _triton_pool_norm() is None:
+        return None
+    if table.device is not None and _cuda_device_name(x.device.index or 0) != table.device:
+        return None
+    return cfg
+
+
 def pool_into(x: torch.Tensor, pool: nn.Module | None, norm: nn.Module | None, thw: tuple[int, int, int],
               has_cls: bool, out: torch.Tensor, out2: torch.Tensor | None = None, scale2: float = 1.0,
-              backend: str = "auto", rel: tuple[torch.Tensor, ...] | None = None, zero_pad: int = 0) -> bool:
+              backend: str = "auto", rel: tuple[torch.Tensor, ...] | None = None, zero_pad: int = 0,
+              table: PoolTable | None = None) -> bool:
     """``_pool`` (conv pooling + LayerNorm, cls kept and normed) written into ``out`` (and
-    ``out2 = out * scale2``), both (B, nh, L', C) views of any strides: the Triton kernel when asked
-    ("triton"), else ("auto", "torch") the torch ops of the other impls (identical arithmetic to them).
+    ``out2 = out * scale2``), both (B, nh, L', C) views of any strides: the Triton kernel where
+    ``pool_launch`` picks it (backend "triton", or "auto" with a measured per-shape ``table``), else the
+    torch ops of the other impls (identical arithmetic to them).
     With ``rel`` (gathered Rt, Rh, Rw) the kernel also writes the folded rel-pos channels and
     ``zero_pad`` zeros after out2's C channels; returns whether it did (False on the torch path)."""
-    use_kernel = pool is not None and norm is not None and backend == "triton"
-    if use_kernel:
+    launch = pool_launch(x, pool, norm, thw, has_cls, backend, table)
+    if launch is not None:
         kernel = _triton_pool_norm()
         if kernel is None:
             raise RuntimeError("MViT pool backend 'triton' requested but triton does not import")
         kernel(x, pool.weight, norm.weight, norm.bias, norm.eps, thw, pooled_thw(thw, pool), tuple(pool.stride),
-               tuple(pool.padding), has_cls, out, out2, scale2, rel=rel, zero_pad=zero_pad)
+               tuple(pool.padding), has_cls, out, out2, scale2, rel=rel, zero_pad=zero_pad, config=launch)
         return rel is not None
     y, _ = _pool(x, pool, thw, has_cls, norm)
     out.copy_(y)

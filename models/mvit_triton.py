@@ -13,13 +13,38 @@ Imported only on CUDA (or under TRITON_INTERPRET=1 in tests); models/mvit.py fal
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 import triton
 import triton.language as tl
 
+from lart_stream.models.mvit_pool_table import LaunchConfig
+
 
 @triton.jit
+def _add_tap(acc, xbase, w_ptr, tap, ot, oh, ow, is_sp, cols, cmask, T, H, W, sxn,
+             ST: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+             PT: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
+             KH: tl.constexpr, KW: tl.constexpr, C: tl.constexpr, CLS: tl.constexpr):
+    """acc + one stencil tap (flat index kt*KH*KW + kh*KW + kw; a constexpr when unrolled): the (BN, BC)
+    input tokens it reads times its C weights, one contiguous row of the tap-major (taps, C) weights."""
+    kt = tap // (KH * KW)
+    kh = (tap // KW) % KH
+    kw = tap % KW
+    it = ot * ST - PT + kt
+    ih = oh * SH - PH + kh
+    iw = ow * SW - PW + kw
+    m = is_sp & (it >= 0) & (it < T) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+    tok = tl.where(m, CLS + (it * H + ih) * W + iw, 0)
+    v = tl.load(xbase + tok.to(tl.int64)[:, None] * sxn + cols[None, :],
+                mask=m[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+    wv = tl.load(w_ptr + tap * C + cols, mask=cmask, other=0.0).to(tl.float32)
+    return acc + v * wv[None, :]
+
+
+# the grid sizes only index: not specialised, so the pools of one model share a compiled kernel per geometry
+@triton.jit(do_not_specialize=["NH", "T", "H", "W", "TO", "HO", "WO"])
 def _pool_norm_kernel(x_ptr, w_ptr, g_ptr, b_ptr, out_ptr, out2_ptr, scale2, eps,
                       NH, T, H, W, TO, HO, WO,
                       sxb, sxh, sxn, sob, soh, son, s2b, s2h, s2n,
@@ -27,8 +52,13 @@ def _pool_norm_kernel(x_ptr, w_ptr, g_ptr, b_ptr, out_ptr, out2_ptr, scale2, eps
                       PT: tl.constexpr, PH: tl.constexpr, PW: tl.constexpr,
                       KT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
                       C: tl.constexpr, BC: tl.constexpr, BN: tl.constexpr,
-                      CLS: tl.constexpr, HAS_OUT2: tl.constexpr,
+                      CLS: tl.constexpr, HAS_OUT2: tl.constexpr, UNROLL: tl.constexpr, SA: tl.constexpr,
                       rt_ptr=None, rh_ptr=None, rw_ptr=None, NT=0, NHK=0, NW=0, NZ=0, REL: tl.constexpr = False):
+    # the strides come divided by SA (elements): multiplied back by a constant, every row start is known
+    # to be SA-aligned, so the channel loads/stores vectorise (a runtime stride like 72 = C proves nothing)
+    sxb, sxh, sxn = sxb * SA, sxh * SA, sxn * SA
+    sob, soh, son = sob * SA, soh * SA, son * SA
+    s2b, s2h, s2n = s2b * SA, s2h * SA, s2n * SA
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // NH
@@ -45,22 +75,16 @@ def _pool_norm_kernel(x_ptr, w_ptr, g_ptr, b_ptr, out_ptr, out2_ptr, scale2, eps
     ot = sp // (WO * HO)
     xbase = x_ptr + b.to(tl.int64) * sxb + h.to(tl.int64) * sxh
     acc = tl.zeros((BN, BC), dtype=tl.float32)
-    for kt in tl.static_range(KT):
-        it = ot * ST - PT + kt
-        mt = is_sp & (it >= 0) & (it < T)
-        for kh in tl.static_range(KH):
-            ih = oh * SH - PH + kh
-            mth = mt & (ih >= 0) & (ih < H)
-            for kw in tl.static_range(KW):
-                iw = ow * SW - PW + kw
-                m = mth & (iw >= 0) & (iw < W)
-                tok = CLS + (it * H + ih) * W + iw
-                tok = tl.where(m, tok, 0)
-                v = tl.load(xbase + tok.to(tl.int64)[:, None] * sxn + cols[None, :],
-                            mask=m[:, None] & cmask[None, :], other=0.0).to(tl.float32)
-                wv = tl.load(w_ptr + cols * (KT * KH * KW) + ((kt * KH + kh) * KW + kw),
-                             mask=cmask, other=0.0).to(tl.float32)
-                acc += v * wv[None, :]
+    # UNROLL: all taps inlined (constant offsets, but every tap's loads live at once: register pressure);
+    # else one runtime loop over the flat tap index (div/mod per tap, small code, pipelined by num_stages)
+    if UNROLL:
+        for tap in tl.static_range(KT * KH * KW):
+            acc = _add_tap(acc, xbase, w_ptr, tap, ot, oh, ow, is_sp, cols, cmask, T, H, W, sxn,
+                           ST, SH, SW, PT, PH, PW, KH, KW, C, CLS)
+    else:
+        for tap in range(KT * KH * KW):
+            acc = _add_tap(acc, xbase, w_ptr, tap, ot, oh, ow, is_sp, cols, cmask, T, H, W, sxn,
+                           ST, SH, SW, PT, PH, PW, KH, KW, C, CLS)
     if CLS:
         is_cls = valid & (rows == 0)
         cv = tl.load(xbase + cols[None, :] + rows[:, None] * 0, mask=is_cls[:, None] & cmask[None, :],
@@ -106,32 +130,53 @@ def _pool_norm_kernel(x_ptr, w_ptr, g_ptr, b_ptr, out_ptr, out2_ptr, scale2, eps
                 tl.store(o2 + rows.to(tl.int64) * s2n + (C + NT + NHK + NW + j), zero, mask=rmask)
 
 
+_TAP_MAJOR: dict[int, tuple[weakref.ref, int, torch.Tensor]] = {}
+
+
+def tap_major(weight: torch.Tensor) -> torch.Tensor:
+    """(C, 1, kt, kh, kw) depthwise weights as a contiguous (kt*kh*kw, C) copy, so a tap's C weights are
+    one coalesced load; made once per weight tensor and version (an in-place update remakes it)."""
+    hit = _TAP_MAJOR.get(id(weight))
+    if hit is not None and hit[0]() is weight and hit[1] == weight._version:
+        return hit[2]
+    wt = weight.detach().reshape(weight.shape[0], -1).t().contiguous()
+    for key in [k for k, (ref, _, _) in _TAP_MAJOR.items() if ref() is None]:
+        del _TAP_MAJOR[key]  # weights freed since: their copies go too
+    _TAP_MAJOR[id(weight)] = (weakref.ref(weight), weight._version, wt)
+    return wt
+
+
 def pool_norm(x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float,
               thw: tuple[int, int, int], out_thw: tuple[int, int, int], stride: tuple[int, int, int],
               padding: tuple[int, int, int], has_cls: bool, out: torch.Tensor,
-              out2: torch.Tensor | None = None, scale2: float = 1.0, block_n: int = 32,
-              rel: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None, zero_pad: int = 0) -> None:
-    """x (B, nh, 1+THW, C) any strides with contiguous C; weight (C, 1, kt, kh, kw) contiguous;
+              out2: torch.Tensor | None = None, scale2: float = 1.0,
+              rel: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None, zero_pad: int = 0,
+              config: LaunchConfig | None = None) -> None:
+    """x (B, nh, 1+THW, C) any strides with contiguous C; weight (C, 1, kt, kh, kw);
     out / out2 (B, nh, 1+T'H'W', C) any strides with contiguous C: out = LN(conv(x)), out2 = out * scale2.
     ``rel`` (needs out2, whose rows must extend past C): the gathered rel-pos tables Rt (qT, kt, C),
     Rh (qH, kh, C), Rw (qW, kw, C), contiguous; out2 channels C.. get out . R (unscaled, 0 on the cls
-    row) for t, h, w, then ``zero_pad`` zeros: the whole folded q' row in one pass."""
+    row) for t, h, w, then ``zero_pad`` zeros: the whole folded q' row in one pass. ``config`` picks the
+    launch (default ``LaunchConfig()``)."""
     B, nh, _, C = x.shape
     kt, kh, kw = weight.shape[2:]
+    cfg = config or LaunchConfig()
     n_out = math.prod(out_thw) + int(has_cls)
     for t in (x, out) + ((out2,) if out2 is not None else ()):
         if t.stride(-1) != 1:
             raise ValueError("pool_norm: channels must be contiguous")
     o2 = out2 if out2 is not None else out
-    grid = (triton.cdiv(n_out, block_n), B * nh)
+    strides = [t.stride(i) for t in (x, out, o2) for i in range(3)]
+    # (the kernel multiplies back in 32 bits where the quotient fits them: huge strides stay undivided)
+    align = next(a for a in (8, 4, 2, 1) if all(s % a == 0 for s in strides)) if max(strides) < 2 ** 28 else 1
+    grid = (triton.cdiv(n_out, cfg.block_n), B * nh)
     _pool_norm_kernel[grid](
-        x, weight.contiguous(), gamma, beta, out, o2, float(scale2), float(eps),
-        nh, *thw, *out_thw,
-        x.stride(0), x.stride(1), x.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        o2.stride(0), o2.stride(1), o2.stride(2),
+        x, tap_major(weight), gamma, beta, out, o2, float(scale2), float(eps),
+        nh, *thw, *out_thw, *(s // align for s in strides),
         ST=stride[0], SH=stride[1], SW=stride[2], PT=padding[0], PH=padding[1], PW=padding[2],
-        KT=kt, KH=kh, KW=kw, C=C, BC=triton.next_power_of_2(C), BN=block_n,
-        CLS=int(has_cls), HAS_OUT2=out2 is not None, **rel_args(rel, zero_pad, out2))
+        KT=kt, KH=kh, KW=kw, C=C, BC=triton.next_power_of_2(C), BN=cfg.block_n,
+        CLS=int(has_cls), HAS_OUT2=out2 is not None, UNROLL=cfg.unroll, SA=align,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, **rel_args(rel, zero_pad, out2))
 
 
 def rel_args(rel: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, zero_pad: int,

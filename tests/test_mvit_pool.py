@@ -45,3 +45,62 @@ def test_cpu_smoke_writes_json(tmp_path):
     rows = {r["variant"]: r for r in json.loads(out.read_text())["rows"]}
     assert all("ms" in r for r in rows.values()), rows
     assert all(r["ok"] for r in rows.values() if "ok" in r)
+
+
+def test_launch_table_leaves_auto_on_torch_until_one_is_committed():
+    """The committed table is empty: "auto" stays the torch path for every pool, "triton" gets the
+    default launch; a table's entry is what "triton" launches, and "auto" never picks the kernel off CUDA."""
+    import dataclasses
+
+    from lart_stream.models import mvit as M
+    from lart_stream.models.mvit_pool_table import (COMMITTED_TABLE, LaunchConfig, PoolTable, committed_table,
+                                                    table_from_json, table_to_json)
+
+    assert committed_table(COMMITTED_TABLE).shapes == {}
+    cases = P.pool_cases(MViTConfig.tiny(), 64, 80, 1, "cpu", torch.float32)
+    args = [(c.x, c.pool, c.norm, c.geom.thw, c.geom.has_cls) for c in cases]
+    assert all(M.pool_launch(*a) is None for a in args)
+    assert all(M.pool_launch(*a, backend="triton") == LaunchConfig() for a in args)
+    assert all(M.pool_launch(*a, backend="torch") is None for a in args)
+    won = LaunchConfig(64, 8, 2, False, kernel_wins=True)
+    table = table_from_json(table_to_json(PoolTable("some GPU", {P.case_key(cases[0]): won}),
+                                          {P.case_key(cases[0]): {"kernel_ms": 1.0}}))
+    assert table == PoolTable("some GPU", {P.case_key(cases[0]): won})
+    assert M.pool_launch(*args[0], backend="triton", table=table) == won
+    assert M.pool_launch(*args[0], backend="auto", table=table) is None  # CPU tensors
+    other = next(a for c, a in zip(cases, args) if P.case_key(c) != P.case_key(cases[0]))
+    assert M.pool_launch(*other, backend="triton", table=table) == LaunchConfig()
+    assert dataclasses.replace(won, kernel_wins=False) != won
+
+
+def test_triton_sweep_off_cuda_needs_the_interpreter(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert P.main(["--cpu-smoke", "--triton-sweep", "--out", str(tmp_path / "s.json")]) == 2
+    assert "TRITON_INTERPRET" in capsys.readouterr().err
+
+
+def test_triton_sweep_smoke_under_the_interpreter(tmp_path):
+    """--cpu-smoke --triton-sweep in a child with TRITON_INTERPRET=1 (two launches on two small shapes):
+    every launch within the bf16 tolerance of (1), and a launch table models/mvit.py can read."""
+    import importlib.util
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lart_stream.models.mvit_pool_table import table_from_json
+
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
+    out = tmp_path / "sweep.json"
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    script = Path(P.__file__)
+    run = subprocess.run([sys.executable, str(script), "--cpu-smoke", "--triton-sweep", "--out", str(out)],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    res = json.loads(out.read_text())
+    rows = [r for r in res["sweep"] if "ms" in r]
+    assert len(rows) == len(P.SMOKE_SWEEP) and all(r["ok"] for r in rows), res["sweep"]
+    table = table_from_json(res["config_table"])
+    assert set(table.shapes) == set(res["torch_by_shape"]) and len(table.shapes) == 2

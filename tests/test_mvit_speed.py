@@ -75,11 +75,20 @@ CASES = [((1, 1, 1), (3, 3, 3), True, 12, (3, 7, 9)), ((1, 2, 2), (3, 3, 3), Tru
          ((1, 8, 8), (3, 3, 3), True, 72, (2, 17, 19))]  # MViTv2-L's head dim and first kv stride
 
 
-def check_pool_norm_kernel(stride: tuple, kernel: tuple, has_cls: bool, C: int, thw: tuple) -> None:
+# strided pools again with the runtime tap loop (the other launches unroll the taps)
+LOOP_CASES = [CASES[1], CASES[3]]
+
+
+def check_pool_norm_kernel(stride: tuple, kernel: tuple, has_cls: bool, C: int, thw: tuple,
+                           unroll: bool = True) -> None:
     """Depthwise Conv3d + LayerNorm from strided qkv-Linear-like tokens into a strided
     (B, tokens, nh, width) buffer, plus the scaled second output, vs the torch ops in float64
-    (fp32 kernel accumulation: bound 2^5 eps32 of the scale); cls row normed, not pooled."""
+    (fp32 kernel accumulation: bound 2^5 eps32 of the scale); cls row normed, not pooled.
+    ``unroll`` False: the launch with the runtime loop over the taps."""
     import lart_stream.models.mvit_triton as K
+    from lart_stream.models.mvit_pool_table import LaunchConfig
+
+    launch = LaunchConfig(block_n=16, num_warps=2, num_stages=2, unroll=unroll)
 
     B, nh = 2, 2
     g = torch.Generator().manual_seed(11)
@@ -100,7 +109,7 @@ def check_pool_norm_kernel(stride: tuple, kernel: tuple, has_cls: bool, C: int, 
         out = torch.full((B, nh, Nq, C), float("nan"))
         buf = torch.full((B, Nq, nh, C + 5), float("nan"))  # a q'-like buffer, width beyond C untouched
         K.pool_norm(x, pool.weight, norm.weight, norm.bias, norm.eps, thw, out_thw, stride,
-                    tuple(pool.padding), has_cls, out, buf.transpose(1, 2)[..., :C], 0.25, block_n=16)
+                    tuple(pool.padding), has_cls, out, buf.transpose(1, 2)[..., :C], 0.25, config=launch)
     bound = 2 ** 5 * EPS32 * float(want.abs().max())
     assert float((out.double() - want).abs().max()) <= bound
     assert float((buf[..., :C].transpose(1, 2).double() - 0.25 * want).abs().max()) <= bound
@@ -112,7 +121,7 @@ def check_pool_norm_kernel(stride: tuple, kernel: tuple, has_cls: bool, C: int, 
     with torch.no_grad():
         pool.weight[0, 0, 0, 0, 0] += 1.0
         K.pool_norm(x, pool.weight, norm.weight, norm.bias, norm.eps, thw, out_thw, stride,
-                    tuple(pool.padding), has_cls, out, None, 1.0, block_n=16)
+                    tuple(pool.padding), has_cls, out, None, 1.0, config=launch)
     assert float((out.double() - want).abs().max()) > 100 * bound
 
 
@@ -144,10 +153,12 @@ def test_triton_pool_norm_equals_torch_under_the_interpreter() -> None:
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     code = ("import test_mvit_speed as t\n"
             "for case in t.CASES:\n    t.check_pool_norm_kernel(*case)\n"
-            "t.check_fast_model_with_kernel()\nprint('ok', len(t.CASES))")
+            "for case in t.LOOP_CASES:\n    t.check_pool_norm_kernel(*case, unroll=False)\n"
+            "t.check_fast_model_with_kernel()\nprint('ok', len(t.CASES) + len(t.LOOP_CASES))")
     run = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).parent, capture_output=True,
                          text=True, timeout=600)
-    assert run.returncode == 0 and run.stdout.strip() == f"ok {len(CASES)}", run.stdout[-2000:] + run.stderr[-4000:]
+    want = f"ok {len(CASES) + len(LOOP_CASES)}"
+    assert run.returncode == 0 and run.stdout.strip() == want, run.stdout[-2000:] + run.stderr[-4000:]
 
 
 def test_speed_script_cpu_smoke_runs_every_cpu_variant_exactly(tmp_path) -> None:

@@ -4,6 +4,16 @@ every q/k/v pool of one pass, in several implementations (issue 14: pooling + it
 
     python benchmarks/device/mvit_pool.py --out $OUT/mvit_pool.json
     python benchmarks/device/mvit_pool.py --cpu-smoke --out /tmp/mvit_pool.json   # tiny config, CPU, eager
+    python benchmarks/device/mvit_pool.py --triton-sweep --out $OUT/mvit_sweep.json
+    TRITON_INTERPRET=1 python benchmarks/device/mvit_pool.py --cpu-smoke --triton-sweep --out /tmp/s.json
+
+--triton-sweep: instead of the variants, the Triton kernel (1t) under the launches of ``SWEEP`` (tokens
+per program, warps, pipeline stages, taps unrolled or looped), timed per distinct pool shape (one CUDA
+graph per shape: its pools of the pass) next to (1) timed the same way, each launch checked against (1)
+with the tolerance below; the best launch per shape, the whole pass with those launches (all kernel,
+and "auto": the kernel only where it beat (1)), and ``config_table``: that table in the format of
+models/mvit_triton_configs.json, to commit if it shows wins. Launches are tried in order until --budget-s
+(less a reserve) would be passed; the JSON is written after each.
 
 The pools come from the built model (official MViTv2-L 40x3, built on the meta device): per block the
 pool_q/k/v Conv3d (kernel, stride, padding), norm_q/k/v, heads and head dim, the runtime (T, H, W)
@@ -36,10 +46,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -48,6 +59,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lart_stream.models import mvit as M
+from lart_stream.models.mvit_pool_table import LaunchConfig, PoolTable, shape_key, table_to_json
 
 BF16_EPS = 2.0 ** -8  # bf16 unit roundoff (8-bit significand incl. the implicit bit: 2^-8 relative)
 
@@ -142,12 +154,19 @@ def reference_ops(x, weight, gamma, beta, geom: PoolGeom) -> torch.Tensor:
     return F.layer_norm(y, (C,), gamma, beta, geom.eps)
 
 
-def pool_triton(c: PoolCase) -> torch.Tensor:
-    """(1t): pool_into with the Triton kernel (raises where triton does not import)."""
+def pool_triton(c: PoolCase, table: PoolTable | None = None, backend: str = "triton") -> torch.Tensor:
+    """(1t): pool_into with the Triton kernel (raises where triton does not import); ``table`` picks the
+    launch per shape (default: the committed table, else the kernel's default launch)."""
     B, nh, _, hd = c.x.shape
     out = c.x.new_empty(B, nh, int(c.geom.has_cls) + math.prod(c.geom.out_thw), hd)
-    M.pool_into(c.x, c.pool, c.norm, c.geom.thw, c.geom.has_cls, out, backend="triton")
+    M.pool_into(c.x, c.pool, c.norm, c.geom.thw, c.geom.has_cls, out, backend=backend, table=table)
     return out
+
+
+def case_key(c: PoolCase) -> str:
+    """The launch-table key of a pool (models/mvit_pool_table.shape_key)."""
+    return shape_key(c.x.shape[3], c.x.shape[1], c.geom.thw, c.geom.kernel, c.geom.stride, c.geom.padding,
+                     c.geom.has_cls)
 
 
 def _grid_view(x: torch.Tensor, geom: PoolGeom) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -303,6 +322,123 @@ def compiled_variant(ops: Callable[..., torch.Tensor], cases: list[PoolCase], ca
     return (lambda c: compiled[key_of(c)](*c.tensors)), time.perf_counter() - t0, f"{len(compiled)} graphs"
 
 
+# ----------------------------------------------------------------------------- --triton-sweep
+
+# launches tried, most promising first (the budget may cut the tail); the first is the kernel's default
+SWEEP = [LaunchConfig(32, 4, 3, True), LaunchConfig(32, 4, 3, False), LaunchConfig(64, 4, 3, False),
+         LaunchConfig(16, 2, 3, False), LaunchConfig(16, 4, 3, True), LaunchConfig(64, 8, 3, False),
+         LaunchConfig(128, 8, 3, False), LaunchConfig(16, 2, 3, True), LaunchConfig(32, 2, 3, False),
+         LaunchConfig(128, 4, 3, False), LaunchConfig(32, 8, 3, True), LaunchConfig(16, 4, 3, False),
+         LaunchConfig(64, 8, 3, True), LaunchConfig(32, 8, 3, False), LaunchConfig(64, 4, 2, False),
+         LaunchConfig(64, 4, 3, True)]
+SMOKE_SWEEP = [LaunchConfig(16, 2, 1, True), LaunchConfig(32, 2, 1, False)]
+
+
+def group_by_shape(cases: list[PoolCase]) -> dict[str, list[PoolCase]]:
+    groups: dict[str, list[PoolCase]] = {}
+    for c in cases:
+        groups.setdefault(case_key(c), []).append(c)
+    return groups
+
+
+def time_groups(fn: Callable[[PoolCase], torch.Tensor], groups: dict[str, list[PoolCase]], refs: dict,
+                cuda: bool, iters: int, warmup: int, dtype: torch.dtype) -> dict:
+    """ms (median) of each shape's pools (one graph per shape), their sum, max error vs (1) and ok."""
+    by_shape, err, mag = {}, 0.0, 0.0
+    for key, group in groups.items():
+        run = whole_pass(fn, group)
+        e, m = max_error(run(), refs[key])  # the first call compiles the kernel for this geometry
+        err, mag = max(err, e), max(mag, m)
+        by_shape[key] = time_pass(run, cuda, iters, warmup)[0]["median"]
+    return {"ms_by_shape": by_shape, "ms": sum(by_shape.values()), "max_abs_err": err, "ref_max_abs": mag,
+            "tol": tolerance(mag, dtype), "ok": err <= tolerance(mag, dtype)}
+
+
+def triton_sweep(cases: list[PoolCase], cuda: bool, args: argparse.Namespace, t_start: float, result: dict,
+                 save: Callable[[], None], dtype: torch.dtype) -> None:
+    """Time the kernel per pool shape over ``SWEEP`` launches next to (1); the best launch per shape, the
+    whole pass with those launches, and a launch table (``config_table``, the format of
+    models/mvit_triton_configs.json) marking the shapes where the kernel beats (1)."""
+    groups = group_by_shape(cases)
+    if args.cpu_smoke:  # the interpreter runs ~1e3 x slower: the two smallest shapes, one call each
+        groups = dict(sorted(groups.items(), key=lambda kv: sum(c.x.shape[1] * math.prod(c.geom.out_thw)
+                                                                for c in kv[1]))[:2])
+    refs = {key: whole_pass(pool_reference, g)() for key, g in groups.items()}
+    iters, warmup = (1, 0) if args.cpu_smoke else (min(args.iters, 10), min(args.warmup, 2))
+    result.update(sweep_iters=iters, shapes_by_key={k: len(g) for k, g in groups.items()}, sweep=[])
+    torch_row = time_groups(pool_reference, groups, refs, cuda, iters, warmup, dtype)
+    result["torch_by_shape"] = torch_row["ms_by_shape"]
+    cases = [c for g in groups.values() for c in g]
+    whole = time_pass(whole_pass(pool_reference, cases), cuda, iters, warmup)[0]["median"]
+    result["torch_whole_pass_ms"] = whole
+    save()
+    reserve = 20.0  # the final whole-pass timings and the summary
+    last = 0.0
+    for launch in (SMOKE_SWEEP if args.cpu_smoke else SWEEP):
+        spent = time.perf_counter() - t_start
+        if spent + last > args.budget_s - reserve:
+            result["sweep"].append({"config": launch.label(), "note": f"skipped: --budget-s ({spent:.0f} s spent)"})
+            continue
+        t0 = time.perf_counter()
+        table = PoolTable(None, {key: launch for key in groups})
+        row = {"config": launch.label(), "launch": asdict(launch)}
+        try:
+            row.update(time_groups(lambda c, t=table: pool_triton(c, t), groups, refs, cuda, iters, warmup, dtype))
+        except Exception as exc:  # noqa: BLE001 - a launch that fails (resources) must not lose the rest
+            row["note"] = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
+        last = time.perf_counter() - t0
+        row["wall_s"] = round(last, 1)
+        result["sweep"].append(row)
+        save()
+    done = [r for r in result["sweep"] if r.get("ok")]
+    if not done:
+        return
+    best: dict[str, LaunchConfig] = {}
+    extra: dict[str, dict] = {}
+    for key in groups:
+        r = min(done, key=lambda r: r["ms_by_shape"][key])
+        kms, tms = r["ms_by_shape"][key], result["torch_by_shape"][key]
+        best[key] = LaunchConfig(**{**r["launch"], "kernel_wins": kms < tms})
+        extra[key] = {"kernel_ms": kms, "torch_ms": tms, "pools": len(groups[key])}
+    device = torch.cuda.get_device_name() if cuda else None
+    result["config_table"] = table_to_json(PoolTable(device, best), extra)
+    finals = {"best launch per shape, all kernel": (PoolTable(None, best), "triton"),
+              "auto with that table (kernel where it wins)": (PoolTable(None, best), "auto")}
+    result["whole_pass"] = {"(1) torch": whole}
+    for name, (table, backend) in finals.items():
+        run = whole_pass(lambda c, t=table, b=backend: pool_triton(c, t, b), cases)
+        if backend == "auto" and not cuda:
+            continue  # auto never runs the kernel off CUDA
+        run()
+        result["whole_pass"][name] = time_pass(run, cuda, iters, warmup)[0]["median"]
+    save()
+
+
+def print_sweep(result: dict) -> None:
+    base = result["torch_whole_pass_ms"]
+    print(f"(1) torch/cuDNN whole pass {base:.3f} ms (sum of per-shape graphs "
+          f"{sum(result['torch_by_shape'].values()):.3f} ms); kernel launches, sum over shapes:")
+    print(f"{'launch':24s} {'ms/pass':>9s} {'vs (1)':>7s} {'max err':>9s} {'tol':>8s} {'wall s':>7s}  note")
+    for r in result["sweep"]:
+        if "ms" not in r:
+            print(f"{r['config']:24s} {'-':>9s} {'-':>7s} {'-':>9s} {'-':>8s} {'-':>7s}  {r.get('note', '')}")
+            continue
+        flag = "" if r["ok"] else "ERROR ABOVE TOL"
+        print(f"{r['config']:24s} {r['ms']:9.3f} {r['ms'] / base:7.2f} {r['max_abs_err']:9.2e} {r['tol']:8.1e} "
+              f"{r['wall_s']:7.1f}  {flag}")
+    table = result.get("config_table")
+    if not table:
+        print("no launch passed: no per-shape table")
+        return
+    print(f"\n{'pool shape':44s} {'pools':>5s} {'torch ms':>9s} {'kernel ms':>9s}  best launch")
+    for key, e in table["shapes"].items():
+        launch = LaunchConfig(**{k: v for k, v in e.items() if k in LaunchConfig.__dataclass_fields__})
+        win = "  kernel wins" if e["kernel_wins"] else ""
+        print(f"{key:44s} {e['pools']:5d} {e['torch_ms']:9.3f} {e['kernel_ms']:9.3f}  {launch.label()}{win}")
+    for name, ms in result["whole_pass"].items():
+        print(f"whole pass, {name}: {ms:.3f} ms ({ms / base:.2f} x (1))")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True)
@@ -314,10 +450,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile-cap-s", type=float, default=60.0)
     ap.add_argument("--budget-s", type=float, default=140.0, help="whole run; compile caps shrink to fit it")
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--triton-sweep", action="store_true",
+                    help="time the Triton kernel's launches per pool shape next to (1) instead of the variants "
+                         "(CPU: only with TRITON_INTERPRET=1, two launches)")
     args = ap.parse_args(argv)
     cuda = not args.cpu_smoke
     if cuda and not torch.cuda.is_available():
         print("mvit_pool: no CUDA device (use --cpu-smoke here)", file=sys.stderr)
+        return 2
+    if args.triton_sweep and not cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        print("mvit_pool: --triton-sweep off CUDA needs TRITON_INTERPRET=1", file=sys.stderr)
         return 2
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.bfloat16)
     if args.cpu_smoke:
@@ -340,6 +482,16 @@ def main(argv: list[str] | None = None) -> int:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(result, indent=1, default=str))
 
+    if args.triton_sweep:
+        result["mode"] = "triton-sweep"
+        with torch.no_grad():
+            triton_sweep(cases, cuda, args, t_start, result, save, dtype)
+        result["wall_s"] = round(time.perf_counter() - t_start, 1)
+        save()
+        print(f"{result['config']} {cfg.num_frames}x{h}x{w}, {len(cases)} pools, {dtype}, {result['device']}")
+        print_sweep(result)
+        print(f"wall {result['wall_s']} s -> {out_path}")
+        return 0
     with torch.no_grad():
         refs = whole_pass(pool_reference, cases)()
         variants = dict(VARIANTS)
