@@ -59,10 +59,10 @@ from lart_stream.models.roi_align import roi_align
 
 LN_EPS = 1e-6  # PySlowFast's MVIT.NORM "layernorm": partial(nn.LayerNorm, eps=1e-6), pooled q/k/v norms too
 ATTENTION_IMPLS = ("fast", "folded", "reference")
-# "auto" = "torch" (cuDNN's depthwise Conv3d + LayerNorm): on an H200 the whole MViTv2-L pass is 67 ms
-# with it and 162 ms with our Triton kernel (benchmarks/results/h200/appearance/mvit_speed.json), so the
-# kernel runs only when asked for, or (auto) for the shapes a committed per-shape table
-# (models/mvit_triton_configs.json, empty today; see models/mvit_pool_table.py) marks as kernel wins
+# "auto": the Triton kernel for the shapes the committed per-shape table (models/mvit_triton_configs.json,
+# measured on an H200 for MViTv2-L at 312x374: all pools 8.4 ms against 28.6 with cuDNN) marks as kernel
+# wins on that GPU; everywhere else "torch" (cuDNN's depthwise Conv3d + LayerNorm; the kernel's first,
+# untuned launch was slower than it: benchmarks/results/h200/appearance/mvit_speed.json)
 POOL_BACKENDS = ("auto", "torch", "triton")
 
 
@@ -287,7 +287,7 @@ def pool_launch(x: torch.Tensor, pool: nn.Module | None, norm: nn.Module | None,
                 has_cls: bool, backend: str = "auto", table: PoolTable | None = None) -> LaunchConfig | None:
     """The Triton kernel's launch for this pool, or None for the torch path: "triton" always runs the
     kernel (the table's config for the shape, else the default); "auto" only where ``table`` (default:
-    the committed models/mvit_triton_configs.json, empty today) marks the shape as a kernel win, on a
+    the committed models/mvit_triton_configs.json: the H200's MViTv2-L pools at 312x374) marks the shape as a kernel win, on a
     CUDA device of the table's name, with triton importable; "torch" never."""
     if pool is None or norm is None or backend == "torch":
         return None
