@@ -4,7 +4,8 @@ A table measured on a GPU by ``benchmarks/device/mvit_pool.py --triton-sweep`` (
 ``config_table``) can be committed as models/mvit_triton_configs.json: for each pool shape it gives the
 kernel's best launch and whether the kernel beat the torch/cuDNN path there (``kernel_wins``). The
 "auto" pool backend runs the kernel only for shapes the table marks as wins, and only on the device the
-table was measured on; the committed table holds the H200's MViTv2-L pools at 312x374; other shapes and GPUs take the torch path.
+table was measured on. The committed table holds the H200's MViTv2-L pools at 312x374; other shapes
+and GPUs take the torch path.
 No triton import here: models/mvit.py reads the table on CPU-only installs too.
 """
 
