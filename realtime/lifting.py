@@ -575,6 +575,7 @@ class _FusedStage:
         self.many_in: torch.Tensor | None = None
         self.big_crops: torch.Tensor | None = None
         self.sync_ms = 0.0  # wall ms the last call waited for the device (its one sync)
+        self.pad_box = torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0], device=self.device)  # lift_many's padding row
 
     def describe(self) -> str:
         mode = "CUDA graphs" if self.capture else "plain calls"
@@ -753,11 +754,7 @@ class _FusedStage:
         geometry, need = {}, n * self.BOX  # batch position -> the crop geometry of its people
         for k, det in enumerate(detections):
             if len(det):
-                center, side = box_center_size(det.xyxy, self.cc.aspect)  # as crop_people computes them
-                sigma = blur_sigma(side, self.cc)
-                blurred = np.flatnonzero(sigma > 0)
-                R = radius_bucket(int(blur_radius(sigma[blurred]).max())) if len(blurred) else 0
-                geometry[k] = (center, side, sigma, blurred, R)
+                geometry[k] = center, side, sigma, blurred, R = self._crop_geometry(det.xyxy)
                 need += len(blurred) * (4 + 2 * R + 1)
         if self.host_in.numel() < need:
             self.host_in = self._host(torch.zeros(need, dtype=torch.float32))
@@ -803,16 +800,14 @@ class _FusedStage:
             box_rows = self._boxes_for(B)
             box_rows[:e - s].copy_(boxes_dev[s:e])
             if B > e - s:  # padding rows: a finite 1-px box in a 1x1 frame
-                box_rows[e - s:].copy_(torch.tensor([0.0, 0.0, 1.0, 1.0, 1.0], device=self.device))
+                box_rows[e - s:].copy_(self.pad_box)  # a finite 1-px box in a 1x1 frame
             if crops is not self.crops:
                 self.crops[:e - s].copy_(crops[s:e])
             packed = self._net_step(B)()
             self._mark("network+post")
             self.host_out[s:e].copy_(packed[:e - s], non_blocking=True)
             self._mark("d2h")
-        if self.cuda:
-            torch.cuda.current_stream(self.device).synchronize()
-        arrays = self._unpack(n)
+        arrays = self._wait_and_unpack(n)
         people, o = [], 0
         for frame, det in zip(frames, detections):
             rows = slice(o, o + len(det))
@@ -841,6 +836,24 @@ class _FusedStage:
                                        torch.zeros((H, W, 3), dtype=torch.uint8, device=self.device))
         return buf
 
+    def _crop_geometry(self, xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+        """Boxes -> (center, side) as crop_people computes them, the blur sigmas, the blurred people and
+        their radius bucket R."""
+        center, side = box_center_size(xyxy, self.cc.aspect)
+        sigma = blur_sigma(side, self.cc)
+        blurred = np.flatnonzero(sigma > 0)
+        R = radius_bucket(int(blur_radius(sigma[blurred]).max())) if len(blurred) else 0
+        return center, side, sigma, blurred, R
+
+    def _wait_and_unpack(self, n: int) -> dict[str, np.ndarray]:
+        """The call's one device sync (its wall time in ``sync_ms``), then the first n packed rows."""
+        self.sync_ms = 0.0
+        if self.cuda:
+            t = time.perf_counter()
+            torch.cuda.current_stream(self.device).synchronize()
+            self.sync_ms = (time.perf_counter() - t) * 1e3
+        return self._unpack(n)
+
     def _unpack(self, n: int) -> dict[str, np.ndarray]:
         flat = self.host_out.numpy()[:n]
         arrays, c = {}, 0
@@ -859,10 +872,7 @@ class _FusedStage:
             return People(detections.xyxy, detections.confidence, image_size=(W, H), **z)
         self._marks = []
         self._mark("start")
-        center, side = box_center_size(detections.xyxy, self.cc.aspect)  # as crop_people computes them
-        sigma = blur_sigma(side, self.cc)
-        blurred = np.flatnonzero(sigma > 0)
-        R = radius_bucket(int(blur_radius(sigma[blurred]).max())) if len(blurred) else 0
+        center, side, sigma, blurred, R = self._crop_geometry(detections.xyxy)
         kernels = blur_rows(sigma[blurred], R) if len(blurred) else None
         self._frame_buffers(H, W)
         self._upload(frame.image, _rows_read(center, side, R, H))
@@ -911,11 +921,7 @@ class _FusedStage:
             self._mark("network+post")
             self.host_out[s:e].copy_(packed[:e - s], non_blocking=True)  # the one device->host copy
             self._mark("d2h")
-        if self.cuda:
-            t = time.perf_counter()
-            torch.cuda.current_stream(self.device).synchronize()
-            self.sync_ms = (time.perf_counter() - t) * 1e3
-        return People(detections.xyxy, detections.confidence, image_size=(W, H), **self._unpack(n))
+        return People(detections.xyxy, detections.confidence, image_size=(W, H), **self._wait_and_unpack(n))
 
 
 UPLOAD_CHUNK = 2 << 20  # bytes of frame rows per staging memcpy + transfer
